@@ -1,0 +1,749 @@
+//! Backing up: streams and file trees in, one snapshot out.
+//!
+//! The pipeline (threads joined by bounded channels):
+//!
+//! ```text
+//! caller thread            worker threads (one per core)        packer thread
+//! read -> chunk -> hash -> compress -> seal -> decode & verify -> append to pack -> publish -> index
+//!         -> dedup check --(jobs: 2 per worker)-->              --(blobs: 2 per worker)-->
+//! ```
+//!
+//! Duplicates are dropped in the caller thread, before the costly stages: a chunk whose id is in
+//! the index, or already on its way through this pipeline (`pending`), is only referenced. Each
+//! channel holds two items per worker: enough that no worker waits for input while the caller
+//! chunks, small enough that memory stays at a few times the maximum chunk size per worker.
+//!
+//! # Crash safety
+//! The order of durable writes is what makes a backup killed at any moment harmless:
+//! 1. Blobs are appended to a pack under `tmp/`. A crash here leaves only a temp file, which no
+//!    reader looks at and the next backup on this host deletes.
+//! 2. A full pack gets its trailer, is fsynced, renamed to `packs/xx/<id>` and its directory
+//!    fsynced. From now on the pack is self-describing: any later `Index::sync` finds it.
+//! 3. The pack's blobs are recorded in the index cache, and only then leave `pending`. A crash
+//!    between 2 and 3 is repaired by the next sync, which reads the pack's trailer.
+//! 4. At commit, the pipeline is drained: every blob the snapshot references is in a published
+//!    pack (steps 2-3 done for all of them).
+//! 5. Only then is the manifest written, atomically and under a name that must not exist yet.
+//!    Without step 5 there is no snapshot, and the packs of steps 2-3 are reused by the next run.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+use crate::backend::Backend;
+use crate::blob::{BlobKind, Encoder};
+use crate::chunker::Chunker;
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::id::ChunkId;
+use crate::index::Index;
+use crate::lock::LockGuard;
+use crate::pack::PackWriter;
+use crate::progress::Progress;
+use crate::repo::Repository;
+use crate::snapshot::{
+    encode_record, ChunkRef, ContentRef, EntryType, Item, ItemKind, Snapshot, Stats, Status,
+    TreeEntry, INLINE_MAX, LIST_RECORD, MANIFEST_VERSION,
+};
+use crate::util::{format_rfc3339, now_unix};
+
+/// Options for one backup run.
+#[derive(Debug, Clone, Default)]
+pub struct BackupOptions {
+    /// Snapshot name; default: the start time as `YYYY-MM-DDTHH:MM:SSZ`.
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    /// Recorded host; default: this host's name.
+    pub host: Option<String>,
+}
+
+/// Checks a snapshot or item name.
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(Error::Invalid(format!(
+            "{what} {name:?} must be 1-255 characters without control characters"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Counters {
+    chunks: AtomicU64,
+    chunks_new: AtomicU64,
+    bytes_new: AtomicU64,
+    bytes_added: AtomicU64,
+}
+
+impl Counters {
+    fn stats(&self) -> Stats {
+        Stats {
+            chunks: self.chunks.load(Relaxed),
+            chunks_new: self.chunks_new.load(Relaxed),
+            bytes_new: self.bytes_new.load(Relaxed),
+            bytes_added: self.bytes_added.load(Relaxed),
+        }
+    }
+}
+
+struct Job {
+    id: ChunkId,
+    kind: BlobKind,
+    data: Vec<u8>,
+    counters: Arc<Counters>,
+}
+
+struct Encoded {
+    id: ChunkId,
+    kind: BlobKind,
+    raw_len: u32,
+    sealed: Vec<u8>,
+    counters: Arc<Counters>,
+}
+
+type Failure = Arc<Mutex<Option<Error>>>;
+
+fn fail(failure: &Failure, e: Error) {
+    let mut f = failure.lock().unwrap();
+    if f.is_none() {
+        *f = Some(e);
+    }
+}
+
+struct Pipeline {
+    tx: Option<Sender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    packer: Option<JoinHandle<()>>,
+    pending: Arc<Mutex<HashSet<ChunkId>>>,
+    failure: Failure,
+}
+
+impl Pipeline {
+    fn start(repo: &Repository, mut index: Index) -> Pipeline {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let (tx, job_rx) = bounded::<Job>(2 * n);
+        let (blob_tx, blob_rx) = bounded::<Encoded>(2 * n);
+        let failure: Failure = Arc::default();
+        let pending: Arc<Mutex<HashSet<ChunkId>>> = Arc::default();
+        let workers = (0..n)
+            .map(|_| {
+                let (rx, out, keys, failure) = (
+                    job_rx.clone(),
+                    blob_tx.clone(),
+                    repo.keys.clone(),
+                    failure.clone(),
+                );
+                let level = repo.config.compression_level;
+                std::thread::spawn(move || worker(rx, out, keys, level, failure))
+            })
+            .collect();
+        drop(blob_tx);
+        let (backend, keys, failure2, pending2) = (
+            repo.backend.clone(),
+            repo.keys.clone(),
+            failure.clone(),
+            pending.clone(),
+        );
+        let pack_size = repo.config.pack_size;
+        let packer = std::thread::spawn(move || {
+            if let Err(e) = packer(
+                blob_rx,
+                backend.as_ref(),
+                &keys,
+                &mut index,
+                pack_size,
+                &pending2,
+            ) {
+                fail(&failure2, e);
+            }
+        });
+        Pipeline {
+            tx: Some(tx),
+            workers,
+            packer: Some(packer),
+            pending,
+            failure,
+        }
+    }
+
+    fn failed(&self) -> bool {
+        self.failure.lock().unwrap().is_some()
+    }
+
+    fn take_failure(&self) -> Option<Error> {
+        self.failure.lock().unwrap().take()
+    }
+
+    /// Waits until every submitted blob is in a published, indexed pack (crash-safety step 4).
+    fn finish(&mut self) -> Result<()> {
+        drop(self.tx.take());
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+        if let Some(p) = self.packer.take() {
+            if p.join().is_err() {
+                fail(
+                    &self.failure,
+                    Error::Pipeline("the packer thread panicked".into()),
+                );
+            }
+        }
+        match self.take_failure() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+fn worker(rx: Receiver<Job>, out: Sender<Encoded>, keys: Keys, level: i32, failure: Failure) {
+    let mut enc = Encoder::new(level);
+    for job in rx {
+        match enc.encode(&keys, &job.id, job.kind, &job.data) {
+            Ok(sealed) => {
+                let e = Encoded {
+                    id: job.id,
+                    kind: job.kind,
+                    raw_len: job.data.len() as u32,
+                    sealed,
+                    counters: job.counters,
+                };
+                if out.send(e).is_err() {
+                    return;
+                }
+            }
+            Err(e) => return fail(&failure, e),
+        }
+    }
+}
+
+fn packer(
+    rx: Receiver<Encoded>,
+    backend: &dyn Backend,
+    keys: &Keys,
+    index: &mut Index,
+    pack_size: u64,
+    pending: &Mutex<HashSet<ChunkId>>,
+) -> Result<()> {
+    let mut writer: Option<PackWriter> = None;
+    let publish = |w: PackWriter, index: &mut Index| -> Result<()> {
+        // Crash-safety steps 2 and 3: publish the pack, index it, then stop treating it as pending.
+        let fin = w.finish(keys)?;
+        index.add_pack(&fin)?;
+        let mut p = pending.lock().unwrap();
+        for e in &fin.entries {
+            p.remove(&e.id);
+        }
+        Ok(())
+    };
+    for blob in rx {
+        if writer.is_none() {
+            writer = Some(PackWriter::new(backend)?);
+        }
+        let w = writer.as_mut().unwrap();
+        w.add(blob.id, blob.kind, blob.raw_len, &blob.sealed)?;
+        blob.counters
+            .bytes_added
+            .fetch_add(blob.sealed.len() as u64, Relaxed);
+        if w.len() >= pack_size {
+            publish(writer.take().unwrap(), index)?;
+        }
+    }
+    if let Some(w) = writer.filter(|w| !w.is_empty()) {
+        publish(w, index)?;
+    }
+    Ok(())
+}
+
+/// Hands chunks to the pipeline, dropping duplicates first.
+struct Sink<'a> {
+    keys: &'a Keys,
+    index: &'a Index,
+    pipeline: &'a Pipeline,
+    chunker: &'a Chunker,
+    counters: Arc<Counters>,
+    progress: &'a dyn Progress,
+}
+
+impl Sink<'_> {
+    fn store(&mut self, kind: BlobKind, data: &[u8]) -> Result<ChunkRef> {
+        if self.pipeline.failed() {
+            return Err(Error::Pipeline("stopped after an earlier error".into()));
+        }
+        let id = self.keys.chunk_id(data);
+        self.counters.chunks.fetch_add(1, Relaxed);
+        if kind == BlobKind::Data {
+            self.progress.advance(data.len() as u64);
+        }
+        // `pending` is checked before the index: the packer indexes a pack before removing its
+        // blobs from `pending`, so a blob is always in at least one of the two.
+        let is_new = {
+            let mut p = self.pipeline.pending.lock().unwrap();
+            !p.contains(&id) && !self.index.contains(&id)? && p.insert(id)
+        };
+        if is_new {
+            self.counters.chunks_new.fetch_add(1, Relaxed);
+            self.counters
+                .bytes_new
+                .fetch_add(data.len() as u64, Relaxed);
+            let job = Job {
+                id,
+                kind,
+                data: data.to_vec(),
+                counters: self.counters.clone(),
+            };
+            let tx = self
+                .pipeline
+                .tx
+                .as_ref()
+                .expect("pipeline open while backing up");
+            if tx.send(job).is_err() {
+                return Err(Error::Pipeline("stopped".into()));
+            }
+        }
+        Ok(ChunkRef(id, data.len() as u32))
+    }
+}
+
+/// Builds a chunk list as chunks arrive, spilling it into a stored `Meta` stream once it outgrows
+/// [`INLINE_MAX`], so memory stays bounded however long the content is.
+#[derive(Default)]
+struct RefList {
+    first: Vec<ChunkRef>,
+    upper: Option<Box<MetaWriter>>,
+}
+
+impl RefList {
+    fn push(&mut self, r: ChunkRef, sink: &mut Sink) -> Result<()> {
+        if let Some(u) = &mut self.upper {
+            let mut rec = Vec::with_capacity(LIST_RECORD);
+            encode_record(&r, &mut rec);
+            return u.write(&rec, sink);
+        }
+        if self.first.len() < INLINE_MAX {
+            self.first.push(r);
+            return Ok(());
+        }
+        let mut u = Box::<MetaWriter>::default();
+        let mut rec = Vec::with_capacity(LIST_RECORD * (INLINE_MAX + 1));
+        for f in self.first.drain(..).chain(std::iter::once(r)) {
+            encode_record(&f, &mut rec);
+        }
+        u.write(&rec, sink)?;
+        self.upper = Some(u);
+        Ok(())
+    }
+
+    fn finish(self, size: u64, sink: &mut Sink) -> Result<ContentRef> {
+        match self.upper {
+            None => Ok(ContentRef {
+                size,
+                depth: 0,
+                chunks: self.first,
+            }),
+            Some(u) => {
+                let inner = u.finish(sink)?;
+                Ok(ContentRef {
+                    size,
+                    depth: inner.depth + 1,
+                    chunks: inner.chunks,
+                })
+            }
+        }
+    }
+}
+
+/// A stream of metadata bytes, chunked and stored as `Meta` blobs as it is written.
+#[derive(Default)]
+struct MetaWriter {
+    buf: Vec<u8>,
+    size: u64,
+    refs: RefList,
+}
+
+impl MetaWriter {
+    fn write(&mut self, data: &[u8], sink: &mut Sink) -> Result<()> {
+        self.buf.extend_from_slice(data);
+        self.size += data.len() as u64;
+        let max = sink.chunker.params().max as usize;
+        while self.buf.len() >= max {
+            self.cut_one(sink)?;
+        }
+        Ok(())
+    }
+
+    fn cut_one(&mut self, sink: &mut Sink) -> Result<()> {
+        let n = sink.chunker.cut(&self.buf);
+        let r = sink.store(BlobKind::Meta, &self.buf[..n])?;
+        self.refs.push(r, sink)?;
+        self.buf.drain(..n);
+        Ok(())
+    }
+
+    fn finish(mut self, sink: &mut Sink) -> Result<ContentRef> {
+        while !self.buf.is_empty() {
+            self.cut_one(sink)?;
+        }
+        self.refs.finish(self.size, sink)
+    }
+}
+
+/// A backup in progress. Add items, then [`Backup::commit`]. Dropped without commit, it leaves
+/// no snapshot; the packs it wrote are reused by the next backup.
+pub struct Backup<'r> {
+    repo: &'r Repository,
+    _lock: LockGuard,
+    index: Index,
+    pipeline: Pipeline,
+    chunker: Chunker,
+    name: String,
+    opts: BackupOptions,
+    time: i64,
+    started: Instant,
+    items: Vec<(Item, Arc<Counters>)>,
+    warnings: Vec<String>,
+    progress: Arc<dyn Progress>,
+}
+
+impl Repository {
+    /// Starts a backup: takes a shared lock, syncs the index and starts the pipeline.
+    pub fn backup(&self, opts: BackupOptions, progress: Arc<dyn Progress>) -> Result<Backup<'_>> {
+        let time = now_unix();
+        let name = opts.name.clone().unwrap_or_else(|| format_rfc3339(time));
+        validate_name("snapshot name", &name)?;
+        for t in &opts.tags {
+            validate_name("tag", t)?;
+        }
+        if self.snapshot_exists(&name) {
+            return Err(Error::SnapshotExists(name));
+        }
+        let lock = self.lock(false, &format!("backup {name}"))?;
+        self.local.clean_stale_temp()?;
+        let index = self.index()?;
+        let pipeline = Pipeline::start(self, index.reopen()?);
+        Ok(Backup {
+            repo: self,
+            _lock: lock,
+            index,
+            pipeline,
+            chunker: Chunker::new(self.config.chunker, self.keys.chunker_key()),
+            name,
+            opts,
+            time,
+            started: Instant::now(),
+            items: Vec::new(),
+            warnings: Vec::new(),
+            progress,
+        })
+    }
+}
+
+impl Backup<'_> {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Warnings so far (an empty command output, say).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    fn begin_item(&self, name: &str) -> Result<Arc<Counters>> {
+        validate_name("item name", name)?;
+        if self.items.iter().any(|(i, _)| i.name == name) {
+            return Err(Error::Invalid(format!(
+                "item name {name:?} is used twice in this snapshot"
+            )));
+        }
+        Ok(Arc::default())
+    }
+
+    fn sink(&self, counters: &Arc<Counters>) -> Sink<'_> {
+        Sink {
+            keys: &self.repo.keys,
+            index: &self.index,
+            pipeline: &self.pipeline,
+            chunker: &self.chunker,
+            counters: counters.clone(),
+            progress: self.progress.as_ref(),
+        }
+    }
+
+    /// Surfaces the pipeline's own error in place of the "stopped" a sender sees.
+    fn with_cause<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| match e {
+            Error::Pipeline(_) => self.pipeline.take_failure().unwrap_or(e),
+            e => e,
+        })
+    }
+
+    fn store_reader(&self, sink: &mut Sink, reader: impl Read, source: &str) -> Result<ContentRef> {
+        let mut refs = RefList::default();
+        let mut size = 0u64;
+        self.chunker.for_each_chunk(
+            reader,
+            |chunk| {
+                size += chunk.len() as u64;
+                let r = sink.store(BlobKind::Data, chunk)?;
+                refs.push(r, sink)
+            },
+            |e| Error::Source {
+                path: source.to_string(),
+                reason: format!("read failed: {e}"),
+            },
+        )?;
+        refs.finish(size, sink)
+    }
+
+    /// Adds a named stream read to its end.
+    pub fn add_stream(&mut self, name: &str, reader: impl Read) -> Result<&Item> {
+        let counters = self.begin_item(name)?;
+        let start = Instant::now();
+        self.progress.start(&format!("backup {name}"), None);
+        let mut sink = self.sink(&counters);
+        let r = self.store_reader(&mut sink, reader, name);
+        self.progress.finish();
+        let content = self.with_cause(r)?;
+        let item = Item {
+            name: name.to_string(),
+            size: content.size,
+            kind: ItemKind::Stream { content },
+            stats: Stats::default(),
+            duration_secs: start.elapsed().as_secs_f64(),
+            meta: BTreeMap::new(),
+        };
+        self.items.push((item, counters));
+        Ok(&self.items.last().unwrap().0)
+    }
+
+    /// Adds a command's standard output as a stream. A non-zero exit is an error (the caller
+    /// should then drop the backup); empty output with exit 0 is kept with a warning.
+    pub fn add_command_output(&mut self, name: &str, argv: &[String]) -> Result<&Item> {
+        let (prog, args) = argv
+            .split_first()
+            .ok_or_else(|| Error::Invalid("no command given".into()))?;
+        let mut child = Command::new(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Source {
+                path: prog.clone(),
+                reason: format!("cannot start command: {e}"),
+            })?;
+        let mut stderr = child.stderr.take().expect("piped");
+        let err_thread = std::thread::spawn(move || {
+            // Keep the last 4 KiB of stderr for the error message; pass it all through.
+            let mut tail = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                use std::io::Write;
+                let _ = std::io::stderr().write_all(&buf[..n]);
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 4096 {
+                    tail.drain(..tail.len() - 4096);
+                }
+            }
+            String::from_utf8_lossy(&tail).trim().to_string()
+        });
+        let stdout = child.stdout.take().expect("piped");
+        let added = self.add_stream(name, stdout).map(|i| i.size);
+        let status = child.wait().map_err(|e| Error::Source {
+            path: prog.clone(),
+            reason: e.to_string(),
+        });
+        let tail = err_thread.join().unwrap_or_default();
+        let size = added?;
+        let status = status?;
+        if !status.success() {
+            self.items.pop();
+            let mut reason = format!("command {argv:?} failed ({status})");
+            if !tail.is_empty() {
+                reason.push_str(&format!("; stderr: {tail}"));
+            }
+            return Err(Error::Source {
+                path: name.to_string(),
+                reason,
+            });
+        }
+        if size == 0 {
+            self.warnings.push(format!(
+                "command {argv:?} for item {name:?} exited 0 but wrote nothing; kept an empty item"
+            ));
+        }
+        Ok(&self.items.last().unwrap().0)
+    }
+
+    /// Adds a file or directory tree (modes, owners, mtimes and symlinks are kept).
+    pub fn add_tree(&mut self, name: &str, path: &Path) -> Result<&Item> {
+        let counters = self.begin_item(name)?;
+        let start = Instant::now();
+        self.progress
+            .start(&format!("backup {}", path.display()), None);
+        let mut sink = self.sink(&counters);
+        let r = self.store_tree(&mut sink, path);
+        self.progress.finish();
+        let (listing, size, files, dirs, symlinks) = self.with_cause(r)?;
+        let item = Item {
+            name: name.to_string(),
+            size,
+            kind: ItemKind::Tree {
+                source: path.display().to_string(),
+                listing,
+                files,
+                dirs,
+                symlinks,
+            },
+            stats: Stats::default(),
+            duration_secs: start.elapsed().as_secs_f64(),
+            meta: BTreeMap::new(),
+        };
+        self.items.push((item, counters));
+        Ok(&self.items.last().unwrap().0)
+    }
+
+    fn store_tree(&self, sink: &mut Sink, root: &Path) -> Result<(ContentRef, u64, u64, u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let src_err = |p: &Path, reason: String| Error::Source {
+            path: p.display().to_string(),
+            reason,
+        };
+        let mut listing = MetaWriter::default();
+        let (mut size, mut files, mut dirs, mut symlinks) = (0u64, 0u64, 0u64, 0u64);
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .sort_by_file_name();
+        for entry in walker {
+            let entry = entry.map_err(|e| {
+                let p = e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| root.to_path_buf());
+                src_err(
+                    &p,
+                    e.io_error()
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| e.to_string()),
+                )
+            })?;
+            let path = entry.path();
+            let md = std::fs::symlink_metadata(path).map_err(|e| src_err(path, e.to_string()))?;
+            let rel = path.strip_prefix(root).unwrap_or(path);
+            let rel = rel
+                .to_str()
+                .ok_or_else(|| {
+                    src_err(
+                        path,
+                        "file name is not valid UTF-8 (not supported yet)".into(),
+                    )
+                })?
+                .to_string();
+            let ft = md.file_type();
+            let mut e = TreeEntry {
+                path: rel,
+                entry_type: EntryType::File,
+                mode: md.mode() & 0o7777,
+                uid: md.uid(),
+                gid: md.gid(),
+                mtime: md.mtime(),
+                mtime_nsec: md.mtime_nsec() as u32,
+                target: None,
+                content: None,
+            };
+            if ft.is_dir() {
+                e.entry_type = EntryType::Dir;
+                dirs += 1;
+            } else if ft.is_symlink() {
+                e.entry_type = EntryType::Symlink;
+                let t = std::fs::read_link(path).map_err(|err| src_err(path, err.to_string()))?;
+                e.target = Some(
+                    t.to_str()
+                        .ok_or_else(|| src_err(path, "symlink target is not UTF-8".into()))?
+                        .to_string(),
+                );
+                symlinks += 1;
+            } else if ft.is_file() {
+                let f = std::fs::File::open(path)
+                    .map_err(|err| src_err(path, format!("cannot read: {err}")))?;
+                let c = self.store_reader(sink, f, &path.display().to_string())?;
+                size += c.size;
+                e.content = Some(c);
+                files += 1;
+            } else {
+                // Sockets, fifos and devices are not backed up; they are recreated by their owners.
+                continue;
+            }
+            let mut line = serde_json::to_vec(&e).expect("entry serialises");
+            line.push(b'\n');
+            listing.write(&line, sink)?;
+        }
+        Ok((listing.finish(sink)?, size, files, dirs, symlinks))
+    }
+
+    /// Finishes the backup: drains the pipeline, then writes the manifest (crash-safety steps 4-5).
+    pub fn commit(self) -> Result<Snapshot> {
+        self.commit_with(Status::Complete, BTreeMap::new())
+    }
+
+    /// Finishes with a given status and snapshot-level metadata (plugins record failures this way).
+    pub fn commit_with(
+        mut self,
+        status: Status,
+        meta: BTreeMap<String, serde_json::Value>,
+    ) -> Result<Snapshot> {
+        self.pipeline.finish()?;
+        let mut total = Stats::default();
+        let items: Vec<Item> = self
+            .items
+            .drain(..)
+            .map(|(mut item, c)| {
+                item.stats = c.stats();
+                total.add(&item.stats);
+                item
+            })
+            .collect();
+        let snap = Snapshot {
+            version: MANIFEST_VERSION,
+            name: self.name.clone(),
+            time: self.time,
+            host: self
+                .opts
+                .host
+                .clone()
+                .unwrap_or_else(crate::backend::hostname),
+            tags: self.opts.tags.clone(),
+            status,
+            duration_secs: self.started.elapsed().as_secs_f64(),
+            items,
+            stats: total,
+            meta,
+        };
+        self.repo.write_manifest(&snap)?;
+        Ok(snap)
+    }
+
+    /// Sets plugin metadata on the most recently added item.
+    pub fn set_item_meta(&mut self, key: &str, value: serde_json::Value) {
+        if let Some((item, _)) = self.items.last_mut() {
+            item.meta.insert(key.to_string(), value);
+        }
+    }
+}

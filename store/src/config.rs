@@ -1,0 +1,71 @@
+//! The repository's plaintext marker and its (sealed) config.
+//!
+//! `CAIRN` (plaintext, the only unencrypted file): `cairn repository\nformat 1\n`.
+//! `config` (sealed, associated data `"cairn config v1"`): JSON of [`Config`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::ChunkerParams;
+use crate::id::RepoId;
+
+/// Repository format version this code writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const MARKER_PATH: &str = "CAIRN";
+pub(crate) const CONFIG_PATH: &str = "config";
+pub(crate) const CONFIG_AAD: &[u8] = b"cairn config v1";
+
+pub(crate) fn marker_text() -> String {
+    format!("cairn repository\nformat {FORMAT_VERSION}\n")
+}
+
+/// Parses the marker; `None` if it is not a Cairn marker at all.
+pub(crate) fn parse_marker(text: &[u8]) -> Option<u32> {
+    let text = std::str::from_utf8(text).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != "cairn repository" {
+        return None;
+    }
+    lines.next()?.strip_prefix("format ")?.parse().ok()
+}
+
+/// Settings fixed when the repository is created.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    pub version: u32,
+    pub repo_id: RepoId,
+    pub created: String,
+    pub chunker: ChunkerParams,
+    /// zstd level for new blobs (1..=19; 0 means zstd's default).
+    pub compression_level: i32,
+    /// Packs are closed once they reach this many bytes.
+    pub pack_size: u64,
+}
+
+/// Options for `cairn init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub chunker: ChunkerParams,
+    pub compression_level: i32,
+    pub pack_size: u64,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            chunker: ChunkerParams::default(),
+            compression_level: 3,
+            pack_size: 32 << 20,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn marker_round_trip() {
+        assert_eq!(parse_marker(marker_text().as_bytes()), Some(FORMAT_VERSION));
+        assert_eq!(parse_marker(b"something else"), None);
+        assert_eq!(parse_marker(b"cairn repository\nformat 7\n"), Some(7));
+    }
+}

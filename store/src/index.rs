@@ -1,0 +1,323 @@
+//! The blob index: which pack holds each blob, at which offset. It lives in SQLite on local disk
+//! (`<cache dir>/<repo id>/index.sqlite`), outside the repository, because it is only a cache:
+//! the pack trailers are the truth and [`Index::sync`] / [`Index::rebuild`] recreate it from them.
+//! Keeping it out of the repository also keeps the repository free of plaintext metadata.
+//!
+//! SQLite keeps memory flat however large the repository grows: lookups go through its page cache
+//! (bounded by `cache_size`), never through an in-memory map of all blobs. WAL mode lets several
+//! backups on one host read while one writes. A blob may sit in more than one pack (two concurrent
+//! backups can both store it); every copy is indexed, so losing one pack does not lose the blob.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+
+use crate::backend::Backend;
+use crate::blob::BlobKind;
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, PackId, RepoId};
+use crate::pack::{self, FinishedPack, PackEntry};
+
+/// Bumped whenever the schema changes; an index of another version is simply rebuilt.
+const SCHEMA_VERSION: i64 = 1;
+
+/// Where a blob is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobLocation {
+    pub pack: PackId,
+    pub kind: BlobKind,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_len: u32,
+}
+
+/// What a sync found.
+#[derive(Debug, Default, Clone)]
+pub struct SyncStats {
+    pub packs_added: usize,
+    pub packs_removed: usize,
+    /// Packs whose trailer could not be read or authenticated; they are left out of the index
+    /// (so nothing dedups against them) and `cairn check` reports them.
+    pub unreadable: Vec<(PackId, String)>,
+}
+
+/// One connection to the index cache. Open one per thread.
+pub struct Index {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl Index {
+    /// Opens (creating if needed) the cache for `repo_id` under `cache_dir`.
+    pub fn open(cache_dir: &Path, repo_id: &RepoId) -> Result<Self> {
+        let dir = cache_dir.join(repo_id.to_hex());
+        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Self::open_path(&dir.join("index.sqlite"))
+    }
+
+    pub fn open_path(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path).map_err(|source| Error::Index {
+            path: path.into(),
+            source,
+        })?;
+        let idx = Self {
+            conn,
+            path: path.into(),
+        };
+        idx.setup().map_err(|source| Error::Index {
+            path: path.into(),
+            source,
+        })?;
+        Ok(idx)
+    }
+
+    /// Another connection to the same file, for another thread.
+    pub fn reopen(&self) -> Result<Self> {
+        Self::open_path(&self.path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> Error {
+        Error::Index {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn setup(&self) -> rusqlite::Result<()> {
+        let c = &self.conn;
+        c.busy_timeout(Duration::from_secs(60))?;
+        c.pragma_update(None, "journal_mode", "WAL")?;
+        // NORMAL is safe against corruption in WAL mode; a lost last transaction after a power
+        // failure is harmless because sync() finds the pack again.
+        c.pragma_update(None, "synchronous", "NORMAL")?;
+        c.pragma_update(None, "cache_size", -16_000)?; // 16 MB of page cache at most
+        let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        // Migrations run in an immediate transaction so two processes cannot race them. The index
+        // is a cache, so any older schema is dropped and rebuilt from the packs by the next sync.
+        let mut c2 = Connection::open(&self.path)?;
+        c2.busy_timeout(Duration::from_secs(60))?;
+        let tx = c2.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != SCHEMA_VERSION {
+            tx.execute_batch(
+                "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs;
+                 CREATE TABLE packs(pid INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
+                 CREATE TABLE blobs(id BLOB NOT NULL, pid INTEGER NOT NULL, kind INTEGER NOT NULL,
+                    offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_len INTEGER NOT NULL,
+                    PRIMARY KEY(id, pid)) WITHOUT ROWID;
+                 CREATE INDEX blobs_by_pack ON blobs(pid);",
+            )?;
+            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+        }
+        tx.commit()
+    }
+
+    /// Where a blob is, if any pack holds it.
+    pub fn lookup(&self, id: &ChunkId) -> Result<Option<BlobLocation>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT p.id, b.kind, b.offset, b.length, b.raw_len FROM blobs b JOIN packs p ON p.pid = b.pid
+                 WHERE b.id = ?1 LIMIT 1",
+            )
+            .map_err(|e| self.err(e))?;
+        st.query_row([&id.0[..]], |r| {
+            let pack: Vec<u8> = r.get(0)?;
+            Ok(BlobLocation {
+                pack: PackId::from_slice(&pack).unwrap_or(PackId([0; 32])),
+                kind: BlobKind::from_u8(r.get::<_, u8>(1)?).unwrap_or(BlobKind::Data),
+                offset: r.get(2)?,
+                length: r.get(3)?,
+                raw_len: r.get(4)?,
+            })
+        })
+        .optional()
+        .map_err(|e| self.err(e))
+    }
+
+    pub fn contains(&self, id: &ChunkId) -> Result<bool> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1 LIMIT 1")
+            .map_err(|e| self.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    /// Records a published pack and its blobs in one transaction.
+    pub fn add_pack(&mut self, pack: &FinishedPack) -> Result<()> {
+        self.add_entries(&pack.id, pack.size, &pack.entries)
+    }
+
+    fn add_entries(&mut self, id: &PackId, size: u64, entries: &[PackEntry]) -> Result<()> {
+        let path = self.path.clone();
+        let e = |source| Error::Index {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        tx.execute(
+            "INSERT OR IGNORE INTO packs(id, size) VALUES (?1, ?2)",
+            params![&id.0[..], size as i64],
+        )
+        .map_err(e)?;
+        let pid: i64 = tx
+            .query_row("SELECT pid FROM packs WHERE id = ?1", [&id.0[..]], |r| {
+                r.get(0)
+            })
+            .map_err(e)?;
+        {
+            let mut st = tx
+                .prepare_cached("INSERT OR IGNORE INTO blobs(id, pid, kind, offset, length, raw_len) VALUES (?1,?2,?3,?4,?5,?6)")
+                .map_err(e)?;
+            for b in entries {
+                st.execute(params![
+                    &b.id.0[..],
+                    pid,
+                    b.kind as u8,
+                    b.offset,
+                    b.length,
+                    b.raw_len
+                ])
+                .map_err(e)?;
+            }
+        }
+        tx.commit().map_err(e)
+    }
+
+    /// Forgets a pack and its blobs.
+    pub fn remove_pack(&mut self, id: &PackId) -> Result<()> {
+        let path = self.path.clone();
+        let e = |source| Error::Index {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(e)?;
+        tx.execute(
+            "DELETE FROM blobs WHERE pid = (SELECT pid FROM packs WHERE id = ?1)",
+            [&id.0[..]],
+        )
+        .map_err(e)?;
+        tx.execute("DELETE FROM packs WHERE id = ?1", [&id.0[..]])
+            .map_err(e)?;
+        tx.commit().map_err(e)
+    }
+
+    /// Known packs whose id starts with `first_byte`, with their sizes.
+    pub fn packs_with_prefix(&self, first_byte: u8) -> Result<Vec<(PackId, u64)>> {
+        let lo = [first_byte];
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id, size FROM packs WHERE substr(id, 1, 1) = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([&lo[..]], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, size) = r.map_err(|e| self.err(e))?;
+            if let Some(id) = PackId::from_slice(&id) {
+                out.push((id, size as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The entries recorded for one pack.
+    pub fn pack_entries(&self, id: &PackId) -> Result<Vec<PackEntry>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT b.id, b.kind, b.offset, b.length, b.raw_len FROM blobs b JOIN packs p ON p.pid = b.pid
+                 WHERE p.id = ?1 ORDER BY b.offset",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([&id.0[..]], |r| {
+                Ok(PackEntry {
+                    id: ChunkId::from_slice(&r.get::<_, Vec<u8>>(0)?).unwrap_or(ChunkId([0; 32])),
+                    kind: BlobKind::from_u8(r.get::<_, u8>(1)?).unwrap_or(BlobKind::Data),
+                    offset: r.get(2)?,
+                    length: r.get(3)?,
+                    raw_len: r.get(4)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Counts: (packs, distinct blobs, pack bytes).
+    pub fn totals(&self) -> Result<(u64, u64, u64)> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM packs), (SELECT count(DISTINCT id) FROM blobs), (SELECT coalesce(sum(size),0) FROM packs)",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// Brings the cache in line with the packs in the repository: indexes packs it has not seen
+    /// (written by a crashed run, another process or another host) and drops packs that are gone.
+    /// Works one `packs/xx` directory at a time, so memory is bounded by one directory listing.
+    pub fn sync(&mut self, backend: &dyn Backend, keys: &Keys) -> Result<SyncStats> {
+        let mut stats = SyncStats::default();
+        for b in 0..=255u8 {
+            let dir = format!("packs/{b:02x}");
+            let on_disk: Vec<PackId> = backend
+                .list(&dir)?
+                .iter()
+                .filter_map(|n| pack::parse_pack_name(n))
+                .collect();
+            let known = self.packs_with_prefix(b)?;
+            let known_set: std::collections::HashSet<PackId> = known.iter().map(|k| k.0).collect();
+            let disk_set: std::collections::HashSet<PackId> = on_disk.iter().copied().collect();
+            for id in &on_disk {
+                if !known_set.contains(id) {
+                    match pack::read_trailer(backend, keys, id) {
+                        Ok((size, entries)) => {
+                            self.add_entries(id, size, &entries)?;
+                            stats.packs_added += 1;
+                        }
+                        Err(e) => stats.unreadable.push((*id, e.to_string())),
+                    }
+                }
+            }
+            for (id, _) in &known {
+                if !disk_set.contains(id) {
+                    self.remove_pack(id)?;
+                    stats.packs_removed += 1;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Throws the cache away and reads every pack trailer again.
+    pub fn rebuild(&mut self, backend: &dyn Backend, keys: &Keys) -> Result<SyncStats> {
+        self.conn
+            .execute_batch("DELETE FROM blobs; DELETE FROM packs;")
+            .map_err(|e| self.err(e))?;
+        self.sync(backend, keys)
+    }
+}

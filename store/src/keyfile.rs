@@ -1,0 +1,241 @@
+//! Key files: the repository's [`Secrets`] inside an age-encrypted file under `keys/`, one file per
+//! way to unlock (a passphrase, or an age X25519 recipient). Adding or removing a key touches only
+//! `keys/`; no data is re-encrypted, because the data key inside is the same in every key file.
+//!
+//! Plaintext of a key file (JSON):
+//! `{"version":1,"repo_id":"<hex>","created":"<RFC 3339>","host":"...","label":"...","secrets":{...}}`.
+//! A future write-only key file would carry `id_key`, `chunker_key` and a public key instead of
+//! `data_key`; readers refuse a key file whose `version` they do not know.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use age::secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::Backend;
+use crate::crypto::Secrets;
+use crate::error::{Error, Result};
+use crate::id::RepoId;
+
+const KEYFILE_VERSION: u32 = 1;
+/// Highest scrypt work factor accepted when unlocking (age's own default ceiling is 22).
+const MAX_WORK_FACTOR: u8 = 22;
+
+/// How to unlock a repository.
+#[derive(Clone)]
+pub enum Credentials {
+    Passphrase(SecretString),
+    /// Path to an age identity file (`AGE-SECRET-KEY-1...` lines).
+    IdentityFile(PathBuf),
+}
+
+/// A way to unlock that a new key file is made for.
+#[derive(Clone)]
+pub enum NewKey {
+    /// `log_n` overrides age's scrypt work factor (default: about one second of work).
+    Passphrase {
+        passphrase: SecretString,
+        log_n: Option<u8>,
+    },
+    /// An age X25519 recipient (`age1...`).
+    Recipient(String),
+}
+
+impl NewKey {
+    pub fn passphrase(p: &str) -> Self {
+        NewKey::Passphrase {
+            passphrase: SecretString::from(p.to_string()),
+            log_n: None,
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFileBody {
+    version: u32,
+    repo_id: RepoId,
+    created: String,
+    host: String,
+    label: String,
+    secrets: Secrets,
+}
+
+/// What `cairn key list` shows about a key file, readable without unlocking it.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    pub id: String,
+    /// `passphrase` or `x25519`, from the age header's recipient stanza.
+    pub kind: String,
+    pub current: bool,
+}
+
+pub(crate) fn write_key(
+    backend: &dyn Backend,
+    repo_id: &RepoId,
+    secrets: &Secrets,
+    new: &NewKey,
+    label: &str,
+) -> Result<String> {
+    let body = KeyFileBody {
+        version: KEYFILE_VERSION,
+        repo_id: *repo_id,
+        created: crate::util::format_rfc3339(crate::util::now_unix()),
+        host: crate::backend::hostname(),
+        label: label.to_string(),
+        secrets: secrets.clone(),
+    };
+    let plain = serde_json::to_vec(&body).expect("key file body serialises");
+    let encryptor = match new {
+        NewKey::Passphrase { passphrase, log_n } => {
+            let mut r = age::scrypt::Recipient::new(passphrase.clone());
+            if let Some(n) = log_n {
+                r.set_work_factor(*n);
+            }
+            age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))
+        }
+        NewKey::Recipient(s) => {
+            let r: age::x25519::Recipient = s
+                .trim()
+                .parse()
+                .map_err(|e| Error::Key(format!("not an age X25519 recipient ({s:?}): {e}")))?;
+            age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))
+        }
+    }
+    .map_err(|e| Error::Key(format!("cannot encrypt key file: {e}")))?;
+    let mut out = Vec::new();
+    let mut w = encryptor
+        .wrap_output(&mut out)
+        .map_err(|e| Error::Key(e.to_string()))?;
+    w.write_all(&plain)
+        .and_then(|_| w.finish().map(|_| ()))
+        .map_err(|e| Error::Key(e.to_string()))?;
+    let id = hex::encode(rand::random::<[u8; 8]>());
+    backend.write_new(&format!("keys/{id}"), &out)?;
+    Ok(id)
+}
+
+fn identities(creds: &Credentials) -> Result<Vec<Box<dyn age::Identity>>> {
+    Ok(match creds {
+        Credentials::Passphrase(p) => {
+            let mut id = age::scrypt::Identity::new(p.clone());
+            id.set_max_work_factor(MAX_WORK_FACTOR);
+            vec![Box::new(id)]
+        }
+        Credentials::IdentityFile(path) => load_identity_file(path)?,
+    })
+}
+
+fn load_identity_file(path: &Path) -> Result<Vec<Box<dyn age::Identity>>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    let mut out: Vec<Box<dyn age::Identity>> = Vec::new();
+    for line in text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let id: age::x25519::Identity = line.parse().map_err(|e| {
+            Error::Key(format!(
+                "{}: not an age X25519 identity: {e}",
+                path.display()
+            ))
+        })?;
+        out.push(Box::new(id));
+    }
+    if out.is_empty() {
+        return Err(Error::Key(format!(
+            "{}: no age identity in the file",
+            path.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// The age recipient (`age1...`) for the identities in an identity file.
+pub fn recipient_of_identity_file(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.into(),
+        source,
+    })?;
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("AGE-SECRET-KEY-"))
+        .ok_or_else(|| Error::Key(format!("{}: no age identity in the file", path.display())))?;
+    let id: age::x25519::Identity = line
+        .parse()
+        .map_err(|e| Error::Key(format!("{}: {e}", path.display())))?;
+    Ok(id.to_public().to_string())
+}
+
+fn try_unlock(data: &[u8], ids: &[Box<dyn age::Identity>]) -> Option<KeyFileBody> {
+    let decryptor = age::Decryptor::new(data).ok()?;
+    let mut r = decryptor.decrypt(ids.iter().map(|i| i.as_ref())).ok()?;
+    let mut plain = Vec::new();
+    r.read_to_end(&mut plain).ok()?;
+    serde_json::from_slice(&plain).ok()
+}
+
+/// Tries every key file; returns the id of the one that opened, the repo id and the secrets.
+pub(crate) fn unlock(
+    backend: &dyn Backend,
+    creds: &Credentials,
+) -> Result<(String, RepoId, Secrets)> {
+    let ids = identities(creds)?;
+    let names = backend.list("keys")?;
+    for name in &names {
+        let data = backend.read(&format!("keys/{name}"))?;
+        // Skip files whose recipient type cannot match, to avoid a pointless scrypt run.
+        let kind = stanza_kind(&data);
+        let wanted = match creds {
+            Credentials::Passphrase(_) => "scrypt",
+            Credentials::IdentityFile(_) => "X25519",
+        };
+        if kind.as_deref() != Some(wanted) {
+            continue;
+        }
+        if let Some(body) = try_unlock(&data, &ids) {
+            if body.version != KEYFILE_VERSION {
+                return Err(Error::Key(format!(
+                    "key file {name} has version {}, this cairn reads {KEYFILE_VERSION}",
+                    body.version
+                )));
+            }
+            return Ok((name.clone(), body.repo_id, body.secrets));
+        }
+    }
+    Err(Error::WrongKey {
+        tried: names.len(),
+        keys_dir: backend.location().join("keys"),
+    })
+}
+
+/// The first recipient stanza's type in an age header (`scrypt`, `X25519`, ...).
+fn stanza_kind(data: &[u8]) -> Option<String> {
+    let head = &data[..data.len().min(512)];
+    let text = String::from_utf8_lossy(head);
+    let line = text.lines().find(|l| l.starts_with("-> "))?;
+    line[3..].split_whitespace().next().map(str::to_string)
+}
+
+pub(crate) fn list(backend: &dyn Backend, current: &str) -> Result<Vec<KeyInfo>> {
+    let mut out = Vec::new();
+    for name in backend.list("keys")? {
+        let data = backend.read(&format!("keys/{name}"))?;
+        let kind = match stanza_kind(&data).as_deref() {
+            Some("scrypt") => "passphrase".to_string(),
+            Some("X25519") => "x25519".to_string(),
+            Some(other) => other.to_string(),
+            None => "unknown".to_string(),
+        };
+        out.push(KeyInfo {
+            current: name == current,
+            id: name,
+            kind,
+        });
+    }
+    Ok(out)
+}

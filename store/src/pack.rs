@@ -1,0 +1,231 @@
+//! Pack files: many sealed blobs in one file, followed by a sealed list of what the pack holds, so
+//! the index can always be rebuilt from the packs alone.
+//!
+//! Layout: `blob* | trailer | trailer length (u32 LE)`. The trailer is a sealed object whose
+//! associated data is `"cairn pack trailer v1" | trailer length`, so altering the length field is
+//! detected like any other byte. Its plaintext is `version (1) = 1 | count (u32) | entry*`, each
+//! entry `id (32) | kind (1) | offset (u32) | sealed length (u32) | raw length (u32)`.
+//! A pack's id is the plain BLAKE3 hash of the whole file; it is stored as `packs/xx/<id>` where
+//! `xx` is the first byte of the id in hex.
+
+use crate::backend::{Backend, TempFile};
+use crate::blob::BlobKind;
+use crate::crypto::Keys;
+use crate::error::{corrupt, Result};
+use crate::id::{ChunkId, PackId};
+
+const ENTRY_LEN: usize = 32 + 1 + 4 + 4 + 4;
+const TRAILER_VERSION: u8 = 1;
+
+/// Where one blob sits in a pack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackEntry {
+    pub id: ChunkId,
+    pub kind: BlobKind,
+    pub offset: u32,
+    pub length: u32,
+    pub raw_len: u32,
+}
+
+/// Relative path of a pack file.
+pub fn pack_path(id: &PackId) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{}", &hex[..2], hex)
+}
+
+/// Parses a pack file name (as listed under `packs/xx/`).
+pub fn parse_pack_name(name: &str) -> Option<PackId> {
+    name.parse().ok()
+}
+
+fn trailer_aad(len: u32) -> [u8; 25] {
+    let mut a = [0u8; 25];
+    a[..21].copy_from_slice(b"cairn pack trailer v1");
+    a[21..].copy_from_slice(&len.to_le_bytes());
+    a
+}
+
+/// Builds one pack in a temp file.
+pub struct PackWriter {
+    file: TempFile,
+    hasher: blake3::Hasher,
+    entries: Vec<PackEntry>,
+}
+
+/// A published pack.
+#[derive(Debug, Clone)]
+pub struct FinishedPack {
+    pub id: PackId,
+    pub size: u64,
+    pub entries: Vec<PackEntry>,
+}
+
+impl PackWriter {
+    pub fn new(backend: &dyn Backend) -> Result<Self> {
+        Ok(Self {
+            file: backend.temp_file()?,
+            hasher: blake3::Hasher::new(),
+            entries: Vec::new(),
+        })
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.file.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn add(&mut self, id: ChunkId, kind: BlobKind, raw_len: u32, sealed: &[u8]) -> Result<()> {
+        let offset = u32::try_from(self.file.len())
+            .map_err(|_| crate::error::Error::Invalid("pack exceeds 4 GiB".into()))?;
+        self.file.write_all(sealed)?;
+        self.hasher.update(sealed);
+        self.entries.push(PackEntry {
+            id,
+            kind,
+            offset,
+            length: sealed.len() as u32,
+            raw_len,
+        });
+        Ok(())
+    }
+
+    /// Appends the trailer, fsyncs and publishes the pack under its content hash.
+    pub fn finish(mut self, keys: &Keys) -> Result<FinishedPack> {
+        let mut plain = Vec::with_capacity(5 + self.entries.len() * ENTRY_LEN);
+        plain.push(TRAILER_VERSION);
+        plain.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
+        for e in &self.entries {
+            plain.extend_from_slice(e.id.as_bytes());
+            plain.push(e.kind as u8);
+            plain.extend_from_slice(&e.offset.to_le_bytes());
+            plain.extend_from_slice(&e.length.to_le_bytes());
+            plain.extend_from_slice(&e.raw_len.to_le_bytes());
+        }
+        let sealed_len = (plain.len() + crate::crypto::SEAL_OVERHEAD) as u32;
+        let mut tail = keys.seal(&trailer_aad(sealed_len), &plain);
+        debug_assert_eq!(tail.len() as u32, sealed_len);
+        tail.extend_from_slice(&sealed_len.to_le_bytes());
+        self.file.write_all(&tail)?;
+        self.hasher.update(&tail);
+        let id = PackId(*self.hasher.finalize().as_bytes());
+        let size = self.file.len();
+        self.file.publish(&pack_path(&id))?;
+        Ok(FinishedPack {
+            id,
+            size,
+            entries: self.entries,
+        })
+    }
+}
+
+/// Reads and authenticates a pack's trailer.
+pub fn read_trailer(
+    backend: &dyn Backend,
+    keys: &Keys,
+    id: &PackId,
+) -> Result<(u64, Vec<PackEntry>)> {
+    let path = pack_path(id);
+    let size = backend.size(&path)?;
+    let what = format!("pack {id}");
+    if size < 4 {
+        return Err(corrupt(what, "shorter than its trailer length field"));
+    }
+    let len_bytes = backend.read_at(&path, size - 4, 4)?;
+    let tlen = u32::from_le_bytes(len_bytes.try_into().unwrap());
+    if tlen as u64 + 4 > size {
+        return Err(corrupt(
+            what,
+            "trailer length exceeds the file (truncated?)",
+        ));
+    }
+    let sealed = backend.read_at(&path, size - 4 - tlen as u64, tlen as usize)?;
+    let entries = parse_trailer(keys, id, tlen, &sealed, size - 4 - tlen as u64)?;
+    Ok((size, entries))
+}
+
+/// Authenticates and parses a trailer; `blobs_end` is where the blob area ends.
+pub fn parse_trailer(
+    keys: &Keys,
+    id: &PackId,
+    tlen: u32,
+    sealed: &[u8],
+    blobs_end: u64,
+) -> Result<Vec<PackEntry>> {
+    let what = || format!("pack {id}");
+    let plain = keys.open(&what(), &trailer_aad(tlen), sealed)?;
+    if plain.len() < 5 || plain[0] != TRAILER_VERSION {
+        return Err(corrupt(what(), "unknown trailer version"));
+    }
+    let count = u32::from_le_bytes(plain[1..5].try_into().unwrap()) as usize;
+    if plain.len() != 5 + count * ENTRY_LEN {
+        return Err(corrupt(
+            what(),
+            "trailer length does not match its entry count",
+        ));
+    }
+    let mut entries = Vec::with_capacity(count);
+    for e in plain[5..].chunks_exact(ENTRY_LEN) {
+        let kind = BlobKind::from_u8(e[32])
+            .ok_or_else(|| corrupt(what(), format!("unknown blob kind {}", e[32])))?;
+        let entry = PackEntry {
+            id: ChunkId::from_slice(&e[..32]).unwrap(),
+            kind,
+            offset: u32::from_le_bytes(e[33..37].try_into().unwrap()),
+            length: u32::from_le_bytes(e[37..41].try_into().unwrap()),
+            raw_len: u32::from_le_bytes(e[41..45].try_into().unwrap()),
+        };
+        if entry.offset as u64 + entry.length as u64 > blobs_end {
+            return Err(corrupt(
+                what(),
+                format!("blob {} lies outside the blob area", entry.id),
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::LocalBackend;
+    use crate::blob::{decode, Encoder};
+    use crate::crypto::Secrets;
+
+    #[test]
+    fn write_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = LocalBackend::new(dir.path());
+        let keys = Keys::new(Secrets::generate());
+        let mut enc = Encoder::new(3);
+        let mut w = PackWriter::new(&be).unwrap();
+        let datas: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; 1000 * (i + 1)]).collect();
+        for d in &datas {
+            let id = keys.chunk_id(d);
+            let sealed = enc.encode(&keys, &id, BlobKind::Data, d).unwrap();
+            w.add(id, BlobKind::Data, d.len() as u32, &sealed).unwrap();
+        }
+        let fin = w.finish(&keys).unwrap();
+        let raw = be.read(&pack_path(&fin.id)).unwrap();
+        assert_eq!(*blake3::hash(&raw).as_bytes(), fin.id.0);
+        let (size, entries) = read_trailer(&be, &keys, &fin.id).unwrap();
+        assert_eq!(size, raw.len() as u64);
+        assert_eq!(entries, fin.entries);
+        for (e, d) in entries.iter().zip(&datas) {
+            let b = &raw[e.offset as usize..(e.offset + e.length) as usize];
+            assert_eq!(&decode(&keys, &e.id, b).unwrap().1, d);
+        }
+        // Truncation and a flipped length byte are both detected.
+        std::fs::write(dir.path().join(pack_path(&fin.id)), &raw[..raw.len() - 10]).unwrap();
+        assert!(read_trailer(&be, &keys, &fin.id).is_err());
+        let mut bad = raw.clone();
+        let n = bad.len();
+        bad[n - 4] ^= 1;
+        std::fs::write(dir.path().join(pack_path(&fin.id)), &bad).unwrap();
+        assert!(read_trailer(&be, &keys, &fin.id).is_err());
+    }
+}

@@ -1,0 +1,326 @@
+//! Opening and creating repositories.
+//!
+//! A [`Repository`] exists only unlocked: [`Repository::open`] has already found a key file the
+//! credentials open, checked the format version and authenticated the config. Operations that need
+//! the index ([`crate::Backup`], restore, check) open their own connection to the local cache and
+//! sync it with the packs first.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::{Backend, LocalBackend};
+use crate::config::{
+    self, Config, InitOptions, CONFIG_AAD, CONFIG_PATH, FORMAT_VERSION, MARKER_PATH,
+};
+use crate::crypto::{Keys, Secrets};
+use crate::error::{Error, IoContext, Result};
+use crate::id::{RepoId, SnapshotId};
+use crate::index::Index;
+use crate::keyfile::{self, Credentials, KeyInfo, NewKey};
+use crate::lock::LockGuard;
+use crate::snapshot::{manifest_aad, manifest_path, Snapshot};
+
+/// Options that apply to every opened repository.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Where the local index cache lives (one subdirectory per repository id).
+    pub cache_dir: PathBuf,
+    /// How long to wait for a conflicting lock before giving up.
+    pub lock_wait: Duration,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            cache_dir: default_cache_dir(),
+            lock_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// `$CAIRN_CACHE_DIR`, else `$XDG_CACHE_HOME/cairn`, else `~/.cache/cairn`, else a temp dir.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CAIRN_CACHE_DIR") {
+        return d.into();
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(d).join("cairn");
+    }
+    if let Some(h) = std::env::var_os("HOME") {
+        return PathBuf::from(h).join(".cache/cairn");
+    }
+    std::env::temp_dir().join("cairn-cache")
+}
+
+/// An unlocked repository.
+pub struct Repository {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) local: LocalBackend,
+    pub(crate) keys: Keys,
+    pub(crate) config: Config,
+    key_id: String,
+    pub(crate) opts: OpenOptions,
+}
+
+impl Repository {
+    /// Creates a repository at `path` (absent or an empty directory) with one key.
+    pub fn init(path: &Path, key: &NewKey, init: &InitOptions, opts: OpenOptions) -> Result<Self> {
+        init.chunker.validate().map_err(Error::Invalid)?;
+        if !(1..=22).contains(&init.compression_level) {
+            return Err(Error::Invalid(format!(
+                "compression level {} is not within 1..=22",
+                init.compression_level
+            )));
+        }
+        if init.pack_size < (64 << 10) || init.pack_size > (1 << 31) {
+            return Err(Error::Invalid(
+                "pack size must be between 64 KiB and 2 GiB".into(),
+            ));
+        }
+        if path.exists() {
+            let mut rd = std::fs::read_dir(path).at(path)?;
+            if rd.next().is_some() {
+                return Err(Error::AlreadyExists(path.into()));
+            }
+        }
+        std::fs::create_dir_all(path).at(path)?;
+        let local = LocalBackend::new(path);
+        let backend: Arc<dyn Backend> = Arc::new(local.clone());
+        let secrets = Secrets::generate();
+        let keys = Keys::new(secrets.clone());
+        let config = Config {
+            version: FORMAT_VERSION,
+            repo_id: RepoId::random(),
+            created: crate::util::format_rfc3339(crate::util::now_unix()),
+            chunker: init.chunker,
+            compression_level: init.compression_level,
+            pack_size: init.pack_size,
+        };
+        // Key and config first, the marker last: a directory without the marker is no repository,
+        // so an init that dies half-way never leaves something that looks usable.
+        let key_id = keyfile::write_key(backend.as_ref(), &config.repo_id, &secrets, key, "init")?;
+        let sealed = keys.seal(
+            CONFIG_AAD,
+            &serde_json::to_vec(&config).expect("config serialises"),
+        );
+        backend.write_new(CONFIG_PATH, &sealed)?;
+        for d in ["packs", "snapshots", "locks", "tmp"] {
+            std::fs::create_dir_all(path.join(d)).at(path.join(d))?;
+        }
+        backend.write_new(MARKER_PATH, config::marker_text().as_bytes())?;
+        Ok(Self {
+            backend,
+            local,
+            keys,
+            config,
+            key_id,
+            opts,
+        })
+    }
+
+    /// Opens and unlocks the repository at `path`.
+    pub fn open(path: &Path, creds: &Credentials, opts: OpenOptions) -> Result<Self> {
+        if !path.is_dir() {
+            return Err(Error::NoRepository(path.into()));
+        }
+        let local = LocalBackend::new(path);
+        let backend: Arc<dyn Backend> = Arc::new(local.clone());
+        let marker = match std::fs::read(path.join(MARKER_PATH)) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let empty = std::fs::read_dir(path).at(path)?.next().is_none();
+                return Err(if empty {
+                    Error::NoRepository(path.into())
+                } else {
+                    Error::ForeignRepository {
+                        path: path.into(),
+                        reason: "no CAIRN marker file".into(),
+                    }
+                });
+            }
+            Err(e) => return Err(e).at(path.join(MARKER_PATH)),
+        };
+        let version = config::parse_marker(&marker).ok_or_else(|| Error::ForeignRepository {
+            path: path.into(),
+            reason: "the CAIRN marker file is not Cairn's".into(),
+        })?;
+        if version != FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let (key_id, repo_id, secrets) = keyfile::unlock(backend.as_ref(), creds)?;
+        let keys = Keys::new(secrets);
+        let sealed = backend.read(CONFIG_PATH)?;
+        let config: Config = serde_json::from_slice(&keys.open("config", CONFIG_AAD, &sealed)?)
+            .map_err(|e| crate::error::corrupt("config", e.to_string()))?;
+        if config.repo_id != repo_id {
+            return Err(Error::Key(format!(
+                "key file {key_id} belongs to another repository"
+            )));
+        }
+        if config.version > FORMAT_VERSION {
+            return Err(Error::UnsupportedVersion {
+                found: config.version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(Self {
+            backend,
+            local,
+            keys,
+            config,
+            key_id,
+            opts,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.backend.location()
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn id(&self) -> RepoId {
+        self.config.repo_id
+    }
+
+    /// The key file that unlocked this repository.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    /// Opens the index cache and brings it up to date with the packs.
+    pub fn index(&self) -> Result<Index> {
+        let mut idx = Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
+        idx.sync(self.backend.as_ref(), &self.keys)?;
+        Ok(idx)
+    }
+
+    pub(crate) fn lock(&self, exclusive: bool, purpose: &str) -> Result<LockGuard> {
+        LockGuard::acquire(
+            self.backend.clone(),
+            &self.keys,
+            exclusive,
+            purpose,
+            self.opts.lock_wait,
+        )
+    }
+
+    pub(crate) fn snapshot_id(&self, name: &str) -> SnapshotId {
+        SnapshotId(self.keys.keyed_name("snapshot name", name.as_bytes()))
+    }
+
+    /// Loads a snapshot by name.
+    pub fn snapshot(&self, name: &str) -> Result<Snapshot> {
+        let id = self.snapshot_id(name);
+        if !self.backend.exists(&manifest_path(&id)) {
+            return Err(Error::UnknownSnapshot(name.into()));
+        }
+        let snap = self.read_manifest(&id)?;
+        if snap.name != name {
+            return Err(crate::error::corrupt(
+                format!("snapshot {name:?}"),
+                "manifest holds another name",
+            ));
+        }
+        Ok(snap)
+    }
+
+    pub(crate) fn read_manifest(&self, id: &SnapshotId) -> Result<Snapshot> {
+        let what = format!("snapshot file {}", manifest_path(id));
+        let sealed = self.backend.read(&manifest_path(id))?;
+        let compressed = self.keys.open(&what, &manifest_aad(id), &sealed)?;
+        let json = zstd::stream::decode_all(&compressed[..])
+            .map_err(|e| crate::error::corrupt(&what, e.to_string()))?;
+        let snap: Snapshot = serde_json::from_slice(&json)
+            .map_err(|e| crate::error::corrupt(&what, e.to_string()))?;
+        if snap.version > crate::snapshot::MANIFEST_VERSION {
+            return Err(crate::error::corrupt(
+                &what,
+                format!("manifest version {} is newer than this cairn", snap.version),
+            ));
+        }
+        Ok(snap)
+    }
+
+    /// Writes a manifest under its name; fails if the name is taken.
+    pub(crate) fn write_manifest(&self, snap: &Snapshot) -> Result<()> {
+        let id = self.snapshot_id(&snap.name);
+        let json = serde_json::to_vec(snap).expect("manifest serialises");
+        let compressed =
+            zstd::bulk::compress(&json, 3).map_err(|e| Error::Pipeline(e.to_string()))?;
+        let sealed = self.keys.seal(&manifest_aad(&id), &compressed);
+        if !self.backend.create_new(&manifest_path(&id), &sealed)? {
+            return Err(Error::SnapshotExists(snap.name.clone()));
+        }
+        Ok(())
+    }
+
+    pub fn snapshot_exists(&self, name: &str) -> bool {
+        self.backend.exists(&manifest_path(&self.snapshot_id(name)))
+    }
+
+    /// All snapshots, oldest first. Unreadable manifests are returned as errors in the list so
+    /// one damaged file does not hide the others.
+    pub fn snapshots(&self) -> Result<Vec<std::result::Result<Snapshot, Error>>> {
+        let mut out = Vec::new();
+        for name in self.backend.list("snapshots")? {
+            let Ok(id) = name.parse::<SnapshotId>() else {
+                continue;
+            };
+            out.push(self.read_manifest(&id));
+        }
+        out.sort_by_key(|s| match s {
+            Ok(s) => (s.time, s.name.clone()),
+            Err(_) => (i64::MAX, String::new()),
+        });
+        Ok(out)
+    }
+
+    /// Adds a key file that unlocks this repository.
+    pub fn add_key(&self, key: &NewKey, label: &str) -> Result<String> {
+        keyfile::write_key(
+            self.backend.as_ref(),
+            &self.config.repo_id,
+            self.keys.secrets(),
+            key,
+            label,
+        )
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        keyfile::list(self.backend.as_ref(), &self.key_id)
+    }
+
+    /// Removes a key file. The key in use and the last key cannot be removed.
+    pub fn remove_key(&self, id: &str) -> Result<()> {
+        let keys = self.list_keys()?;
+        if !keys.iter().any(|k| k.id == id) {
+            return Err(Error::Key(format!("no key {id:?} in this repository")));
+        }
+        if id == self.key_id {
+            return Err(Error::Key("refusing to remove the key that unlocked this session; unlock with another key first".into()));
+        }
+        if keys.len() == 1 {
+            return Err(Error::Key("refusing to remove the last key".into()));
+        }
+        self.backend.remove(&format!("keys/{id}"))
+    }
+
+    /// Removes stale locks (every lock with `all`).
+    pub fn unlock(&self, all: bool) -> Result<Vec<String>> {
+        crate::lock::unlock(self.backend.as_ref(), &self.keys, all)
+    }
+
+    /// Drops the index cache and rebuilds it from the pack trailers. Takes an exclusive lock.
+    pub fn repair_index(&self) -> Result<crate::index::SyncStats> {
+        let _lock = self.lock(true, "repair index")?;
+        let mut idx = Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
+        idx.rebuild(self.backend.as_ref(), &self.keys)
+    }
+}

@@ -1,0 +1,197 @@
+//! Snapshots and what they reference.
+//!
+//! A snapshot manifest is small whatever it holds: each item's content is a [`ContentRef`], which
+//! lists at most [`INLINE_MAX`] chunks. A longer chunk list is itself stored as a stream of `Meta`
+//! blobs (36-byte records `id | length u32 LE`, cut by the same content-defined chunker, so an
+//! unchanged region of a list deduplicates like data does), and the `ContentRef` points at that
+//! list instead, one `depth` level up. Directory trees are stored the same way: the listing is a
+//! `Meta` stream of JSON lines, one [`TreeEntry`] per line.
+//!
+//! Manifest file: `snapshots/<SnapshotId>`, a sealed object (associated data
+//! `"cairn snapshot v1" | SnapshotId`) holding zstd-compressed JSON of [`Snapshot`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::{ChunkId, SnapshotId};
+
+/// Most chunk references kept inline in a `ContentRef`.
+pub const INLINE_MAX: usize = 32;
+/// Bytes per record in a stored chunk list.
+pub const LIST_RECORD: usize = 36;
+/// Manifest format version written by this code.
+pub const MANIFEST_VERSION: u32 = 1;
+
+/// One chunk: its id and plaintext length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef(pub ChunkId, pub u32);
+
+/// The content of a stream or file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ContentRef {
+    /// Length of the content in bytes.
+    pub size: u64,
+    /// 0: `chunks` are the content's chunks; n > 0: `chunks` hold a chunk list of depth n - 1.
+    pub depth: u8,
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// Whether a snapshot can be restored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Status {
+    Complete,
+    Failed { reason: String },
+}
+
+/// Storage accounting for one item or a whole snapshot.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Chunks read from the source.
+    pub chunks: u64,
+    /// Of those, chunks not already in the repository.
+    pub chunks_new: u64,
+    /// Plaintext bytes of the new chunks.
+    pub bytes_new: u64,
+    /// Bytes this item added to the repository (sealed, compressed blobs; metadata included).
+    pub bytes_added: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, o: &Stats) {
+        self.chunks += o.chunks;
+        self.chunks_new += o.chunks_new;
+        self.bytes_new += o.bytes_new;
+        self.bytes_added += o.bytes_added;
+    }
+    /// Chunks that were exact duplicates of stored ones.
+    pub fn chunks_dup(&self) -> u64 {
+        self.chunks - self.chunks_new
+    }
+}
+
+/// What an item holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ItemKind {
+    /// A named byte stream (stdin, a command's output, a database dump).
+    Stream { content: ContentRef },
+    /// A directory tree (or a single file); `listing` is a Meta stream of JSON-lines TreeEntry.
+    Tree {
+        source: String,
+        listing: ContentRef,
+        files: u64,
+        dirs: u64,
+        symlinks: u64,
+    },
+}
+
+/// One named thing in a snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub name: String,
+    #[serde(flatten)]
+    pub kind: ItemKind,
+    /// Logical size: bytes of content.
+    pub size: u64,
+    pub stats: Stats,
+    pub duration_secs: f64,
+    /// Free-form facts a plugin records (checksums, row counts, revisions).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, serde_json::Value>,
+}
+
+/// File type in a tree listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryType {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// One line of a tree listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeEntry {
+    /// Path relative to the tree's root, `/`-separated; `""` is the root itself.
+    pub path: String,
+    #[serde(rename = "type")]
+    pub entry_type: EntryType,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<ContentRef>,
+}
+
+/// A snapshot manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    pub name: String,
+    /// Start time, Unix seconds (UTC).
+    pub time: i64,
+    pub host: String,
+    pub tags: Vec<String>,
+    pub status: Status,
+    pub duration_secs: f64,
+    pub items: Vec<Item>,
+    /// Totals over items plus metadata written at commit.
+    pub stats: Stats,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub meta: BTreeMap<String, serde_json::Value>,
+}
+
+impl Snapshot {
+    pub fn size(&self) -> u64 {
+        self.items.iter().map(|i| i.size).sum()
+    }
+    pub fn is_complete(&self) -> bool {
+        self.status == Status::Complete
+    }
+    pub fn item(&self, name: &str) -> Option<&Item> {
+        self.items.iter().find(|i| i.name == name)
+    }
+    /// Logical bytes per stored byte added (how much deduplication and compression saved).
+    pub fn dedup_ratio(&self) -> f64 {
+        if self.stats.bytes_added == 0 {
+            f64::INFINITY
+        } else {
+            self.size() as f64 / self.stats.bytes_added as f64
+        }
+    }
+}
+
+pub(crate) fn manifest_aad(id: &SnapshotId) -> [u8; 49] {
+    let mut a = [0u8; 49];
+    a[..17].copy_from_slice(b"cairn snapshot v1");
+    a[17..].copy_from_slice(id.as_bytes());
+    a
+}
+
+pub(crate) fn manifest_path(id: &SnapshotId) -> String {
+    format!("snapshots/{}", id.to_hex())
+}
+
+/// Parses stored chunk-list records, carrying a split record over to the next call.
+pub(crate) fn parse_records(carry: &mut Vec<u8>, bytes: &[u8], out: &mut Vec<ChunkRef>) {
+    carry.extend_from_slice(bytes);
+    let whole = carry.len() / LIST_RECORD * LIST_RECORD;
+    for r in carry[..whole].chunks_exact(LIST_RECORD) {
+        out.push(ChunkRef(
+            ChunkId::from_slice(&r[..32]).unwrap(),
+            u32::from_le_bytes(r[32..].try_into().unwrap()),
+        ));
+    }
+    carry.drain(..whole);
+}
+
+pub(crate) fn encode_record(r: &ChunkRef, out: &mut Vec<u8>) {
+    out.extend_from_slice(r.0.as_bytes());
+    out.extend_from_slice(&r.1.to_le_bytes());
+}
