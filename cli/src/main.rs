@@ -1,1 +1,81 @@
-fn main() {}
+//! `cairn`: back up, restore, list and check a Cairn repository.
+//!
+//! The binary is thin: it parses options (clap derive; doc comments are the help text), unlocks
+//! the repository and calls `cairn-store`. Errors print as one `error:` line plus their causes and
+//! exit 1; clap's usage errors exit 2.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+mod common;
+mod progress;
+
+use common::GlobalOpts;
+
+/// Cairn: consistent, deduplicated, encrypted backups of a whole platform.
+#[derive(Parser, Debug)]
+#[command(name = "cairn", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalOpts,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    Init(cmd::init::Args),
+    Backup(cmd::backup::Args),
+    Snapshots(cmd::snapshots::Args),
+    Show(cmd::show::Args),
+    Restore(cmd::restore::Args),
+    Dump(cmd::dump::Args),
+    Check(cmd::check::Args),
+    #[command(subcommand)]
+    Repair(cmd::repair::Command),
+    #[command(subcommand)]
+    Key(cmd::key::Command),
+    Unlock(cmd::unlock::Args),
+    Demo(cmd::demo::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(a) => cmd::init::run(&cli.global, a),
+        Command::Backup(a) => cmd::backup::run(&cli.global, a),
+        Command::Snapshots(a) => cmd::snapshots::run(&cli.global, a),
+        Command::Show(a) => cmd::show::run(&cli.global, a),
+        Command::Restore(a) => cmd::restore::run(&cli.global, a),
+        Command::Dump(a) => cmd::dump::run(&cli.global, a),
+        Command::Check(a) => cmd::check::run(&cli.global, a),
+        Command::Repair(c) => cmd::repair::run(&cli.global, c),
+        Command::Key(c) => cmd::key::run(&cli.global, c),
+        Command::Unlock(a) => cmd::unlock::run(&cli.global, a),
+        Command::Demo(a) => cmd::demo::run(&cli.global, a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) if common::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

@@ -154,6 +154,35 @@ fn load_identity_file(path: &Path) -> Result<Vec<Box<dyn age::Identity>>> {
     Ok(out)
 }
 
+/// Writes a new age X25519 identity to `path` (mode 0600, must not exist); returns its recipient.
+pub fn generate_identity_file(path: &Path) -> Result<String> {
+    use age::secrecy::ExposeSecret;
+    use std::os::unix::fs::OpenOptionsExt;
+    let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    let text = format!(
+        "# created by cairn {}\n# public key: {recipient}\n{}\n",
+        crate::util::format_rfc3339(crate::util::now_unix()),
+        id.to_string().expose_secret()
+    );
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|source| Error::Io {
+            path: path.into(),
+            source,
+        })?;
+    Ok(recipient)
+}
+
 /// The age recipient (`age1...`) for the identities in an identity file.
 pub fn recipient_of_identity_file(path: &Path) -> Result<String> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {

@@ -55,7 +55,9 @@ pub use chunker::ChunkerParams;
 pub use config::{Config, InitOptions, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use id::{ChunkId, PackId, RepoId, SnapshotId};
-pub use keyfile::{recipient_of_identity_file, Credentials, KeyInfo, NewKey};
+pub use keyfile::{
+    generate_identity_file, recipient_of_identity_file, Credentials, KeyInfo, NewKey,
+};
 pub use progress::{NoProgress, Progress};
 pub use repo::{default_cache_dir, OpenOptions, Repository};
 pub use restore::RestoreOptions;

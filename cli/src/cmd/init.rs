@@ -1,0 +1,48 @@
+use std::process::ExitCode;
+
+use anyhow::Result;
+use cairn_store::{ChunkerParams, InitOptions, Repository};
+
+use crate::common::GlobalOpts;
+
+/// Create a new repository (the directory must be absent or empty).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Average chunk size in KiB (a power of two; min is a quarter, max four times it).
+    #[arg(long, default_value_t = cairn_store::chunker::DEFAULT_AVG / 1024)]
+    pub chunk_avg_kib: u32,
+    /// zstd compression level for new data (1-22).
+    #[arg(long, default_value_t = cairn_store::config::DEFAULT_COMPRESSION)]
+    pub compression: i32,
+    /// Pack files are closed at this size, in MiB.
+    #[arg(long, default_value_t = 32.0)]
+    pub pack_size_mib: f64,
+}
+
+impl Args {
+    pub fn init_options(&self) -> InitOptions {
+        InitOptions {
+            chunker: ChunkerParams::with_avg(self.chunk_avg_kib.saturating_mul(1024)),
+            compression_level: self.compression,
+            pack_size: (self.pack_size_mib * 1024.0 * 1024.0) as u64,
+        }
+    }
+}
+
+pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
+    let key = g.new_key()?;
+    let repo = Repository::init(&g.repo, &key, &a.init_options(), g.open_options())?;
+    let c = repo.config();
+    println!(
+        "created repository {} at {} (chunks {}/{}/{} B, zstd {}, packs {})",
+        repo.id().short(),
+        g.repo.display(),
+        c.chunker.min,
+        c.chunker.avg,
+        c.chunker.max,
+        c.compression_level,
+        crate::common::bytes(c.pack_size)
+    );
+    println!("keep the passphrase or identity safe: without it the backups cannot be read");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,183 @@
+//! What every subcommand shares: global options, unlocking, and formatting.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use cairn_store::{Credentials, NewKey, OpenOptions, Progress, Repository};
+use clap::Args;
+
+/// Options that apply to every subcommand.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalOpts {
+    /// Repository path.
+    #[arg(
+        long,
+        short = 'r',
+        global = true,
+        env = "CAIRN_REPO",
+        default_value = "/backups"
+    )]
+    pub repo: PathBuf,
+    /// Read the passphrase from this file (first line). Otherwise CAIRN_PASSWORD, else a prompt.
+    #[arg(long, global = true, env = "CAIRN_PASSWORD_FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Unlock with this age X25519 identity file instead of a passphrase.
+    #[arg(long, global = true, env = "CAIRN_IDENTITY")]
+    pub identity: Option<PathBuf>,
+    /// Directory for the local index cache.
+    #[arg(long, global = true, env = "CAIRN_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Seconds to wait for a conflicting lock before giving up.
+    #[arg(long, global = true, default_value_t = 60)]
+    pub lock_wait: u64,
+    /// scrypt work factor (log2 N) for new passphrase key files; default: age's ~1 s target.
+    #[arg(
+        long,
+        global = true,
+        env = "CAIRN_SCRYPT_LOG_N",
+        hide_short_help = true
+    )]
+    pub scrypt_log_n: Option<u8>,
+    /// No progress output.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+}
+
+impl GlobalOpts {
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            cache_dir: self
+                .cache_dir
+                .clone()
+                .unwrap_or_else(cairn_store::default_cache_dir),
+            lock_wait: Duration::from_secs(self.lock_wait),
+        }
+    }
+
+    /// The passphrase from --password-file or CAIRN_PASSWORD, if given.
+    fn given_passphrase(&self) -> Result<Option<String>> {
+        if let Some(f) = &self.password_file {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("reading password file {}", f.display()))?;
+            let line = text.lines().next().unwrap_or("").to_string();
+            if line.is_empty() {
+                bail!("password file {} is empty", f.display());
+            }
+            return Ok(Some(line));
+        }
+        Ok(std::env::var("CAIRN_PASSWORD").ok())
+    }
+
+    pub fn credentials(&self) -> Result<Credentials> {
+        if let Some(id) = &self.identity {
+            return Ok(Credentials::IdentityFile(id.clone()));
+        }
+        if let Some(p) = self.given_passphrase()? {
+            return Ok(Credentials::Passphrase(p.into()));
+        }
+        if std::io::stdin().is_terminal() {
+            let p = rpassword::prompt_password("repository passphrase: ")?;
+            return Ok(Credentials::Passphrase(p.into()));
+        }
+        bail!("no passphrase: set CAIRN_PASSWORD, pass --password-file or --identity, or run on a terminal")
+    }
+
+    /// The key for a new repository: the identity's recipient, or a passphrase.
+    pub fn new_key(&self) -> Result<NewKey> {
+        if let Some(id) = &self.identity {
+            return Ok(NewKey::Recipient(cairn_store::recipient_of_identity_file(
+                id,
+            )?));
+        }
+        let passphrase = match self.given_passphrase()? {
+            Some(p) => p,
+            None if std::io::stdin().is_terminal() => {
+                let a = rpassword::prompt_password("new repository passphrase: ")?;
+                let b = rpassword::prompt_password("again: ")?;
+                if a != b {
+                    bail!("the passphrases differ");
+                }
+                a
+            }
+            None => bail!("no passphrase: set CAIRN_PASSWORD, pass --password-file or --identity, or run on a terminal"),
+        };
+        if passphrase.is_empty() {
+            bail!("an empty passphrase is not allowed");
+        }
+        Ok(NewKey::Passphrase {
+            passphrase: passphrase.into(),
+            log_n: self.scrypt_log_n,
+        })
+    }
+
+    pub fn open(&self) -> Result<Repository> {
+        Ok(Repository::open(
+            &self.repo,
+            &self.credentials()?,
+            self.open_options(),
+        )?)
+    }
+
+    pub fn progress(&self) -> Arc<dyn Progress> {
+        crate::progress::for_terminal(self.quiet)
+    }
+}
+
+/// `1.5 GiB`
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || matches!(c.downcast_ref::<cairn_store::Error>(),
+                Some(cairn_store::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Prints rows as aligned columns.
+pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let s: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", s.join("  ").trim_end());
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    for r in rows {
+        line(r.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_units() {
+        assert_eq!(super::bytes(12), "12 B");
+        assert_eq!(super::bytes(1536), "1.5 KiB");
+        assert_eq!(super::bytes(3 << 30), "3.0 GiB");
+    }
+}
