@@ -11,7 +11,8 @@
 //!    writer on that host can remove those of dead processes.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
@@ -30,6 +31,8 @@ pub trait Backend: Send + Sync {
     fn read(&self, rel: &str) -> Result<Vec<u8>>;
     /// Reads `len` bytes at `offset`; a short file is an `UnexpectedEof` error.
     fn read_at(&self, rel: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Opens a file for many positional reads (restore reads a pack chunk by chunk).
+    fn open_reader(&self, rel: &str) -> Result<Box<dyn PositionalRead>>;
     /// Size of a file.
     fn size(&self, rel: &str) -> Result<u64>;
     /// Names (not paths) of the files directly in `dir`; an absent directory is empty.
@@ -37,6 +40,17 @@ pub trait Backend: Send + Sync {
     /// Deletes a file; deleting a missing file is not an error (idempotent).
     fn remove(&self, rel: &str) -> Result<()>;
     fn exists(&self, rel: &str) -> bool;
+}
+
+/// An open file that can be read at any offset; a short read is an `UnexpectedEof` error.
+pub trait PositionalRead: Send {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+impl PositionalRead for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
+    }
 }
 
 /// A repository on a local or mounted filesystem (a SAN volume works as long as it honours
@@ -214,11 +228,15 @@ impl Backend for LocalBackend {
 
     fn read_at(&self, rel: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let p = self.path(rel);
-        let mut f = File::open(&p).at(&p)?;
-        f.seek(SeekFrom::Start(offset)).at(&p)?;
+        let f = File::open(&p).at(&p)?;
         let mut buf = vec![0u8; len];
-        f.read_exact(&mut buf).at(&p)?;
+        FileExt::read_exact_at(&f, &mut buf, offset).at(&p)?;
         Ok(buf)
+    }
+
+    fn open_reader(&self, rel: &str) -> Result<Box<dyn PositionalRead>> {
+        let p = self.path(rel);
+        Ok(Box::new(File::open(&p).at(&p)?))
     }
 
     fn size(&self, rel: &str) -> Result<u64> {

@@ -3,9 +3,9 @@
 //! The pipeline (threads joined by bounded channels):
 //!
 //! ```text
-//! caller thread            worker threads (one per core)        packer thread
-//! read -> chunk -> hash -> compress -> seal -> decode & verify -> append to pack -> publish -> index
-//!         -> dedup check --(jobs: 2 per worker)-->              --(blobs: 2 per worker)-->
+//! caller thread            worker threads (one per core)        packer         publisher
+//! read -> chunk -> hash -> compress -> seal -> decode & verify -> append to pack -> fsync, rename, index
+//!         -> dedup check --(jobs: 2 per worker)-->              --(blobs: 2 per worker)--> --(1 pack)-->
 //! ```
 //!
 //! Duplicates are dropped in the caller thread, before the costly stages: a chunk whose id is in
@@ -126,7 +126,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn start(repo: &Repository, mut index: Index) -> Pipeline {
+    fn start(repo: &Repository, index: Index) -> Pipeline {
         let n = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
@@ -159,9 +159,10 @@ impl Pipeline {
                 blob_rx,
                 backend.as_ref(),
                 &keys,
-                &mut index,
+                index,
                 pack_size,
-                &pending2,
+                pending2,
+                &failure2,
             ) {
                 fail(&failure2, e);
             }
@@ -235,38 +236,72 @@ fn packer(
     rx: Receiver<Encoded>,
     backend: &dyn Backend,
     keys: &Keys,
-    index: &mut Index,
+    index: Index,
     pack_size: u64,
-    pending: &Mutex<HashSet<ChunkId>>,
+    pending: Arc<Mutex<HashSet<ChunkId>>>,
+    failure: &Failure,
 ) -> Result<()> {
-    let mut writer: Option<PackWriter> = None;
-    let publish = |w: PackWriter, index: &mut Index| -> Result<()> {
-        // Crash-safety steps 2 and 3: publish the pack, index it, then stop treating it as pending.
-        let fin = w.finish(keys)?;
-        index.add_pack(&fin)?;
-        let mut p = pending.lock().unwrap();
-        for e in &fin.entries {
-            p.remove(&e.id);
+    // Publishing (trailer, fsync, rename, index) runs in its own thread so an fsync never stalls
+    // the workers; one pack may wait for it while the next one fills.
+    let (pub_tx, pub_rx) = bounded::<PackWriter>(1);
+    let keys2 = keys.clone();
+    let failure2 = failure.clone();
+    let publisher = std::thread::spawn(move || {
+        let mut index = index;
+        for w in pub_rx {
+            // Crash-safety steps 2 and 3: publish the pack, index it, then stop treating its
+            // blobs as pending.
+            let r = w.finish(&keys2).and_then(|fin| {
+                index.add_pack(&fin)?;
+                let mut p = pending.lock().unwrap();
+                for e in &fin.entries {
+                    p.remove(&e.id);
+                }
+                Ok(())
+            });
+            if let Err(e) = r {
+                fail(&failure2, e);
+                return;
+            }
         }
-        Ok(())
-    };
+    });
+    let mut writer: Option<PackWriter> = None;
+    let mut result = Ok(());
     for blob in rx {
         if writer.is_none() {
-            writer = Some(PackWriter::new(backend)?);
+            match PackWriter::new(backend) {
+                Ok(w) => writer = Some(w),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
         let w = writer.as_mut().unwrap();
-        w.add(blob.id, blob.kind, blob.raw_len, &blob.sealed)?;
+        if let Err(e) = w.add(blob.id, blob.kind, blob.raw_len, &blob.sealed) {
+            result = Err(e);
+            break;
+        }
         blob.counters
             .bytes_added
             .fetch_add(blob.sealed.len() as u64, Relaxed);
-        if w.len() >= pack_size {
-            publish(writer.take().unwrap(), index)?;
+        if w.len() >= pack_size && pub_tx.send(writer.take().unwrap()).is_err() {
+            break;
         }
     }
-    if let Some(w) = writer.filter(|w| !w.is_empty()) {
-        publish(w, index)?;
+    if result.is_ok() {
+        if let Some(w) = writer.filter(|w| !w.is_empty()) {
+            let _ = pub_tx.send(w);
+        }
     }
-    Ok(())
+    drop(pub_tx);
+    if publisher.join().is_err() {
+        fail(
+            failure,
+            Error::Pipeline("the publisher thread panicked".into()),
+        );
+    }
+    result
 }
 
 /// Hands chunks to the pipeline, dropping duplicates first.

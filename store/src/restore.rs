@@ -6,16 +6,18 @@
 //! ordered hand-off (one single-slot reply channel per chunk, queued in stream order) keeps the
 //! output sequential while the workers run in parallel.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
+use crate::backend::PositionalRead;
 use crate::blob;
 use crate::crypto::Keys;
 use crate::error::{corrupt, Error, IoContext, Result};
-use crate::id::ChunkId;
+use crate::id::{ChunkId, PackId};
 use crate::index::Index;
 use crate::pack::pack_path;
 use crate::progress::Progress;
@@ -33,15 +35,23 @@ pub struct RestoreOptions {
     pub force: bool,
 }
 
+/// Open packs kept by a reader: chunks of one stream mostly sit in a few packs in a row.
+const OPEN_PACKS: usize = 8;
+
 /// Reads blobs through the index.
 pub(crate) struct BlobReader<'r> {
     pub(crate) repo: &'r Repository,
     pub(crate) index: Index,
+    open: RefCell<Vec<(PackId, Box<dyn PositionalRead>)>>,
 }
 
 impl<'r> BlobReader<'r> {
     pub(crate) fn new(repo: &'r Repository, index: Index) -> Self {
-        Self { repo, index }
+        Self {
+            repo,
+            index,
+            open: RefCell::new(Vec::new()),
+        }
     }
 
     /// The sealed bytes of a blob.
@@ -50,22 +60,47 @@ impl<'r> BlobReader<'r> {
             .index
             .lookup(id)?
             .ok_or(Error::MissingBlob { id: *id })?;
-        let path = pack_path(&loc.pack);
-        if !self.repo.backend.exists(&path) {
-            return Err(Error::MissingPack { id: loc.pack });
-        }
-        self.repo
-            .backend
-            .read_at(&path, loc.offset as u64, loc.length as usize)
-            .map_err(|e| match e {
-                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => {
+        let mut open = self.open.borrow_mut();
+        let pos = match open.iter().position(|(p, _)| *p == loc.pack) {
+            Some(i) => i,
+            None => {
+                let f = self
+                    .repo
+                    .backend
+                    .open_reader(&pack_path(&loc.pack))
+                    .map_err(|e| match e {
+                        Error::Io { source, .. }
+                            if source.kind() == std::io::ErrorKind::NotFound =>
+                        {
+                            Error::MissingPack { id: loc.pack }
+                        }
+                        e => e,
+                    })?;
+                if open.len() == OPEN_PACKS {
+                    open.remove(0);
+                }
+                open.push((loc.pack, f));
+                open.len() - 1
+            }
+        };
+        let mut buf = vec![0u8; loc.length as usize];
+        open[pos]
+            .1
+            .read_exact_at(&mut buf, loc.offset as u64)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
                     corrupt(
                         format!("pack {}", loc.pack),
                         format!("truncated: blob {id} lies beyond its end"),
                     )
+                } else {
+                    Error::Io {
+                        path: self.repo.path().join(pack_path(&loc.pack)),
+                        source: e,
+                    }
                 }
-                e => e,
-            })
+            })?;
+        Ok(buf)
     }
 
     /// A blob's verified plaintext.
@@ -234,6 +269,7 @@ impl Repository {
         out: &mut dyn Write,
         progress: &dyn Progress,
     ) -> Result<u64> {
+        let _lock = self.lock(false, &format!("dump {snapshot}"))?;
         let snap = self.restorable_snapshot(snapshot)?;
         let it = snap
             .item(item)
@@ -283,6 +319,7 @@ impl Repository {
         opts: &RestoreOptions,
         progress: &dyn Progress,
     ) -> Result<Vec<Item>> {
+        let _lock = self.lock(false, &format!("restore {snapshot}"))?;
         let snap = self.restorable_snapshot(snapshot)?;
         for name in &opts.items {
             if snap.item(name).is_none() {
