@@ -5,6 +5,11 @@
 //! `kind (1) | compression (1) | raw length (4) | payload`. The seal's associated data is
 //! `"cairn blob v1" | id (32)`, so a blob cannot be passed off under another id; after decryption
 //! the payload is decompressed and its keyed hash must equal the id.
+//!
+//! A *delta* blob (kind 2, compression 2) stores a chunk relative to one or more earlier chunks,
+//! its bases: the payload is `base count (1) | base ids (32 each) | zstd frame`, where the frame was
+//! compressed with the bases' plaintexts, concatenated in order, as zstd prefix. Reading it means
+//! reading the bases first (which may be deltas themselves, up to the repository's chain depth).
 
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +25,8 @@ pub enum BlobKind {
     Data = 0,
     /// A chunk of metadata: chunk lists and directory listings.
     Meta = 1,
-    // 2 is reserved for delta-encoded chunks (a base id inside the payload).
+    /// A chunk of content stored as a zstd delta against its bases.
+    Delta = 2,
 }
 
 impl BlobKind {
@@ -28,6 +34,7 @@ impl BlobKind {
         match b {
             0 => Some(Self::Data),
             1 => Some(Self::Meta),
+            2 => Some(Self::Delta),
             _ => None,
         }
     }
@@ -35,7 +42,102 @@ impl BlobKind {
 
 const COMPRESSION_NONE: u8 = 0;
 const COMPRESSION_ZSTD: u8 = 1;
+const COMPRESSION_ZSTD_PREFIX: u8 = 2;
 const HEADER_LEN: usize = 6;
+/// Most bases a delta may have.
+pub const MAX_BASES: usize = 4;
+/// zstd window for deltas: bases plus the chunk must fit (4 x 4 MiB bases at the largest chunk
+/// size would not; such chunks are simply stored whole).
+const DELTA_WINDOW_LOG: u32 = 24;
+
+/// A decrypted blob whose content may still need its bases.
+pub struct Opened {
+    pub kind: BlobKind,
+    /// Bases to concatenate as prefix (empty unless `kind` is `Delta`).
+    pub bases: Vec<ChunkId>,
+    compression: u8,
+    raw_len: usize,
+    plain: Vec<u8>,
+    payload_at: usize,
+}
+
+impl Opened {
+    /// Decompresses (with the bases' concatenated plaintext for a delta) and verifies the id.
+    pub fn finish(self, keys: &Keys, id: &ChunkId, prefix: &[u8]) -> Result<Vec<u8>> {
+        let what = || format!("blob {id}");
+        let zerr = |c| {
+            corrupt(
+                what(),
+                format!("zstd: {}", zstd::zstd_safe::get_error_name(c)),
+            )
+        };
+        let payload = &self.plain[self.payload_at..];
+        let data = match self.compression {
+            COMPRESSION_NONE => payload.to_vec(),
+            COMPRESSION_ZSTD | COMPRESSION_ZSTD_PREFIX => {
+                // A context per call: a referenced prefix must outlive the context that uses it.
+                let mut d = zstd::zstd_safe::DCtx::create();
+                if self.compression == COMPRESSION_ZSTD_PREFIX {
+                    d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(DELTA_WINDOW_LOG))
+                        .map_err(zerr)?;
+                    d.ref_prefix(prefix).map_err(zerr)?;
+                }
+                let mut out = Vec::with_capacity(self.raw_len);
+                d.decompress(&mut out, payload).map_err(zerr)?;
+                out
+            }
+            c => return Err(corrupt(what(), format!("unknown compression {c}"))),
+        };
+        if data.len() != self.raw_len {
+            return Err(corrupt(what(), "length does not match header"));
+        }
+        if keys.chunk_id(&data) != *id {
+            return Err(corrupt(what(), "content does not hash to the blob id"));
+        }
+        Ok(data)
+    }
+}
+
+/// Decrypts a blob and parses its header (and a delta's base list).
+pub fn open_blob(keys: &Keys, id: &ChunkId, sealed: &[u8]) -> Result<Opened> {
+    let what = || format!("blob {id}");
+    let plain = keys.open(&what(), &aad(id), sealed)?;
+    if plain.len() < HEADER_LEN {
+        return Err(corrupt(what(), "blob header truncated"));
+    }
+    let kind = BlobKind::from_u8(plain[0])
+        .ok_or_else(|| corrupt(what(), format!("unknown blob kind {}", plain[0])))?;
+    let compression = plain[1];
+    let raw_len = u32::from_le_bytes(plain[2..6].try_into().unwrap()) as usize;
+    let mut bases = Vec::new();
+    let mut payload_at = HEADER_LEN;
+    if kind == BlobKind::Delta {
+        let n = *plain
+            .get(HEADER_LEN)
+            .ok_or_else(|| corrupt(what(), "delta without base count"))? as usize;
+        if n == 0
+            || n > MAX_BASES
+            || plain.len() < HEADER_LEN + 1 + 32 * n
+            || compression != COMPRESSION_ZSTD_PREFIX
+        {
+            return Err(corrupt(what(), "malformed delta header"));
+        }
+        for b in plain[HEADER_LEN + 1..HEADER_LEN + 1 + 32 * n].chunks_exact(32) {
+            bases.push(ChunkId::from_slice(b).unwrap());
+        }
+        payload_at = HEADER_LEN + 1 + 32 * n;
+    } else if compression == COMPRESSION_ZSTD_PREFIX {
+        return Err(corrupt(what(), "prefix compression outside a delta"));
+    }
+    Ok(Opened {
+        kind,
+        bases,
+        compression,
+        raw_len,
+        plain,
+        payload_at,
+    })
+}
 
 fn aad(id: &ChunkId) -> [u8; 45] {
     let mut a = [0u8; 45];
@@ -48,16 +150,96 @@ fn aad(id: &ChunkId) -> [u8; 45] {
 pub struct Encoder {
     compressor: zstd::bulk::Compressor<'static>,
     decompressor: zstd::bulk::Decompressor<'static>,
+    delta_level: i32,
     scratch: Vec<u8>,
 }
 
 impl Encoder {
     pub fn new(level: i32) -> Self {
+        Self::with_delta_level(level, level)
+    }
+
+    /// `delta_level` is the zstd level for deltas: they compress only changed chunks, against a
+    /// prefix that matches almost all of them, so a higher level costs little.
+    pub fn with_delta_level(level: i32, delta_level: i32) -> Self {
         Self {
             compressor: zstd::bulk::Compressor::new(level).expect("valid zstd level"),
             decompressor: zstd::bulk::Decompressor::new().expect("zstd context"),
+            delta_level,
             scratch: Vec::new(),
         }
+    }
+
+    /// Encodes `data` as a delta against `bases` (whose plaintexts, concatenated, are `prefix`),
+    /// if that is smaller than `limit` sealed bytes; `None` means "store it whole". The result is
+    /// decoded again and compared with `data` before it is returned.
+    pub fn encode_delta(
+        &mut self,
+        keys: &Keys,
+        id: &ChunkId,
+        data: &[u8],
+        bases: &[ChunkId],
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        if bases.is_empty()
+            || bases.len() > MAX_BASES
+            || prefix.len() + data.len() > (1 << DELTA_WINDOW_LOG)
+        {
+            return Ok(None);
+        }
+        let head = HEADER_LEN + 1 + 32 * bases.len();
+        let bound = zstd::zstd_safe::compress_bound(data.len());
+        self.scratch.clear();
+        self.scratch.push(BlobKind::Delta as u8);
+        self.scratch.push(COMPRESSION_ZSTD_PREFIX);
+        self.scratch
+            .extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.scratch.push(bases.len() as u8);
+        for b in bases {
+            self.scratch.extend_from_slice(b.as_bytes());
+        }
+        self.scratch.resize(head + bound, 0);
+        let what = || format!("blob {id}");
+        let zerr = |c| {
+            corrupt(
+                what(),
+                format!("zstd delta: {}", zstd::zstd_safe::get_error_name(c)),
+            )
+        };
+        // A context per delta: a referenced prefix must outlive the context that uses it.
+        let mut cctx = zstd::zstd_safe::CCtx::create();
+        cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(
+            self.delta_level,
+        ))
+        .map_err(zerr)?;
+        cctx.set_parameter(zstd::zstd_safe::CParameter::WindowLog(DELTA_WINDOW_LOG))
+            .map_err(zerr)?;
+        cctx.ref_prefix(prefix).map_err(zerr)?;
+        let n = cctx
+            .compress2(&mut self.scratch[head..], data)
+            .map_err(zerr)?;
+        self.scratch.truncate(head + n);
+        if self.scratch.len() + crate::crypto::SEAL_OVERHEAD >= limit {
+            return Ok(None);
+        }
+        let sealed = keys.seal(&aad(id), &self.scratch);
+        let opened = open_blob(keys, id, &sealed)?;
+        if opened.bases != bases {
+            return Err(corrupt(
+                what(),
+                "encoded delta does not decode to its bases",
+            ));
+        }
+        // finish() also re-hashes; for deltas that is cheap next to the delta compression.
+        let back = opened.finish(keys, id, prefix)?;
+        if back != data {
+            return Err(corrupt(
+                what(),
+                "encoded delta does not decode to its input",
+            ));
+        }
+        Ok(Some(sealed))
     }
 
     /// Compresses and seals `data` as blob `id`, then decodes the result again and checks that it
@@ -107,7 +289,8 @@ impl Encoder {
     }
 }
 
-/// Decrypts, decompresses and verifies a sealed blob, returning its kind and plaintext.
+/// Decrypts, decompresses and verifies a sealed blob that is not a delta, returning its kind
+/// and plaintext. Deltas go through [`open_blob`] and [`Opened::finish`] with their bases.
 pub fn decode(keys: &Keys, id: &ChunkId, sealed: &[u8]) -> Result<(BlobKind, Vec<u8>)> {
     thread_local! {
         static DEC: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
@@ -186,5 +369,58 @@ mod tests {
         assert!(sealed_r.len() <= random.len() + 6 + crate::crypto::SEAL_OVERHEAD);
         // Wrong id: the associated data no longer matches.
         assert!(decode(&keys, &id_r, &sealed).is_err());
+    }
+
+    #[test]
+    fn delta_round_trip_and_wrong_base() {
+        let keys = Keys::new(Secrets::generate());
+        let mut enc = Encoder::with_delta_level(1, 3);
+        let mut x = 7u64;
+        let base: Vec<u8> = (0..65536)
+            .map(|i| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                if i % 100 == 99 {
+                    b'\n'
+                } else {
+                    b'0' + (x >> 60) as u8 % 10
+                }
+            })
+            .collect();
+        let mut data = base.clone();
+        data[1000..1010].copy_from_slice(b"0123456789");
+        let (bid, id) = (keys.chunk_id(&base), keys.chunk_id(&data));
+        let sealed = enc
+            .encode_delta(&keys, &id, &data, &[bid], &base, usize::MAX)
+            .unwrap()
+            .unwrap();
+        assert!(
+            sealed.len() < 300,
+            "delta of a 10-byte change is {} bytes",
+            sealed.len()
+        );
+        let opened = open_blob(&keys, &id, &sealed).unwrap();
+        assert_eq!(
+            (opened.kind, opened.bases.clone()),
+            (BlobKind::Delta, vec![bid])
+        );
+        assert_eq!(opened.finish(&keys, &id, &base).unwrap(), data);
+        // A wrong or damaged base never yields wrong content: decoding fails.
+        let mut bad = base.clone();
+        bad[5] ^= 1;
+        assert!(open_blob(&keys, &id, &sealed)
+            .unwrap()
+            .finish(&keys, &id, &bad)
+            .is_err());
+        assert!(
+            decode(&keys, &id, &sealed).is_err(),
+            "plain decode refuses deltas"
+        );
+        // A limit below the delta's size means: store it whole.
+        assert!(enc
+            .encode_delta(&keys, &id, &data, &[bid], &base, 50)
+            .unwrap()
+            .is_none());
     }
 }
