@@ -9,12 +9,7 @@ use std::process::Command;
 use support::*;
 
 fn copy_dir(from: &Path, to: &Path) {
-    let st = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
+    let st = Command::new("cp").arg("-a").arg(from).arg(to).status().unwrap();
     assert!(st.success());
 }
 
@@ -37,12 +32,7 @@ fn format_1_repository_without_deltas_is_readable() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/v1-repo"),
         &env.repo,
     );
-    let run = |args: &[&str]| {
-        env.cmd(args)
-            .env("CAIRN_PASSWORD", "fixture")
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| env.cmd(args).env("CAIRN_PASSWORD", "fixture").output().unwrap();
     let o = run(&["check", "--read-data"]);
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     let o = run(&["dump", "v1-stream", "dump.sql"]);
@@ -55,10 +45,7 @@ fn format_1_repository_without_deltas_is_readable() {
     let target = env.path("restored");
     let o = run(&["restore", "v1-tree", "--target", target.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(
-        std::fs::read(target.join("etc/server.pem")).unwrap(),
-        b"cert\n"
-    );
+    assert_eq!(std::fs::read(target.join("etc/server.pem")).unwrap(), b"cert\n");
     assert_eq!(
         std::fs::metadata(target.join("etc/server.pem"))
             .unwrap()
@@ -68,9 +55,7 @@ fn format_1_repository_without_deltas_is_readable() {
         0o600
     );
     assert_eq!(
-        std::fs::read_link(target.join("etc/current.pem"))
-            .unwrap()
-            .to_str(),
+        std::fs::read_link(target.join("etc/current.pem")).unwrap().to_str(),
         Some("server.pem")
     );
     // Today's cairn can add to it, and the old snapshots stay intact.

@@ -52,12 +52,7 @@ fn sigkill_mid_backup_then_check_and_rerun() {
     let published = env.pack_files().len();
 
     let check = env.run(&["check", "--read-data"]);
-    assert!(
-        check.status.success(),
-        "{}{}",
-        stdout(&check),
-        stderr(&check)
-    );
+    assert!(check.status.success(), "{}{}", stdout(&check), stderr(&check));
     assert!(!env.ok(&["snapshots"]).contains("run"));
 
     // The re-run stores only what the killed run had not published yet.
@@ -69,14 +64,9 @@ fn sigkill_mid_backup_then_check_and_rerun() {
         "re-run added {added} of {size} after {published} packs"
     );
     assert_eq!(env.dump("run", "d"), data);
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
     // The killed run's temp file is gone after the re-run (its pid is dead).
-    assert!(std::fs::read_dir(env.repo.join("tmp"))
-        .unwrap()
-        .next()
-        .is_none());
+    assert!(std::fs::read_dir(env.repo.join("tmp")).unwrap().next().is_none());
 }
 
 #[test]
@@ -108,17 +98,12 @@ fn two_concurrent_backups() {
         .unwrap()
     };
     let (ca, cb) = (spawn("A", &pa), spawn("B", &pb));
-    let (oa, ob) = (
-        ca.wait_with_output().unwrap(),
-        cb.wait_with_output().unwrap(),
-    );
+    let (oa, ob) = (ca.wait_with_output().unwrap(), cb.wait_with_output().unwrap());
     assert!(oa.status.success(), "{}", stderr(&oa));
     assert!(ob.status.success(), "{}", stderr(&ob));
     assert_eq!(env.dump("A", "d"), a);
     assert_eq!(env.dump("B", "d"), b);
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
     // A third backup of either finds everything already stored.
     let s = env.backup_bytes("again", "d", &b);
     assert_eq!(json_u64(&s, "chunks_new"), 0);
@@ -184,8 +169,5 @@ fn exclusive_operation_waits_for_a_running_backup_and_stale_locks_are_broken() {
     env.ok(&["repair", "index", "--lock-wait", "0"]);
     let out = env.ok(&["unlock"]);
     assert!(out.contains("1 lock(s) removed"), "{out}");
-    assert!(std::fs::read_dir(env.repo.join("locks"))
-        .unwrap()
-        .next()
-        .is_none());
+    assert!(std::fs::read_dir(env.repo.join("locks")).unwrap().next().is_none());
 }

@@ -17,32 +17,16 @@ fn wrong_passphrase_is_refused() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("wrong passphrase or identity"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("wrong passphrase or identity"), "{}", stderr(&o));
     // No passphrase at all, and no terminal to ask on.
-    let o = env
-        .cmd(&["snapshots"])
-        .env_remove("CAIRN_PASSWORD")
-        .output()
-        .unwrap();
+    let o = env.cmd(&["snapshots"]).env_remove("CAIRN_PASSWORD").output().unwrap();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no passphrase"), "{}", stderr(&o));
     // An identity that is not one of the repository's keys.
     let id = env.path("other.id");
     env.ok(&["key", "generate-identity", id.to_str().unwrap()]);
-    let o = env
-        .cmd(&["snapshots"])
-        .env("CAIRN_IDENTITY", &id)
-        .output()
-        .unwrap();
-    assert!(
-        stderr(&o).contains("wrong passphrase or identity"),
-        "{}",
-        stderr(&o)
-    );
+    let o = env.cmd(&["snapshots"]).env("CAIRN_IDENTITY", &id).output().unwrap();
+    assert!(stderr(&o).contains("wrong passphrase or identity"), "{}", stderr(&o));
 }
 
 #[test]
@@ -82,34 +66,18 @@ fn snapshot_names_and_items() {
     ]);
     assert!(err.contains("already taken"), "{err}");
     assert_eq!(env.dump("taken", "x"), b"one");
+    assert!(env.fails(&["show", "nope"]).contains("no snapshot named \"nope\""));
+    assert!(env.fails(&["dump", "taken", "nope"]).contains("no item named"));
     assert!(env
-        .fails(&["show", "nope"])
-        .contains("no snapshot named \"nope\""));
-    assert!(env
-        .fails(&["dump", "taken", "nope"])
-        .contains("no item named"));
-    assert!(env
-        .fails(&[
-            "restore",
-            "nope",
-            "--target",
-            env.path("t").to_str().unwrap()
-        ])
+        .fails(&["restore", "nope", "--target", env.path("t").to_str().unwrap()])
         .contains("no snapshot named"));
-    assert!(env
-        .fails(&["backup", "--name", "x"])
-        .contains("nothing to back up"));
+    assert!(env.fails(&["backup", "--name", "x"]).contains("nothing to back up"));
     assert!(env
         .fails(&["backup", "--name", "y", "/no/such/path"])
         .contains("no such file"));
     // Bad flags are usage errors (exit 2).
     assert_eq!(env.run(&["backup", "--bogus"]).status.code(), Some(2));
-    assert_eq!(
-        env.run(&["check", "--read-data-subset", "x%"])
-            .status
-            .code(),
-        Some(1)
-    );
+    assert_eq!(env.run(&["check", "--read-data-subset", "x%"]).status.code(), Some(1));
 }
 
 #[test]
@@ -119,18 +87,9 @@ fn restore_refuses_a_non_empty_target_unless_forced() {
     let target = env.path("target");
     write(&target.join("file"), b"old content");
     let err = env.fails(&["restore", "s", "--target", target.to_str().unwrap()]);
-    assert!(
-        err.contains("not empty") && err.contains("--force"),
-        "{err}"
-    );
+    assert!(err.contains("not empty") && err.contains("--force"), "{err}");
     assert_eq!(std::fs::read(target.join("file")).unwrap(), b"old content");
-    env.ok(&[
-        "restore",
-        "s",
-        "--target",
-        target.to_str().unwrap(),
-        "--force",
-    ]);
+    env.ok(&["restore", "s", "--target", target.to_str().unwrap(), "--force"]);
     assert_eq!(std::fs::read(target.join("file")).unwrap(), b"new content");
 }
 
@@ -164,30 +123,18 @@ fn truncated_and_missing_packs_are_detected() {
     env.backup_bytes("s", "d", &data);
     assert!(env.ok(&["check"]).contains("no errors found"));
     let packs = env.pack_files();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&packs[0])
-        .unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&packs[0]).unwrap();
     let len = f.metadata().unwrap().len();
     f.set_len(len / 2).unwrap();
     drop(f);
     let out = env.fails(&["check"]);
-    assert!(
-        out.contains("truncated") || out.contains("differs"),
-        "{out}"
-    );
+    assert!(out.contains("truncated") || out.contains("differs"), "{out}");
     let err = env.fails(&["dump", "s", "d"]);
-    assert!(
-        err.contains("integrity error") || err.contains("truncated"),
-        "{err}"
-    );
+    assert!(err.contains("integrity error") || err.contains("truncated"), "{err}");
 
     std::fs::remove_file(&packs[0]).unwrap();
     let out = env.fails(&["check"]);
-    assert!(
-        out.contains("missing") && out.contains("damaged snapshots: s"),
-        "{out}"
-    );
+    assert!(out.contains("missing") && out.contains("damaged snapshots: s"), "{out}");
     let err = env.fails(&["dump", "s", "d"]);
     assert!(err.contains("missing"), "{err}");
 }
@@ -211,9 +158,7 @@ fn tampered_manifest_and_config_are_detected() {
     let mut c = std::fs::read(env.repo.join("config")).unwrap();
     c[30] ^= 1;
     std::fs::write(env.repo.join("config"), &c).unwrap();
-    assert!(env
-        .fails(&["snapshots"])
-        .contains("integrity error in config"));
+    assert!(env.fails(&["snapshots"]).contains("integrity error in config"));
 }
 
 fn drop_to_nobody(c: &mut Command) {
@@ -252,18 +197,11 @@ fn unreadable_source_file_fails_the_backup() {
     write(&src.join("ok.txt"), b"fine");
     write(&src.join("secret.txt"), b"no");
     std::fs::set_permissions(&src, std::fs::Permissions::from_mode(0o755)).unwrap();
-    std::fs::set_permissions(
-        src.join("secret.txt"),
-        std::fs::Permissions::from_mode(0o000),
-    )
-    .unwrap();
+    std::fs::set_permissions(src.join("secret.txt"), std::fs::Permissions::from_mode(0o000)).unwrap();
     let o = as_user(&["backup", "--name", "s", src.to_str().unwrap()]);
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(
-        err.contains("secret.txt") && err.contains("ermission denied"),
-        "{err}"
-    );
+    assert!(err.contains("secret.txt") && err.contains("ermission denied"), "{err}");
     assert!(!stdout(&as_user(&["snapshots"])).contains(" s "));
 }
 
@@ -281,10 +219,7 @@ fn unsafe_is_root() -> bool {
 #[test]
 fn disk_full_fails_cleanly() {
     if !unsafe_is_root() {
-        assert!(
-            std::env::var("CI").is_err(),
-            "CI runs as root and must run this test"
-        );
+        assert!(std::env::var("CI").is_err(), "CI runs as root and must run this test");
         eprintln!("skipped: mounting a small tmpfs needs root");
         return;
     }
@@ -329,7 +264,5 @@ fn disk_full_fails_cleanly() {
     let list = env.ok(&["snapshots"]);
     assert!(list.contains("small") && !list.contains("big"), "{list}");
     assert_eq!(env.dump("small", "d"), small);
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
 }

@@ -41,12 +41,9 @@ fn stream_round_trip_and_dedup_across_snapshots() {
         show.contains("db.sql") && show.contains("exact duplicates") && show.contains("dedup"),
         "{show}"
     );
-    let show_json: serde_json::Value =
-        serde_json::from_str(&env.ok(&["show", "--json", "day1"])).unwrap();
+    let show_json: serde_json::Value = serde_json::from_str(&env.ok(&["show", "--json", "day1"])).unwrap();
     assert_eq!(show_json["summary"]["bytes_added"].as_u64(), Some(added));
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
 }
 
 #[test]
@@ -56,17 +53,14 @@ fn large_stream_uses_stored_chunk_lists() {
     let env = Env::new();
     let data = random_bytes(40 << 20, 3);
     env.backup_bytes("big", "big.bin", &data);
-    let show: serde_json::Value =
-        serde_json::from_str(&env.ok(&["show", "--json", "big"])).unwrap();
+    let show: serde_json::Value = serde_json::from_str(&env.ok(&["show", "--json", "big"])).unwrap();
     assert!(
         show["items"][0]["content"]["depth"].as_u64().unwrap() >= 1,
         "{}",
         show["items"][0]["content"]
     );
     assert!(env.dump("big", "big.bin") == data);
-    assert!(env
-        .ok(&["check", "--read-data"])
-        .contains("no errors found"));
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
 }
 
 #[test]
@@ -97,21 +91,10 @@ fn command_output_is_backed_up_and_failures_leave_no_snapshot() {
         "-c",
         "echo partial; echo boom >&2; exit 3",
     ]);
-    assert!(
-        err.contains("exit status: 3") && err.contains("boom"),
-        "{err}"
-    );
+    assert!(err.contains("exit status: 3") && err.contains("boom"), "{err}");
     assert!(!env.ok(&["snapshots"]).contains("bad"));
 
-    let o = env.run(&[
-        "backup",
-        "--name",
-        "empty",
-        "--stdin-from-command",
-        "e",
-        "--",
-        "true",
-    ]);
+    let o = env.run(&["backup", "--name", "empty", "--stdin-from-command", "e", "--", "true"]);
     assert!(o.status.success());
     assert!(stderr(&o).contains("wrote nothing"), "{}", stderr(&o));
     assert!(env.dump("empty", "e").is_empty());
@@ -136,11 +119,7 @@ fn file_tree_round_trip_keeps_modes_times_and_symlinks() {
     write(&src.join("sub/deeper/c.key"), b"secret");
     write(&src.join("empty"), b"");
     std::fs::create_dir_all(src.join("emptydir")).unwrap();
-    std::fs::set_permissions(
-        src.join("sub/deeper/c.key"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+    std::fs::set_permissions(src.join("sub/deeper/c.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(src.join("sub"), std::fs::Permissions::from_mode(0o750)).unwrap();
     std::os::unix::fs::symlink("sub/b.bin", src.join("link")).unwrap();
     let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
@@ -169,10 +148,7 @@ fn file_tree_round_trip_keeps_modes_times_and_symlinks() {
         assert_eq!((a.uid(), a.gid()), (b.uid(), b.gid()), "{f}");
         assert_eq!(a.mtime(), b.mtime(), "{f}");
     }
-    assert_eq!(
-        std::fs::metadata(out.join("sub")).unwrap().mode() & 0o7777,
-        0o750
-    );
+    assert_eq!(std::fs::metadata(out.join("sub")).unwrap().mode() & 0o7777, 0o750);
     assert!(out.join("emptydir").is_dir());
     assert_eq!(
         std::fs::read_link(out.join("link")).unwrap().to_str(),
@@ -180,18 +156,8 @@ fn file_tree_round_trip_keeps_modes_times_and_symlinks() {
     );
 
     // A single file as an item can be dumped.
-    env.ok(&[
-        "backup",
-        "--name",
-        "one",
-        src.join("a.txt").to_str().unwrap(),
-    ]);
-    let item = src
-        .join("a.txt")
-        .to_str()
-        .unwrap()
-        .trim_start_matches('/')
-        .to_string();
+    env.ok(&["backup", "--name", "one", src.join("a.txt").to_str().unwrap()]);
+    let item = src.join("a.txt").to_str().unwrap().trim_start_matches('/').to_string();
     assert_eq!(env.dump("one", &item), b"alpha");
     // Restoring only a chosen item.
     let t2 = env.path("only");
@@ -274,8 +240,5 @@ fn demo_runs() {
     let env = Env::empty();
     let dir = env.path("demo");
     let out = env.ok(&["demo", "--dir", dir.to_str().unwrap(), "--size-mib", "8"]);
-    assert!(
-        out.contains("byte-identical") && out.contains("no errors"),
-        "{out}"
-    );
+    assert!(out.contains("byte-identical") && out.contains("no errors"), "{out}");
 }

@@ -19,11 +19,7 @@ fn dump_like(n: usize) -> Vec<u8> {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            out.push(if i % 12 == 11 {
-                b'-'
-            } else {
-                b'0' + (x % 10) as u8
-            });
+            out.push(if i % 12 == 11 { b'-' } else { b'0' + (x % 10) as u8 });
         }
         out.extend_from_slice(b"'),\n");
         id += 1;
@@ -62,21 +58,11 @@ fn stages(c: &mut Criterion) {
     for level in [1, 3, 6] {
         let mut z = zstd::bulk::Compressor::new(level).unwrap();
         g.bench_function(BenchmarkId::new("zstd", level), |b| {
-            b.iter(|| {
-                chunks
-                    .iter()
-                    .map(|c| z.compress(c).unwrap().len())
-                    .sum::<usize>()
-            })
+            b.iter(|| chunks.iter().map(|c| z.compress(c).unwrap().len()).sum::<usize>())
         });
     }
     g.bench_function("seal_xchacha20poly1305", |b| {
-        b.iter(|| {
-            chunks
-                .iter()
-                .map(|c| keys.seal(b"aad", c).len())
-                .sum::<usize>()
-        })
+        b.iter(|| chunks.iter().map(|c| keys.seal(b"aad", c).len()).sum::<usize>())
     });
     for level in [1, 3] {
         let mut enc = Encoder::new(level);

@@ -13,13 +13,7 @@ use clap::Args;
 #[derive(Args, Debug, Clone)]
 pub struct GlobalOpts {
     /// Repository path.
-    #[arg(
-        long,
-        short = 'r',
-        global = true,
-        env = "CAIRN_REPO",
-        default_value = "/backups"
-    )]
+    #[arg(long, short = 'r', global = true, env = "CAIRN_REPO", default_value = "/backups")]
     pub repo: PathBuf,
     /// Read the passphrase from this file (first line). Otherwise CAIRN_PASSWORD, else a prompt.
     #[arg(long, global = true, env = "CAIRN_PASSWORD_FILE")]
@@ -34,12 +28,7 @@ pub struct GlobalOpts {
     #[arg(long, global = true, default_value_t = 60)]
     pub lock_wait: u64,
     /// scrypt work factor (log2 N) for new passphrase key files; default: age's ~1 s target.
-    #[arg(
-        long,
-        global = true,
-        env = "CAIRN_SCRYPT_LOG_N",
-        hide_short_help = true
-    )]
+    #[arg(long, global = true, env = "CAIRN_SCRYPT_LOG_N", hide_short_help = true)]
     pub scrypt_log_n: Option<u8>,
     /// No progress output.
     #[arg(long, short = 'q', global = true)]
@@ -49,10 +38,7 @@ pub struct GlobalOpts {
 impl GlobalOpts {
     pub fn open_options(&self) -> OpenOptions {
         OpenOptions {
-            cache_dir: self
-                .cache_dir
-                .clone()
-                .unwrap_or_else(cairn_store::default_cache_dir),
+            cache_dir: self.cache_dir.clone().unwrap_or_else(cairn_store::default_cache_dir),
             lock_wait: Duration::from_secs(self.lock_wait),
         }
     }
@@ -60,8 +46,7 @@ impl GlobalOpts {
     /// The passphrase from --password-file or CAIRN_PASSWORD, if given.
     fn given_passphrase(&self) -> Result<Option<String>> {
         if let Some(f) = &self.password_file {
-            let text = std::fs::read_to_string(f)
-                .with_context(|| format!("reading password file {}", f.display()))?;
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading password file {}", f.display()))?;
             let line = text.lines().next().unwrap_or("").to_string();
             if line.is_empty() {
                 bail!("password file {} is empty", f.display());
@@ -88,9 +73,7 @@ impl GlobalOpts {
     /// The key for a new repository: the identity's recipient, or a passphrase.
     pub fn new_key(&self) -> Result<NewKey> {
         if let Some(id) = &self.identity {
-            return Ok(NewKey::Recipient(cairn_store::recipient_of_identity_file(
-                id,
-            )?));
+            return Ok(NewKey::Recipient(cairn_store::recipient_of_identity_file(id)?));
         }
         let passphrase = match self.given_passphrase()? {
             Some(p) => p,
@@ -102,7 +85,9 @@ impl GlobalOpts {
                 }
                 a
             }
-            None => bail!("no passphrase: set CAIRN_PASSWORD, pass --password-file or --identity, or run on a terminal"),
+            None => {
+                bail!("no passphrase: set CAIRN_PASSWORD, pass --password-file or --identity, or run on a terminal")
+            }
         };
         if passphrase.is_empty() {
             bail!("an empty passphrase is not allowed");
@@ -114,11 +99,7 @@ impl GlobalOpts {
     }
 
     pub fn open(&self) -> Result<Repository> {
-        Ok(Repository::open(
-            &self.repo,
-            &self.credentials()?,
-            self.open_options(),
-        )?)
+        Ok(Repository::open(&self.repo, &self.credentials()?, self.open_options())?)
     }
 
     pub fn progress(&self) -> Arc<dyn Progress> {
@@ -144,7 +125,8 @@ pub fn bytes(n: u64) -> String {
 
 pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             || matches!(c.downcast_ref::<cairn_store::Error>(),
                 Some(cairn_store::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe)
     })
@@ -159,11 +141,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let s: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
+        let s: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", s.join("  ").trim_end());
     };
     line(header.iter().map(|s| s.to_string()).collect());

@@ -34,9 +34,7 @@ impl Progress for Bar {
         } else {
             "{spinner} {msg} {bytes} {bytes_per_sec}"
         };
-        pb.set_style(
-            ProgressStyle::with_template(tmpl).unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
+        pb.set_style(ProgressStyle::with_template(tmpl).unwrap_or_else(|_| ProgressStyle::default_bar()));
         pb.set_message(what.to_string());
         pb.enable_steady_tick(Duration::from_millis(200));
         *self.0.lock().unwrap() = Some(pb);

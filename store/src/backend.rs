@@ -138,18 +138,9 @@ impl LocalBackend {
     fn new_temp(&self) -> Result<(File, PathBuf)> {
         let dir = self.root.join("tmp");
         fs::create_dir_all(&dir).at(&dir)?;
-        let name = format!(
-            "{}-{}-{:016x}",
-            hostname(),
-            std::process::id(),
-            rand::random::<u64>()
-        );
+        let name = format!("{}-{}-{:016x}", hostname(), std::process::id(), rand::random::<u64>());
         let path = dir.join(name);
-        let f = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .at(&path)?;
+        let f = OpenOptions::new().write(true).create_new(true).open(&path).at(&path)?;
         Ok((f, path))
     }
 

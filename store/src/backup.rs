@@ -39,6 +39,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::backend::Backend;
 use crate::blob::{BlobKind, Encoder};
+use crate::cache::ChunkCache;
 use crate::chunker::Chunker;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
@@ -48,9 +49,10 @@ use crate::lock::LockGuard;
 use crate::pack::PackWriter;
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::restore::{BlobReader, CACHE_BYTES};
 use crate::snapshot::{
-    encode_record, ChunkRef, ContentRef, EntryType, Item, ItemKind, Snapshot, Stats, Status,
-    TreeEntry, INLINE_MAX, LIST_RECORD, MANIFEST_VERSION,
+    encode_record, ChunkRef, ContentRef, EntryType, Item, ItemKind, Snapshot, Stats, Status, TreeEntry, INLINE_MAX,
+    LIST_RECORD, MANIFEST_VERSION,
 };
 use crate::util::{format_rfc3339, now_unix};
 
@@ -78,6 +80,7 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
 struct Counters {
     chunks: AtomicU64,
     chunks_new: AtomicU64,
+    chunks_delta: AtomicU64,
     bytes_new: AtomicU64,
     bytes_added: AtomicU64,
 }
@@ -87,6 +90,7 @@ impl Counters {
         Stats {
             chunks: self.chunks.load(Relaxed),
             chunks_new: self.chunks_new.load(Relaxed),
+            chunks_delta: self.chunks_delta.load(Relaxed),
             bytes_new: self.bytes_new.load(Relaxed),
             bytes_added: self.bytes_added.load(Relaxed),
         }
@@ -97,6 +101,10 @@ struct Job {
     id: ChunkId,
     kind: BlobKind,
     data: Vec<u8>,
+    /// Chunks of the previous version to try as delta bases (empty: store whole).
+    bases: Vec<ChunkId>,
+    /// Chain depth a delta against `bases` would have.
+    depth: u8,
     counters: Arc<Counters>,
 }
 
@@ -105,6 +113,8 @@ struct Encoded {
     kind: BlobKind,
     raw_len: u32,
     sealed: Vec<u8>,
+    bases: Vec<ChunkId>,
+    depth: u8,
     counters: Arc<Counters>,
 }
 
@@ -127,23 +137,22 @@ struct Pipeline {
 
 impl Pipeline {
     fn start(repo: &Repository, index: Index) -> Pipeline {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let (tx, job_rx) = bounded::<Job>(2 * n);
         let (blob_tx, blob_rx) = bounded::<Encoded>(2 * n);
         let failure: Failure = Arc::default();
         let pending: Arc<Mutex<HashSet<ChunkId>>> = Arc::default();
+        let cache = ChunkCache::shared(CACHE_BYTES);
         let workers = (0..n)
             .map(|_| {
-                let (rx, out, keys, failure) = (
-                    job_rx.clone(),
-                    blob_tx.clone(),
-                    repo.keys.clone(),
-                    failure.clone(),
-                );
-                let level = repo.config.compression_level;
-                std::thread::spawn(move || worker(rx, out, keys, level, failure))
+                let (rx, out, keys, failure) = (job_rx.clone(), blob_tx.clone(), repo.keys.clone(), failure.clone());
+                let enc = Encoder::with_delta_level(repo.config.compression_level, repo.config.delta.level);
+                // Each worker reads delta bases through its own index connection; decoded bases
+                // are shared through one cache, since neighbouring chunks share bases.
+                let reader = index
+                    .reopen()
+                    .map(|idx| BlobReader::with_cache(repo, idx, cache.clone()));
+                std::thread::spawn(move || worker(rx, out, keys, enc, reader, failure))
             })
             .collect();
         drop(blob_tx);
@@ -155,15 +164,7 @@ impl Pipeline {
         );
         let pack_size = repo.config.pack_size;
         let packer = std::thread::spawn(move || {
-            if let Err(e) = packer(
-                blob_rx,
-                backend.as_ref(),
-                &keys,
-                index,
-                pack_size,
-                pending2,
-                &failure2,
-            ) {
+            if let Err(e) = packer(blob_rx, backend.as_ref(), &keys, index, pack_size, pending2, &failure2) {
                 fail(&failure2, e);
             }
         });
@@ -192,10 +193,7 @@ impl Pipeline {
         }
         if let Some(p) = self.packer.take() {
             if p.join().is_err() {
-                fail(
-                    &self.failure,
-                    Error::Pipeline("the packer thread panicked".into()),
-                );
+                fail(&self.failure, Error::Pipeline("the packer thread panicked".into()));
             }
         }
         match self.take_failure() {
@@ -211,18 +209,47 @@ impl Drop for Pipeline {
     }
 }
 
-fn worker(rx: Receiver<Job>, out: Sender<Encoded>, keys: Keys, level: i32, failure: Failure) {
-    let mut enc = Encoder::new(level);
+fn worker(
+    rx: Receiver<Job>,
+    out: Sender<Encoded>,
+    keys: Keys,
+    mut enc: Encoder,
+    reader: Result<BlobReader>,
+    failure: Failure,
+) {
     for job in rx {
-        match enc.encode(&keys, &job.id, job.kind, &job.data) {
-            Ok(sealed) => {
-                let e = Encoded {
+        let raw_len = job.data.len() as u32;
+        // A delta must be well under what the chunk costs whole (about half its size for dumps)
+        // to be worth the reads it adds; otherwise, or if a base cannot be read, store it whole.
+        let delta = match (&reader, job.bases.is_empty()) {
+            (Ok(r), false) => delta_for(&mut enc, &keys, r, &job).unwrap_or(None),
+            _ => None,
+        };
+        let encoded = match delta {
+            Some(sealed) => {
+                job.counters.chunks_delta.fetch_add(1, Relaxed);
+                Ok(Encoded {
                     id: job.id,
-                    kind: job.kind,
-                    raw_len: job.data.len() as u32,
+                    kind: BlobKind::Delta,
+                    raw_len,
                     sealed,
+                    bases: job.bases,
+                    depth: job.depth,
                     counters: job.counters,
-                };
+                })
+            }
+            None => enc.encode(&keys, &job.id, job.kind, &job.data).map(|sealed| Encoded {
+                id: job.id,
+                kind: job.kind,
+                raw_len,
+                sealed,
+                bases: Vec::new(),
+                depth: 0,
+                counters: job.counters,
+            }),
+        };
+        match encoded {
+            Ok(e) => {
                 if out.send(e).is_err() {
                     return;
                 }
@@ -230,6 +257,13 @@ fn worker(rx: Receiver<Job>, out: Sender<Encoded>, keys: Keys, level: i32, failu
             Err(e) => return fail(&failure, e),
         }
     }
+}
+
+/// The sealed delta for a job, if it is small enough. Errors reading a base are not fatal: the
+/// chunk is then stored whole (a chunk is only as good as its base).
+fn delta_for(enc: &mut Encoder, keys: &Keys, reader: &BlobReader, job: &Job) -> Result<Option<Vec<u8>>> {
+    let prefix = reader.prefix_for(&job.id, &job.bases)?;
+    enc.encode_delta(keys, &job.id, &job.data, &job.bases, &prefix, job.data.len() / 4)
 }
 
 fn packer(
@@ -278,13 +312,11 @@ fn packer(
             }
         }
         let w = writer.as_mut().unwrap();
-        if let Err(e) = w.add(blob.id, blob.kind, blob.raw_len, &blob.sealed) {
+        if let Err(e) = w.add(blob.id, blob.kind, blob.raw_len, &blob.sealed, &blob.bases, blob.depth) {
             result = Err(e);
             break;
         }
-        blob.counters
-            .bytes_added
-            .fetch_add(blob.sealed.len() as u64, Relaxed);
+        blob.counters.bytes_added.fetch_add(blob.sealed.len() as u64, Relaxed);
         if w.len() >= pack_size && pub_tx.send(writer.take().unwrap()).is_err() {
             break;
         }
@@ -296,10 +328,7 @@ fn packer(
     }
     drop(pub_tx);
     if publisher.join().is_err() {
-        fail(
-            failure,
-            Error::Pipeline("the publisher thread panicked".into()),
-        );
+        fail(failure, Error::Pipeline("the publisher thread panicked".into()));
     }
     result
 }
@@ -307,6 +336,10 @@ fn packer(
 /// Hands chunks to the pipeline, dropping duplicates first.
 struct Sink<'a> {
     keys: &'a Keys,
+    delta: &'a crate::config::DeltaConfig,
+    /// Bytes of data stored so far in this item (the offset of the next chunk).
+    offset: u64,
+    prev: Option<PrevTracker>,
     index: &'a Index,
     pipeline: &'a Pipeline,
     chunker: &'a Chunker,
@@ -321,8 +354,10 @@ impl Sink<'_> {
         }
         let id = self.keys.chunk_id(data);
         self.counters.chunks.fetch_add(1, Relaxed);
+        let offset = self.offset;
         if kind == BlobKind::Data {
             self.progress.advance(data.len() as u64);
+            self.offset += data.len() as u64;
         }
         // `pending` is checked before the index: the packer indexes a pack before removing its
         // blobs from `pending`, so a blob is always in at least one of the two.
@@ -332,25 +367,120 @@ impl Sink<'_> {
         };
         if is_new {
             self.counters.chunks_new.fetch_add(1, Relaxed);
-            self.counters
-                .bytes_new
-                .fetch_add(data.len() as u64, Relaxed);
+            self.counters.bytes_new.fetch_add(data.len() as u64, Relaxed);
+            let candidates = match (&mut self.prev, kind) {
+                (Some(prev), BlobKind::Data) => prev.observe(offset, data.len() as u32, &id, false),
+                _ => Vec::new(),
+            };
+            let (bases, depth) = self.choose_bases(candidates, &id)?;
             let job = Job {
                 id,
                 kind,
                 data: data.to_vec(),
+                bases,
+                depth,
                 counters: self.counters.clone(),
             };
-            let tx = self
-                .pipeline
-                .tx
-                .as_ref()
-                .expect("pipeline open while backing up");
+            let tx = self.pipeline.tx.as_ref().expect("pipeline open while backing up");
             if tx.send(job).is_err() {
                 return Err(Error::Pipeline("stopped".into()));
             }
+        } else if let (Some(prev), BlobKind::Data) = (&mut self.prev, kind) {
+            prev.observe(offset, data.len() as u32, &id, true);
         }
         Ok(ChunkRef(id, data.len() as u32))
+    }
+
+    /// Keeps the candidate bases that exist, if the chain they make stays within this chunk's
+    /// depth limit; returns the bases and the delta's depth.
+    fn choose_bases(&self, candidates: Vec<ChunkId>, id: &ChunkId) -> Result<(Vec<ChunkId>, u8)> {
+        let max = self.delta.max_depth;
+        let limit = max - id.0[0] % (max / 2 + 1);
+        let mut depth = 0u8;
+        for b in &candidates {
+            match self.index.lookup(b)? {
+                Some(loc) => depth = depth.max(loc.depth),
+                None => return Ok((Vec::new(), 0)),
+            }
+        }
+        if candidates.is_empty() || depth + 1 > limit {
+            return Ok((Vec::new(), 0));
+        }
+        Ok((candidates, depth + 1))
+    }
+}
+
+/// Follows the previous version of a stream alongside the new one, to name delta bases: the
+/// previous chunks that overlap a new chunk's byte range. Exact duplicates re-anchor the two
+/// streams (an insertion shifts everything after it), so the overlap is taken in the previous
+/// version's coordinates. The previous chunk list is read by a thread into a bounded channel, and
+/// only a window of it (about [`PREV_LOOKAHEAD`] bytes ahead) is held.
+struct PrevTracker {
+    rx: Receiver<(u64, ChunkRef)>,
+    window: std::collections::VecDeque<(u64, ChunkRef)>,
+    /// Previous offset minus new offset, learned from the last duplicate found in the window.
+    shift: i64,
+    eof: bool,
+}
+
+const PREV_LOOKAHEAD: u64 = 8 << 20;
+
+impl PrevTracker {
+    fn start(repo: &Repository, index: &Index, content: ContentRef) -> Result<Self> {
+        let reader = BlobReader::new(repo, index.reopen()?);
+        let (tx, rx) = bounded(1024);
+        std::thread::spawn(move || {
+            let mut off = 0u64;
+            // Ends early (with an error nobody needs) once the tracker is dropped.
+            let _ = reader.for_each_leaf(&content, &mut |_| {}, &mut |r| {
+                let o = off;
+                off += r.1 as u64;
+                tx.send((o, r)).map_err(|_| Error::Pipeline("tracker gone".into()))
+            });
+        });
+        Ok(Self {
+            rx,
+            window: Default::default(),
+            shift: 0,
+            eof: false,
+        })
+    }
+
+    fn fill(&mut self, until: u64) {
+        while !self.eof
+            && self
+                .window
+                .back()
+                .is_none_or(|(o, r)| o + r.1 as u64 <= until + PREV_LOOKAHEAD)
+        {
+            match self.rx.recv() {
+                Ok(e) => self.window.push_back(e),
+                Err(_) => self.eof = true,
+            }
+        }
+    }
+
+    /// Reports a chunk of the new stream at `start`; returns delta base candidates for a new one.
+    fn observe(&mut self, start: u64, len: u32, id: &ChunkId, duplicate: bool) -> Vec<ChunkId> {
+        let ps = (start as i64 + self.shift).max(0) as u64;
+        let pe = ps + len as u64;
+        self.fill(pe);
+        if duplicate {
+            if let Some(i) = self.window.iter().position(|(_, r)| r.0 == *id) {
+                self.shift = self.window[i].0 as i64 - start as i64;
+                self.window.drain(..=i);
+            }
+            return Vec::new();
+        }
+        while self.window.front().is_some_and(|(o, r)| o + r.1 as u64 <= ps) {
+            self.window.pop_front();
+        }
+        self.window
+            .iter()
+            .take_while(|(o, _)| *o < pe)
+            .map(|(_, r)| r.0)
+            .take(crate::blob::MAX_BASES - 1)
+            .collect()
     }
 }
 
@@ -450,6 +580,8 @@ pub struct Backup<'r> {
     time: i64,
     started: Instant,
     items: Vec<(Item, Arc<Counters>)>,
+    /// Item name -> content of its newest complete version (loaded on first use).
+    previous: Option<std::collections::HashMap<String, ContentRef>>,
     warnings: Vec<String>,
     progress: Arc<dyn Progress>,
 }
@@ -481,6 +613,7 @@ impl Repository {
             time,
             started: Instant::now(),
             items: Vec::new(),
+            previous: None,
             warnings: Vec::new(),
             progress,
         })
@@ -510,12 +643,34 @@ impl Backup<'_> {
     fn sink(&self, counters: &Arc<Counters>) -> Sink<'_> {
         Sink {
             keys: &self.repo.keys,
+            delta: &self.repo.config.delta,
+            offset: 0,
+            prev: None,
             index: &self.index,
             pipeline: &self.pipeline,
             chunker: &self.chunker,
             counters: counters.clone(),
             progress: self.progress.as_ref(),
         }
+    }
+
+    /// The content of the newest complete snapshot's stream item with this name, the base for
+    /// this item's deltas. Manifests are read once per backup.
+    fn previous_version(&mut self, name: &str) -> Result<Option<ContentRef>> {
+        if self.previous.is_none() {
+            let mut latest: std::collections::HashMap<String, (i64, ContentRef)> = Default::default();
+            for snap in self.repo.snapshots()?.into_iter().flatten().filter(|s| s.is_complete()) {
+                for item in snap.items {
+                    if let ItemKind::Stream { content } = item.kind {
+                        if latest.get(&item.name).is_none_or(|(t, _)| *t <= snap.time) {
+                            latest.insert(item.name, (snap.time, content));
+                        }
+                    }
+                }
+            }
+            self.previous = Some(latest.into_iter().map(|(k, (_, c))| (k, c)).collect());
+        }
+        Ok(self.previous.as_ref().and_then(|m| m.get(name).cloned()))
     }
 
     /// Surfaces the pipeline's own error in place of the "stopped" a sender sees.
@@ -549,7 +704,12 @@ impl Backup<'_> {
         let counters = self.begin_item(name)?;
         let start = Instant::now();
         self.progress.start(&format!("backup {name}"), None);
+        let prev = match self.previous_version(name)? {
+            Some(c) if self.repo.config.delta.enabled => Some(PrevTracker::start(self.repo, &self.index, c)?),
+            _ => None,
+        };
         let mut sink = self.sink(&counters);
+        sink.prev = prev;
         let r = self.store_reader(&mut sink, reader, name);
         self.progress.finish();
         let content = self.with_cause(r)?;
@@ -631,8 +791,7 @@ impl Backup<'_> {
     pub fn add_tree(&mut self, name: &str, path: &Path) -> Result<&Item> {
         let counters = self.begin_item(name)?;
         let start = Instant::now();
-        self.progress
-            .start(&format!("backup {}", path.display()), None);
+        self.progress.start(&format!("backup {}", path.display()), None);
         let mut sink = self.sink(&counters);
         let r = self.store_tree(&mut sink, path);
         self.progress.finish();
@@ -663,33 +822,18 @@ impl Backup<'_> {
         };
         let mut listing = MetaWriter::default();
         let (mut size, mut files, mut dirs, mut symlinks) = (0u64, 0u64, 0u64, 0u64);
-        let walker = walkdir::WalkDir::new(root)
-            .follow_links(false)
-            .sort_by_file_name();
+        let walker = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name();
         for entry in walker {
             let entry = entry.map_err(|e| {
-                let p = e
-                    .path()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_else(|| root.to_path_buf());
-                src_err(
-                    &p,
-                    e.io_error()
-                        .map(|e| e.to_string())
-                        .unwrap_or_else(|| e.to_string()),
-                )
+                let p = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
+                src_err(&p, e.io_error().map(|e| e.to_string()).unwrap_or_else(|| e.to_string()))
             })?;
             let path = entry.path();
             let md = std::fs::symlink_metadata(path).map_err(|e| src_err(path, e.to_string()))?;
             let rel = path.strip_prefix(root).unwrap_or(path);
             let rel = rel
                 .to_str()
-                .ok_or_else(|| {
-                    src_err(
-                        path,
-                        "file name is not valid UTF-8 (not supported yet)".into(),
-                    )
-                })?
+                .ok_or_else(|| src_err(path, "file name is not valid UTF-8 (not supported yet)".into()))?
                 .to_string();
             let ft = md.file_type();
             let mut e = TreeEntry {
@@ -716,8 +860,7 @@ impl Backup<'_> {
                 );
                 symlinks += 1;
             } else if ft.is_file() {
-                let f = std::fs::File::open(path)
-                    .map_err(|err| src_err(path, format!("cannot read: {err}")))?;
+                let f = std::fs::File::open(path).map_err(|err| src_err(path, format!("cannot read: {err}")))?;
                 let c = self.store_reader(sink, f, &path.display().to_string())?;
                 size += c.size;
                 e.content = Some(c);
@@ -739,11 +882,7 @@ impl Backup<'_> {
     }
 
     /// Finishes with a given status and snapshot-level metadata (plugins record failures this way).
-    pub fn commit_with(
-        mut self,
-        status: Status,
-        meta: BTreeMap<String, serde_json::Value>,
-    ) -> Result<Snapshot> {
+    pub fn commit_with(mut self, status: Status, meta: BTreeMap<String, serde_json::Value>) -> Result<Snapshot> {
         self.pipeline.finish()?;
         let mut total = Stats::default();
         let items: Vec<Item> = self
@@ -759,11 +898,7 @@ impl Backup<'_> {
             version: MANIFEST_VERSION,
             name: self.name.clone(),
             time: self.time,
-            host: self
-                .opts
-                .host
-                .clone()
-                .unwrap_or_else(crate::backend::hostname),
+            host: self.opts.host.clone().unwrap_or_else(crate::backend::hostname),
             tags: self.opts.tags.clone(),
             status,
             duration_secs: self.started.elapsed().as_secs_f64(),

@@ -65,12 +65,7 @@ impl Opened {
     /// Decompresses (with the bases' concatenated plaintext for a delta) and verifies the id.
     pub fn finish(self, keys: &Keys, id: &ChunkId, prefix: &[u8]) -> Result<Vec<u8>> {
         let what = || format!("blob {id}");
-        let zerr = |c| {
-            corrupt(
-                what(),
-                format!("zstd: {}", zstd::zstd_safe::get_error_name(c)),
-            )
-        };
+        let zerr = |c| corrupt(what(), format!("zstd: {}", zstd::zstd_safe::get_error_name(c)));
         let payload = &self.plain[self.payload_at..];
         let data = match self.compression {
             COMPRESSION_NONE => payload.to_vec(),
@@ -105,8 +100,7 @@ pub fn open_blob(keys: &Keys, id: &ChunkId, sealed: &[u8]) -> Result<Opened> {
     if plain.len() < HEADER_LEN {
         return Err(corrupt(what(), "blob header truncated"));
     }
-    let kind = BlobKind::from_u8(plain[0])
-        .ok_or_else(|| corrupt(what(), format!("unknown blob kind {}", plain[0])))?;
+    let kind = BlobKind::from_u8(plain[0]).ok_or_else(|| corrupt(what(), format!("unknown blob kind {}", plain[0])))?;
     let compression = plain[1];
     let raw_len = u32::from_le_bytes(plain[2..6].try_into().unwrap()) as usize;
     let mut bases = Vec::new();
@@ -115,11 +109,7 @@ pub fn open_blob(keys: &Keys, id: &ChunkId, sealed: &[u8]) -> Result<Opened> {
         let n = *plain
             .get(HEADER_LEN)
             .ok_or_else(|| corrupt(what(), "delta without base count"))? as usize;
-        if n == 0
-            || n > MAX_BASES
-            || plain.len() < HEADER_LEN + 1 + 32 * n
-            || compression != COMPRESSION_ZSTD_PREFIX
-        {
+        if n == 0 || n > MAX_BASES || plain.len() < HEADER_LEN + 1 + 32 * n || compression != COMPRESSION_ZSTD_PREFIX {
             return Err(corrupt(what(), "malformed delta header"));
         }
         for b in plain[HEADER_LEN + 1..HEADER_LEN + 1 + 32 * n].chunks_exact(32) {
@@ -182,10 +172,7 @@ impl Encoder {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Option<Vec<u8>>> {
-        if bases.is_empty()
-            || bases.len() > MAX_BASES
-            || prefix.len() + data.len() > (1 << DELTA_WINDOW_LOG)
-        {
+        if bases.is_empty() || bases.len() > MAX_BASES || prefix.len() + data.len() > (1 << DELTA_WINDOW_LOG) {
             return Ok(None);
         }
         let head = HEADER_LEN + 1 + 32 * bases.len();
@@ -193,32 +180,22 @@ impl Encoder {
         self.scratch.clear();
         self.scratch.push(BlobKind::Delta as u8);
         self.scratch.push(COMPRESSION_ZSTD_PREFIX);
-        self.scratch
-            .extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.scratch.extend_from_slice(&(data.len() as u32).to_le_bytes());
         self.scratch.push(bases.len() as u8);
         for b in bases {
             self.scratch.extend_from_slice(b.as_bytes());
         }
         self.scratch.resize(head + bound, 0);
         let what = || format!("blob {id}");
-        let zerr = |c| {
-            corrupt(
-                what(),
-                format!("zstd delta: {}", zstd::zstd_safe::get_error_name(c)),
-            )
-        };
+        let zerr = |c| corrupt(what(), format!("zstd delta: {}", zstd::zstd_safe::get_error_name(c)));
         // A context per delta: a referenced prefix must outlive the context that uses it.
         let mut cctx = zstd::zstd_safe::CCtx::create();
-        cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(
-            self.delta_level,
-        ))
-        .map_err(zerr)?;
+        cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(self.delta_level))
+            .map_err(zerr)?;
         cctx.set_parameter(zstd::zstd_safe::CParameter::WindowLog(DELTA_WINDOW_LOG))
             .map_err(zerr)?;
         cctx.ref_prefix(prefix).map_err(zerr)?;
-        let n = cctx
-            .compress2(&mut self.scratch[head..], data)
-            .map_err(zerr)?;
+        let n = cctx.compress2(&mut self.scratch[head..], data).map_err(zerr)?;
         self.scratch.truncate(head + n);
         if self.scratch.len() + crate::crypto::SEAL_OVERHEAD >= limit {
             return Ok(None);
@@ -226,48 +203,30 @@ impl Encoder {
         let sealed = keys.seal(&aad(id), &self.scratch);
         let opened = open_blob(keys, id, &sealed)?;
         if opened.bases != bases {
-            return Err(corrupt(
-                what(),
-                "encoded delta does not decode to its bases",
-            ));
+            return Err(corrupt(what(), "encoded delta does not decode to its bases"));
         }
         // finish() also re-hashes; for deltas that is cheap next to the delta compression.
         let back = opened.finish(keys, id, prefix)?;
         if back != data {
-            return Err(corrupt(
-                what(),
-                "encoded delta does not decode to its input",
-            ));
+            return Err(corrupt(what(), "encoded delta does not decode to its input"));
         }
         Ok(Some(sealed))
     }
 
     /// Compresses and seals `data` as blob `id`, then decodes the result again and checks that it
     /// yields `id`: a compressor or cipher bug fails the backup instead of corrupting the repository.
-    pub fn encode(
-        &mut self,
-        keys: &Keys,
-        id: &ChunkId,
-        kind: BlobKind,
-        data: &[u8],
-    ) -> Result<Vec<u8>> {
+    pub fn encode(&mut self, keys: &Keys, id: &ChunkId, kind: BlobKind, data: &[u8]) -> Result<Vec<u8>> {
         let bound = zstd::zstd_safe::compress_bound(data.len());
         self.scratch.clear();
         self.scratch.reserve(HEADER_LEN + bound);
         self.scratch.push(kind as u8);
         self.scratch.push(COMPRESSION_ZSTD);
-        self.scratch
-            .extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.scratch.extend_from_slice(&(data.len() as u32).to_le_bytes());
         self.scratch.resize(HEADER_LEN + bound, 0);
         let n = self
             .compressor
             .compress_to_buffer(data, &mut self.scratch[HEADER_LEN..])
-            .map_err(|e| {
-                corrupt(
-                    format!("blob {id}"),
-                    format!("zstd compression failed: {e}"),
-                )
-            })?;
+            .map_err(|e| corrupt(format!("blob {id}"), format!("zstd compression failed: {e}")))?;
         self.scratch.truncate(HEADER_LEN + n);
         // Incompressible data is stored raw: decompressing it would only cost time.
         if n + n / 32 >= data.len() {
@@ -307,10 +266,7 @@ fn decode_with(
 ) -> Result<(BlobKind, Vec<u8>)> {
     let (kind, data) = open_payload(keys, id, sealed, dec)?;
     if keys.chunk_id(&data) != *id {
-        return Err(corrupt(
-            format!("blob {id}"),
-            "content does not hash to the blob id",
-        ));
+        return Err(corrupt(format!("blob {id}"), "content does not hash to the blob id"));
     }
     Ok((kind, data))
 }
@@ -327,8 +283,7 @@ fn open_payload(
     if plain.len() < HEADER_LEN {
         return Err(corrupt(what(), "blob header truncated"));
     }
-    let kind = BlobKind::from_u8(plain[0])
-        .ok_or_else(|| corrupt(what(), format!("unknown blob kind {}", plain[0])))?;
+    let kind = BlobKind::from_u8(plain[0]).ok_or_else(|| corrupt(what(), format!("unknown blob kind {}", plain[0])))?;
     let raw_len = u32::from_le_bytes(plain[2..6].try_into().unwrap()) as usize;
     let data = match plain[1] {
         COMPRESSION_NONE => plain[HEADER_LEN..].to_vec(),
@@ -401,10 +356,7 @@ mod tests {
             sealed.len()
         );
         let opened = open_blob(&keys, &id, &sealed).unwrap();
-        assert_eq!(
-            (opened.kind, opened.bases.clone()),
-            (BlobKind::Delta, vec![bid])
-        );
+        assert_eq!((opened.kind, opened.bases.clone()), (BlobKind::Delta, vec![bid]));
         assert_eq!(opened.finish(&keys, &id, &base).unwrap(), data);
         // A wrong or damaged base never yields wrong content: decoding fails.
         let mut bad = base.clone();
@@ -413,10 +365,7 @@ mod tests {
             .unwrap()
             .finish(&keys, &id, &bad)
             .is_err());
-        assert!(
-            decode(&keys, &id, &sealed).is_err(),
-            "plain decode refuses deltas"
-        );
+        assert!(decode(&keys, &id, &sealed).is_err(), "plain decode refuses deltas");
         // A limit below the delta's size means: store it whole.
         assert!(enc
             .encode_delta(&keys, &id, &data, &[bid], &base, 50)

@@ -5,7 +5,9 @@
 //! every chunk any snapshot references (through stored chunk lists and tree listings too) must be
 //! in the index. With `--read-data` (or a subset of packs) every selected pack is read whole, its
 //! hash compared with its name, and every blob in it decrypted, decompressed and verified; the
-//! snapshots that reference a damaged blob are named.
+//! snapshots that reference a damaged blob are named. A delta is verified by decoding it through
+//! its bases; a chunk is only as good as its base, so damage is propagated along delta chains
+//! (and a delta whose base no pack holds is damaged too) before snapshots are judged.
 
 use std::collections::HashSet;
 
@@ -40,6 +42,8 @@ pub struct CheckReport {
     pub packs: usize,
     pub packs_read: usize,
     pub blobs_verified: u64,
+    /// Longest delta chain in the repository (deltas to decode to read one chunk).
+    pub deepest_delta_chain: u8,
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
     /// Snapshots that cannot be fully restored.
@@ -87,11 +91,8 @@ impl Repository {
                 .map(|p| p.0)
                 .collect(),
         };
-        let total_read: u64 = packs
-            .iter()
-            .filter(|p| selected.contains(&p.0))
-            .map(|p| p.1)
-            .sum();
+        let total_read: u64 = packs.iter().filter(|p| selected.contains(&p.0)).map(|p| p.1).sum();
+        let data_reader = BlobReader::new(self, idx.reopen()?);
         progress.start("check packs", Some(total_read));
         for (id, size) in &packs {
             let entries = idx.pack_entries(id)?;
@@ -117,13 +118,25 @@ impl Repository {
             }
             if selected.contains(id) {
                 report.packs_read += 1;
-                self.read_pack(id, &entries, &mut report, &mut bad_blobs)?;
+                self.read_pack(id, &entries, &data_reader, &mut report, &mut bad_blobs)?;
                 progress.advance(*size);
             }
         }
         progress.finish();
 
-        // 2. Snapshots: every referenced blob present (and not found damaged above).
+        // 2. Damage spreads along delta chains: a delta of a damaged or absent base is damaged.
+        let before = bad_blobs.len();
+        let bad_blobs = idx.broken_closure(&bad_blobs)?;
+        if bad_blobs.len() > before {
+            report.errors.push(format!(
+                "{} delta chunk(s) depend on damaged or missing bases",
+                bad_blobs.len() - before
+            ));
+        }
+
+        report.deepest_delta_chain = idx.deepest_chain()?;
+
+        // 3. Snapshots: every referenced blob present and not damaged.
         let reader = BlobReader::new(self, idx);
         for snap in self.snapshots()? {
             report.snapshots += 1;
@@ -142,26 +155,30 @@ impl Repository {
                     ItemKind::Tree { listing, .. } => {
                         contents.push(listing.clone());
                         match self.tree_entries(listing) {
-                            Ok(entries) => {
-                                contents.extend(entries.into_iter().filter_map(|e| e.content))
-                            }
-                            Err(e) => {
-                                problems.push(format!("item {:?}: tree listing: {e}", item.name))
-                            }
+                            Ok(entries) => contents.extend(entries.into_iter().filter_map(|e| e.content)),
+                            Err(e) => problems.push(format!("item {:?}: tree listing: {e}", item.name)),
                         }
                     }
                 }
                 for c in &contents {
-                    let missing = std::cell::Cell::new(0u64);
-                    let damaged = std::cell::Cell::new(0u64);
+                    // (count, up to three example chunk ids) of missing and of damaged chunks.
+                    let missing = std::cell::RefCell::new((0u64, Vec::new()));
+                    let damaged = std::cell::RefCell::new((0u64, Vec::new()));
                     let lookup_err = std::cell::RefCell::new(None);
+                    let note = |cell: &std::cell::RefCell<(u64, Vec<ChunkId>)>, id: &ChunkId| {
+                        let mut c = cell.borrow_mut();
+                        c.0 += 1;
+                        if c.1.len() < 3 {
+                            c.1.push(*id);
+                        }
+                    };
                     let check_id = |id: &ChunkId| {
                         if bad_blobs.contains(id) {
-                            damaged.set(damaged.get() + 1);
+                            note(&damaged, id);
                         } else {
                             match reader.index.contains(id) {
                                 Ok(true) => {}
-                                Ok(false) => missing.set(missing.get() + 1),
+                                Ok(false) => note(&missing, id),
                                 Err(e) => *lookup_err.borrow_mut() = Some(e),
                             }
                         }
@@ -173,15 +190,25 @@ impl Repository {
                     if let Some(e) = lookup_err.into_inner() {
                         return Err(e);
                     }
-                    let (missing, damaged) = (missing.get(), damaged.get());
                     if let Err(e) = walked {
                         problems.push(format!("item {:?}: chunk list unreadable: {e}", item.name));
                     }
-                    if missing > 0 {
-                        problems.push(format!("item {:?}: {missing} chunk(s) missing", item.name));
+                    let examples = |ids: &[ChunkId]| ids.iter().map(|i| i.to_hex()).collect::<Vec<_>>().join(", ");
+                    let (n, ids) = missing.into_inner();
+                    if n > 0 {
+                        problems.push(format!(
+                            "item {:?}: {n} chunk(s) missing, e.g. {}",
+                            item.name,
+                            examples(&ids)
+                        ));
                     }
-                    if damaged > 0 {
-                        problems.push(format!("item {:?}: {damaged} chunk(s) damaged", item.name));
+                    let (n, ids) = damaged.into_inner();
+                    if n > 0 {
+                        problems.push(format!(
+                            "item {:?}: {n} chunk(s) damaged, e.g. {}",
+                            item.name,
+                            examples(&ids)
+                        ));
                     }
                 }
             }
@@ -199,6 +226,7 @@ impl Repository {
         &self,
         id: &PackId,
         entries: &[pack::PackEntry],
+        reader: &BlobReader,
         report: &mut CheckReport,
         bad: &mut HashSet<ChunkId>,
     ) -> Result<()> {
@@ -220,19 +248,22 @@ impl Repository {
             let ok = data
                 .get(range)
                 .ok_or_else(|| "outside the file".to_string())
-                .and_then(|b| {
-                    crate::blob::decode(&self.keys, &e.id, b).map_err(|err| err.to_string())
-                });
+                .and_then(|b| verify_blob(&self.keys, reader, &e.id, b).map_err(|err| err.to_string()));
             match ok {
                 Ok(_) => report.blobs_verified += 1,
                 Err(why) => {
-                    report
-                        .errors
-                        .push(format!("pack {id}: blob {}: {why}", e.id));
+                    report.errors.push(format!("pack {id}: blob {}: {why}", e.id));
                     bad.insert(e.id);
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Decodes one blob from its sealed bytes; a delta is resolved through its bases.
+fn verify_blob(keys: &crate::crypto::Keys, reader: &BlobReader, id: &ChunkId, sealed: &[u8]) -> Result<()> {
+    let opened = crate::blob::open_blob(keys, id, sealed)?;
+    let prefix = reader.prefix_for(id, &opened.bases)?;
+    opened.finish(keys, id, &prefix).map(|_| ())
 }

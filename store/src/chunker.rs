@@ -215,14 +215,8 @@ mod tests {
     #[test]
     fn key_changes_boundaries() {
         let data = pseudo_random(1 << 18, 9);
-        let a = chunks(
-            &Chunker::new(ChunkerParams::with_avg(4096), &[1; 32]),
-            &data,
-        );
-        let b = chunks(
-            &Chunker::new(ChunkerParams::with_avg(4096), &[3; 32]),
-            &data,
-        );
+        let a = chunks(&Chunker::new(ChunkerParams::with_avg(4096), &[1; 32]), &data);
+        let b = chunks(&Chunker::new(ChunkerParams::with_avg(4096), &[3; 32]), &data);
         assert_ne!(
             a.iter().map(Vec::len).collect::<Vec<_>>(),
             b.iter().map(Vec::len).collect::<Vec<_>>()

@@ -133,18 +133,12 @@ impl Keys {
             return Err(corrupt(what, "truncated encrypted object"));
         }
         if sealed[0] != SEAL_VERSION {
-            return Err(corrupt(
-                what,
-                format!("unknown encryption version {}", sealed[0]),
-            ));
+            return Err(corrupt(what, format!("unknown encryption version {}", sealed[0])));
         }
         if sealed[1] != SLOT_DATA_KEY {
             return Err(corrupt(
                 what,
-                format!(
-                    "unsupported key slot {} (written by a newer cairn?)",
-                    sealed[1]
-                ),
+                format!("unsupported key slot {} (written by a newer cairn?)", sealed[1]),
             ));
         }
         let nonce = XNonce::from_slice(&sealed[2..26]);
@@ -152,12 +146,7 @@ impl Keys {
         let mut buf = body.to_vec();
         self.cipher
             .decrypt_in_place_detached(nonce, aad, &mut buf, Tag::from_slice(tag))
-            .map_err(|_| {
-                corrupt(
-                    what,
-                    "authentication failed (tampered, damaged or wrong key)",
-                )
-            })?;
+            .map_err(|_| corrupt(what, "authentication failed (tampered, damaged or wrong key)"))?;
         Ok(buf)
     }
 }
@@ -176,10 +165,7 @@ mod tests {
         for i in 0..sealed.len() {
             let mut bad = sealed.clone();
             bad[i] ^= 1;
-            assert!(
-                keys.open("x", b"ctx", &bad).is_err(),
-                "flip at {i} undetected"
-            );
+            assert!(keys.open("x", b"ctx", &bad).is_err(), "flip at {i} undetected");
         }
         let other = Keys::new(Secrets::generate());
         assert!(other.open("x", b"ctx", &sealed).is_err());

@@ -20,9 +20,7 @@ pub enum Error {
     AlreadyExists(PathBuf),
     #[error("{path} is not a Cairn repository: {reason}")]
     ForeignRepository { path: PathBuf, reason: String },
-    #[error(
-        "repository format version {found} is newer than this cairn understands ({supported})"
-    )]
+    #[error("repository format version {found} is newer than this cairn understands ({supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
     #[error("wrong passphrase or identity: none of the {tried} key file(s) in {keys_dir} could be unlocked")]
     WrongKey { tried: usize, keys_dir: PathBuf },

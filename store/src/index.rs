@@ -21,7 +21,7 @@ use crate::id::{ChunkId, PackId, RepoId};
 use crate::pack::{self, FinishedPack, PackEntry};
 
 /// Bumped whenever the schema changes; an index of another version is simply rebuilt.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub struct BlobLocation {
     pub offset: u32,
     pub length: u32,
     pub raw_len: u32,
+    /// Deltas to decode to read it (0: stored whole).
+    pub depth: u8,
 }
 
 /// What a sync found.
@@ -112,12 +114,15 @@ impl Index {
         let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version != SCHEMA_VERSION {
             tx.execute_batch(
-                "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs;
+                "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; DROP TABLE IF EXISTS bases;
                  CREATE TABLE packs(pid INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
                  CREATE TABLE blobs(id BLOB NOT NULL, pid INTEGER NOT NULL, kind INTEGER NOT NULL,
                     offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_len INTEGER NOT NULL,
+                    depth INTEGER NOT NULL DEFAULT 0,
                     PRIMARY KEY(id, pid)) WITHOUT ROWID;
-                 CREATE INDEX blobs_by_pack ON blobs(pid);",
+                 CREATE INDEX blobs_by_pack ON blobs(pid);
+                 CREATE TABLE bases(id BLOB NOT NULL, base BLOB NOT NULL, PRIMARY KEY(id, base)) WITHOUT ROWID;
+                 CREATE INDEX bases_by_base ON bases(base);",
             )?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
@@ -129,8 +134,8 @@ impl Index {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT p.id, b.kind, b.offset, b.length, b.raw_len FROM blobs b JOIN packs p ON p.pid = b.pid
-                 WHERE b.id = ?1 LIMIT 1",
+                "SELECT p.id, b.kind, b.offset, b.length, b.raw_len, b.depth FROM blobs b JOIN packs p ON p.pid = b.pid
+                 WHERE b.id = ?1 ORDER BY b.depth LIMIT 1",
             )
             .map_err(|e| self.err(e))?;
         st.query_row([&id.0[..]], |r| {
@@ -141,6 +146,7 @@ impl Index {
                 offset: r.get(2)?,
                 length: r.get(3)?,
                 raw_len: r.get(4)?,
+                depth: r.get(5)?,
             })
         })
         .optional()
@@ -176,13 +182,16 @@ impl Index {
         )
         .map_err(e)?;
         let pid: i64 = tx
-            .query_row("SELECT pid FROM packs WHERE id = ?1", [&id.0[..]], |r| {
-                r.get(0)
-            })
+            .query_row("SELECT pid FROM packs WHERE id = ?1", [&id.0[..]], |r| r.get(0))
             .map_err(e)?;
         {
             let mut st = tx
-                .prepare_cached("INSERT OR IGNORE INTO blobs(id, pid, kind, offset, length, raw_len) VALUES (?1,?2,?3,?4,?5,?6)")
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO blobs(id, pid, kind, offset, length, raw_len, depth) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+                )
+                .map_err(e)?;
+            let mut sb = tx
+                .prepare_cached("INSERT OR IGNORE INTO bases(id, base) VALUES (?1, ?2)")
                 .map_err(e)?;
             for b in entries {
                 st.execute(params![
@@ -191,9 +200,13 @@ impl Index {
                     b.kind as u8,
                     b.offset,
                     b.length,
-                    b.raw_len
+                    b.raw_len,
+                    b.depth
                 ])
                 .map_err(e)?;
+                for base in &b.bases {
+                    sb.execute(params![&b.id.0[..], &base.0[..]]).map_err(e)?;
+                }
             }
         }
         tx.commit().map_err(e)
@@ -215,7 +228,8 @@ impl Index {
             [&id.0[..]],
         )
         .map_err(e)?;
-        tx.execute("DELETE FROM packs WHERE id = ?1", [&id.0[..]])
+        tx.execute("DELETE FROM packs WHERE id = ?1", [&id.0[..]]).map_err(e)?;
+        tx.execute("DELETE FROM bases WHERE id NOT IN (SELECT id FROM blobs)", [])
             .map_err(e)?;
         tx.commit().map_err(e)
     }
@@ -228,9 +242,7 @@ impl Index {
             .prepare_cached("SELECT id, size FROM packs WHERE substr(id, 1, 1) = ?1")
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([&lo[..]], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
-            })
+            .query_map([&lo[..]], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in rows {
@@ -247,7 +259,7 @@ impl Index {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT b.id, b.kind, b.offset, b.length, b.raw_len FROM blobs b JOIN packs p ON p.pid = b.pid
+                "SELECT b.id, b.kind, b.offset, b.length, b.raw_len, b.depth FROM blobs b JOIN packs p ON p.pid = b.pid
                  WHERE p.id = ?1 ORDER BY b.offset",
             )
             .map_err(|e| self.err(e))?;
@@ -259,10 +271,83 @@ impl Index {
                     offset: r.get(2)?,
                     length: r.get(3)?,
                     raw_len: r.get(4)?,
+                    bases: Vec::new(),
+                    depth: r.get(5)?,
                 })
             })
             .map_err(|e| self.err(e))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>()
+        let mut out = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))?;
+        for e in out.iter_mut().filter(|e| e.kind == BlobKind::Delta) {
+            e.bases = self.bases(&e.id)?;
+        }
+        Ok(out)
+    }
+
+    /// The bases a delta blob depends on (empty for a blob stored whole).
+    pub fn bases(&self, id: &ChunkId) -> Result<Vec<ChunkId>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT base FROM bases WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([&id.0[..]], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Some(b) = ChunkId::from_slice(&r.map_err(|e| self.err(e))?) {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every blob that cannot be read because it is in `damaged`, or is a delta whose chain leads
+    /// to a damaged blob or to a base no pack holds. Computed in SQLite (a recursive query over
+    /// the `bases` table), so memory follows the damage, not the repository.
+    pub fn broken_closure(
+        &self,
+        damaged: &std::collections::HashSet<ChunkId>,
+    ) -> Result<std::collections::HashSet<ChunkId>> {
+        let e = |source| Error::Index {
+            path: self.path.clone(),
+            source,
+        };
+        self.conn
+            .execute_batch("CREATE TEMP TABLE IF NOT EXISTS damaged(id BLOB PRIMARY KEY); DELETE FROM damaged;")
+            .map_err(e)?;
+        {
+            let mut st = self
+                .conn
+                .prepare_cached("INSERT OR IGNORE INTO damaged(id) VALUES (?1)")
+                .map_err(e)?;
+            for id in damaged {
+                st.execute([&id.0[..]]).map_err(e)?;
+            }
+        }
+        let mut st = self
+            .conn
+            .prepare(
+                "WITH RECURSIVE broken(id) AS (
+                    SELECT id FROM damaged
+                    UNION SELECT b.id FROM bases b WHERE NOT EXISTS (SELECT 1 FROM blobs x WHERE x.id = b.base)
+                    UNION SELECT b.id FROM bases b JOIN broken k ON b.base = k.id
+                 ) SELECT id FROM broken",
+            )
+            .map_err(e)?;
+        let rows = st.query_map([], |r| r.get::<_, Vec<u8>>(0)).map_err(e)?;
+        let mut out = std::collections::HashSet::new();
+        for r in rows {
+            if let Some(id) = ChunkId::from_slice(&r.map_err(e)?) {
+                out.insert(id);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The longest delta chain any indexed blob needs (0 without deltas).
+    pub fn deepest_chain(&self) -> Result<u8> {
+        self.conn
+            .query_row("SELECT coalesce(max(depth), 0) FROM blobs", [], |r| r.get(0))
             .map_err(|e| self.err(e))
     }
 
@@ -316,7 +401,7 @@ impl Index {
     /// Throws the cache away and reads every pack trailer again.
     pub fn rebuild(&mut self, backend: &dyn Backend, keys: &Keys) -> Result<SyncStats> {
         self.conn
-            .execute_batch("DELETE FROM blobs; DELETE FROM packs;")
+            .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM bases;")
             .map_err(|e| self.err(e))?;
         self.sync(backend, keys)
     }

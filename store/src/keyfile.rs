@@ -104,9 +104,7 @@ pub(crate) fn write_key(
     }
     .map_err(|e| Error::Key(format!("cannot encrypt key file: {e}")))?;
     let mut out = Vec::new();
-    let mut w = encryptor
-        .wrap_output(&mut out)
-        .map_err(|e| Error::Key(e.to_string()))?;
+    let mut w = encryptor.wrap_output(&mut out).map_err(|e| Error::Key(e.to_string()))?;
     w.write_all(&plain)
         .and_then(|_| w.finish().map(|_| ()))
         .map_err(|e| Error::Key(e.to_string()))?;
@@ -137,19 +135,13 @@ fn load_identity_file(path: &Path) -> Result<Vec<Box<dyn age::Identity>>> {
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
-        let id: age::x25519::Identity = line.parse().map_err(|e| {
-            Error::Key(format!(
-                "{}: not an age X25519 identity: {e}",
-                path.display()
-            ))
-        })?;
+        let id: age::x25519::Identity = line
+            .parse()
+            .map_err(|e| Error::Key(format!("{}: not an age X25519 identity: {e}", path.display())))?;
         out.push(Box::new(id));
     }
     if out.is_empty() {
-        return Err(Error::Key(format!(
-            "{}: no age identity in the file",
-            path.display()
-        )));
+        return Err(Error::Key(format!("{}: no age identity in the file", path.display())));
     }
     Ok(out)
 }
@@ -209,10 +201,7 @@ fn try_unlock(data: &[u8], ids: &[Box<dyn age::Identity>]) -> Option<KeyFileBody
 }
 
 /// Tries every key file; returns the id of the one that opened, the repo id and the secrets.
-pub(crate) fn unlock(
-    backend: &dyn Backend,
-    creds: &Credentials,
-) -> Result<(String, RepoId, Secrets)> {
+pub(crate) fn unlock(backend: &dyn Backend, creds: &Credentials) -> Result<(String, RepoId, Secrets)> {
     let ids = identities(creds)?;
     let names = backend.list("keys")?;
     for name in &names {

@@ -33,6 +33,7 @@
 pub mod backend;
 pub mod backup;
 pub mod blob;
+pub(crate) mod cache;
 pub mod check;
 pub mod chunker;
 pub mod config;
@@ -52,12 +53,10 @@ pub(crate) mod util;
 pub use backup::{validate_name, Backup, BackupOptions};
 pub use check::{CheckOptions, CheckReport, ReadData};
 pub use chunker::ChunkerParams;
-pub use config::{Config, InitOptions, FORMAT_VERSION};
+pub use config::{Config, DeltaConfig, InitOptions, FORMAT_VERSION};
 pub use error::{Error, Result};
 pub use id::{ChunkId, PackId, RepoId, SnapshotId};
-pub use keyfile::{
-    generate_identity_file, recipient_of_identity_file, Credentials, KeyInfo, NewKey,
-};
+pub use keyfile::{generate_identity_file, recipient_of_identity_file, Credentials, KeyInfo, NewKey};
 pub use progress::{NoProgress, Progress};
 pub use repo::{default_cache_dir, OpenOptions, Repository};
 pub use restore::RestoreOptions;

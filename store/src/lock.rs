@@ -46,11 +46,7 @@ impl LockInfo {
     pub fn describe(&self) -> String {
         format!(
             "{} lock by pid {} on {} for {:?}, taken {}",
-            if self.exclusive {
-                "exclusive"
-            } else {
-                "shared"
-            },
+            if self.exclusive { "exclusive" } else { "shared" },
             self.pid,
             self.host,
             self.purpose,
@@ -65,12 +61,7 @@ fn aad(name: &str) -> Vec<u8> {
     a
 }
 
-fn write_lock(
-    backend: &dyn Backend,
-    keys: &Keys,
-    exclusive: bool,
-    purpose: &str,
-) -> Result<String> {
+fn write_lock(backend: &dyn Backend, keys: &Keys, exclusive: bool, purpose: &str) -> Result<String> {
     let name = hex::encode(rand::random::<[u8; 16]>());
     let info = LockInfo {
         host: hostname(),
@@ -79,19 +70,13 @@ fn write_lock(
         exclusive,
         purpose: purpose.into(),
     };
-    let sealed = keys.seal(
-        &aad(&name),
-        &serde_json::to_vec(&info).expect("lock serialises"),
-    );
+    let sealed = keys.seal(&aad(&name), &serde_json::to_vec(&info).expect("lock serialises"));
     backend.write_new(&format!("locks/{name}"), &sealed)?;
     Ok(name)
 }
 
 /// Every lock file with what it says (or why it could not be read).
-pub fn list(
-    backend: &dyn Backend,
-    keys: &Keys,
-) -> Result<Vec<(String, std::result::Result<LockInfo, String>)>> {
+pub fn list(backend: &dyn Backend, keys: &Keys) -> Result<Vec<(String, std::result::Result<LockInfo, String>)>> {
     let mut out = Vec::new();
     for name in backend.list("locks")? {
         let info = match backend.read(&format!("locks/{name}")) {
@@ -137,17 +122,15 @@ impl LockGuard {
                     Ok(i) if i.is_stale() => {}
                     Ok(i) if exclusive || i.exclusive => conflict = Some(i.describe()),
                     Ok(_) => {}
-                    Err(e) => conflict = Some(format!("unreadable lock file locks/{name} ({e}); remove it with `cairn unlock --all`")),
+                    Err(e) => {
+                        conflict = Some(format!(
+                            "unreadable lock file locks/{name} ({e}); remove it with `cairn unlock --all`"
+                        ))
+                    }
                 }
             }
             let Some(why) = conflict else {
-                return Ok(Self::hold(
-                    backend,
-                    keys.clone(),
-                    ours,
-                    exclusive,
-                    purpose.to_string(),
-                ));
+                return Ok(Self::hold(backend, keys.clone(), ours, exclusive, purpose.to_string()));
             };
             backend.remove(&format!("locks/{ours}"))?;
             if start.elapsed() >= wait {
@@ -160,13 +143,7 @@ impl LockGuard {
         }
     }
 
-    fn hold(
-        backend: Arc<dyn Backend>,
-        keys: Keys,
-        name: String,
-        exclusive: bool,
-        purpose: String,
-    ) -> Self {
+    fn hold(backend: Arc<dyn Backend>, keys: Keys, name: String, exclusive: bool, purpose: String) -> Self {
         let name = Arc::new(Mutex::new(name));
         let (tx, rx) = mpsc::channel::<()>();
         let (b, n) = (backend.clone(), name.clone());

@@ -3,8 +3,11 @@
 //!
 //! Layout: `blob* | trailer | trailer length (u32 LE)`. The trailer is a sealed object whose
 //! associated data is `"cairn pack trailer v1" | trailer length`, so altering the length field is
-//! detected like any other byte. Its plaintext is `version (1) = 1 | count (u32) | entry*`, each
-//! entry `id (32) | kind (1) | offset (u32) | sealed length (u32) | raw length (u32)`.
+//! detected like any other byte. Its plaintext is `version (1) | count (u32) | entry*`, each
+//! entry `id (32) | kind (1) | offset (u32) | sealed length (u32) | raw length (u32)`; in version 2
+//! a delta entry (kind 2) continues with `chain depth (1) | base count (1) | base ids (32 each)`,
+//! so the index knows
+//! what each delta depends on without decrypting it. Version 1 trailers (no deltas) stay readable.
 //! A pack's id is the plain BLAKE3 hash of the whole file; it is stored as `packs/xx/<id>` where
 //! `xx` is the first byte of the id in hex.
 
@@ -15,16 +18,20 @@ use crate::error::{corrupt, Result};
 use crate::id::{ChunkId, PackId};
 
 const ENTRY_LEN: usize = 32 + 1 + 4 + 4 + 4;
-const TRAILER_VERSION: u8 = 1;
+const TRAILER_VERSION: u8 = 2;
 
 /// Where one blob sits in a pack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackEntry {
     pub id: ChunkId,
     pub kind: BlobKind,
     pub offset: u32,
     pub length: u32,
     pub raw_len: u32,
+    /// A delta's bases (empty for other kinds).
+    pub bases: Vec<ChunkId>,
+    /// Deltas to decode to read this blob: 0 for a whole blob, 1 + the deepest base for a delta.
+    pub depth: u8,
 }
 
 /// Relative path of a pack file.
@@ -78,9 +85,17 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
-    pub fn add(&mut self, id: ChunkId, kind: BlobKind, raw_len: u32, sealed: &[u8]) -> Result<()> {
-        let offset = u32::try_from(self.file.len())
-            .map_err(|_| crate::error::Error::Invalid("pack exceeds 4 GiB".into()))?;
+    pub fn add(
+        &mut self,
+        id: ChunkId,
+        kind: BlobKind,
+        raw_len: u32,
+        sealed: &[u8],
+        bases: &[ChunkId],
+        depth: u8,
+    ) -> Result<()> {
+        let offset =
+            u32::try_from(self.file.len()).map_err(|_| crate::error::Error::Invalid("pack exceeds 4 GiB".into()))?;
         self.file.write_all(sealed)?;
         self.hasher.update(sealed);
         self.entries.push(PackEntry {
@@ -89,6 +104,8 @@ impl PackWriter {
             offset,
             length: sealed.len() as u32,
             raw_len,
+            bases: bases.to_vec(),
+            depth,
         });
         Ok(())
     }
@@ -104,6 +121,13 @@ impl PackWriter {
             plain.extend_from_slice(&e.offset.to_le_bytes());
             plain.extend_from_slice(&e.length.to_le_bytes());
             plain.extend_from_slice(&e.raw_len.to_le_bytes());
+            if e.kind == BlobKind::Delta {
+                plain.push(e.depth);
+                plain.push(e.bases.len() as u8);
+                for b in &e.bases {
+                    plain.extend_from_slice(b.as_bytes());
+                }
+            }
         }
         let sealed_len = (plain.len() + crate::crypto::SEAL_OVERHEAD) as u32;
         let mut tail = keys.seal(&trailer_aad(sealed_len), &plain);
@@ -123,11 +147,7 @@ impl PackWriter {
 }
 
 /// Reads and authenticates a pack's trailer.
-pub fn read_trailer(
-    backend: &dyn Backend,
-    keys: &Keys,
-    id: &PackId,
-) -> Result<(u64, Vec<PackEntry>)> {
+pub fn read_trailer(backend: &dyn Backend, keys: &Keys, id: &PackId) -> Result<(u64, Vec<PackEntry>)> {
     let path = pack_path(id);
     let size = backend.size(&path)?;
     let what = format!("pack {id}");
@@ -137,10 +157,7 @@ pub fn read_trailer(
     let len_bytes = backend.read_at(&path, size - 4, 4)?;
     let tlen = u32::from_le_bytes(len_bytes.try_into().unwrap());
     if tlen as u64 + 4 > size {
-        return Err(corrupt(
-            what,
-            "trailer length exceeds the file (truncated?)",
-        ));
+        return Err(corrupt(what, "trailer length exceeds the file (truncated?)"));
     }
     let sealed = backend.read_at(&path, size - 4 - tlen as u64, tlen as usize)?;
     let entries = parse_trailer(keys, id, tlen, &sealed, size - 4 - tlen as u64)?;
@@ -148,43 +165,59 @@ pub fn read_trailer(
 }
 
 /// Authenticates and parses a trailer; `blobs_end` is where the blob area ends.
-pub fn parse_trailer(
-    keys: &Keys,
-    id: &PackId,
-    tlen: u32,
-    sealed: &[u8],
-    blobs_end: u64,
-) -> Result<Vec<PackEntry>> {
+pub fn parse_trailer(keys: &Keys, id: &PackId, tlen: u32, sealed: &[u8], blobs_end: u64) -> Result<Vec<PackEntry>> {
     let what = || format!("pack {id}");
     let plain = keys.open(&what(), &trailer_aad(tlen), sealed)?;
-    if plain.len() < 5 || plain[0] != TRAILER_VERSION {
+    if plain.len() < 5 || !(1..=TRAILER_VERSION).contains(&plain[0]) {
         return Err(corrupt(what(), "unknown trailer version"));
     }
+    let version = plain[0];
     let count = u32::from_le_bytes(plain[1..5].try_into().unwrap()) as usize;
-    if plain.len() != 5 + count * ENTRY_LEN {
-        return Err(corrupt(
-            what(),
-            "trailer length does not match its entry count",
-        ));
+    if count > plain.len() / ENTRY_LEN {
+        return Err(corrupt(what(), "trailer entry count exceeds its length"));
     }
     let mut entries = Vec::with_capacity(count);
-    for e in plain[5..].chunks_exact(ENTRY_LEN) {
-        let kind = BlobKind::from_u8(e[32])
-            .ok_or_else(|| corrupt(what(), format!("unknown blob kind {}", e[32])))?;
+    let mut at = 5;
+    for _ in 0..count {
+        let e = plain
+            .get(at..at + ENTRY_LEN)
+            .ok_or_else(|| corrupt(what(), "trailer truncated"))?;
+        at += ENTRY_LEN;
+        let kind = BlobKind::from_u8(e[32]).ok_or_else(|| corrupt(what(), format!("unknown blob kind {}", e[32])))?;
+        let mut bases = Vec::new();
+        let mut depth = 0;
+        if kind == BlobKind::Delta {
+            if version < 2 {
+                return Err(corrupt(what(), "a version 1 trailer cannot hold deltas"));
+            }
+            depth = *plain.get(at).ok_or_else(|| corrupt(what(), "trailer truncated"))?;
+            at += 1;
+            let n = *plain.get(at).ok_or_else(|| corrupt(what(), "trailer truncated"))? as usize;
+            let ids = plain
+                .get(at + 1..at + 1 + 32 * n)
+                .ok_or_else(|| corrupt(what(), "trailer truncated"))?;
+            if n == 0 || n > crate::blob::MAX_BASES {
+                return Err(corrupt(what(), "delta entry with a bad base count"));
+            }
+            bases = ids.chunks_exact(32).map(|b| ChunkId::from_slice(b).unwrap()).collect();
+            at += 1 + 32 * n;
+        }
         let entry = PackEntry {
             id: ChunkId::from_slice(&e[..32]).unwrap(),
             kind,
             offset: u32::from_le_bytes(e[33..37].try_into().unwrap()),
             length: u32::from_le_bytes(e[37..41].try_into().unwrap()),
             raw_len: u32::from_le_bytes(e[41..45].try_into().unwrap()),
+            bases,
+            depth,
         };
         if entry.offset as u64 + entry.length as u64 > blobs_end {
-            return Err(corrupt(
-                what(),
-                format!("blob {} lies outside the blob area", entry.id),
-            ));
+            return Err(corrupt(what(), format!("blob {} lies outside the blob area", entry.id)));
         }
         entries.push(entry);
+    }
+    if at != plain.len() {
+        return Err(corrupt(what(), "trailer length does not match its entries"));
     }
     Ok(entries)
 }
@@ -207,7 +240,7 @@ mod tests {
         for d in &datas {
             let id = keys.chunk_id(d);
             let sealed = enc.encode(&keys, &id, BlobKind::Data, d).unwrap();
-            w.add(id, BlobKind::Data, d.len() as u32, &sealed).unwrap();
+            w.add(id, BlobKind::Data, d.len() as u32, &sealed, &[], 0).unwrap();
         }
         let fin = w.finish(&keys).unwrap();
         let raw = be.read(&pack_path(&fin.id)).unwrap();
@@ -246,6 +279,8 @@ mod tests {
                 BlobKind::Data,
                 500,
                 &enc.encode(&keys, &id, BlobKind::Data, &d).unwrap(),
+                &[],
+                0,
             )
             .unwrap();
         }

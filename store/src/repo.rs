@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backend::{Backend, LocalBackend};
-use crate::config::{
-    self, Config, InitOptions, CONFIG_AAD, CONFIG_PATH, FORMAT_VERSION, MARKER_PATH,
-};
+use crate::config::{self, Config, InitOptions, CONFIG_AAD, CONFIG_PATH, FORMAT_VERSION, MARKER_PATH};
 use crate::crypto::{Keys, Secrets};
 use crate::error::{Error, IoContext, Result};
 use crate::id::{RepoId, SnapshotId};
@@ -73,10 +71,13 @@ impl Repository {
                 init.compression_level
             )));
         }
-        if init.pack_size < (64 << 10) || init.pack_size > (1 << 31) {
+        if init.delta.max_depth == 0 || init.delta.max_depth > 32 || !(1..=19).contains(&init.delta.level) {
             return Err(Error::Invalid(
-                "pack size must be between 64 KiB and 2 GiB".into(),
+                "delta max depth must be 1..=32 and its zstd level 1..=19".into(),
             ));
+        }
+        if init.pack_size < (64 << 10) || init.pack_size > (1 << 31) {
+            return Err(Error::Invalid("pack size must be between 64 KiB and 2 GiB".into()));
         }
         if path.exists() {
             let mut rd = std::fs::read_dir(path).at(path)?;
@@ -96,14 +97,12 @@ impl Repository {
             chunker: init.chunker,
             compression_level: init.compression_level,
             pack_size: init.pack_size,
+            delta: init.delta.clone(),
         };
         // Key and config first, the marker last: a directory without the marker is no repository,
         // so an init that dies half-way never leaves something that looks usable.
         let key_id = keyfile::write_key(backend.as_ref(), &config.repo_id, &secrets, key, "init")?;
-        let sealed = keys.seal(
-            CONFIG_AAD,
-            &serde_json::to_vec(&config).expect("config serialises"),
-        );
+        let sealed = keys.seal(CONFIG_AAD, &serde_json::to_vec(&config).expect("config serialises"));
         backend.write_new(CONFIG_PATH, &sealed)?;
         for d in ["packs", "snapshots", "locks", "tmp"] {
             std::fs::create_dir_all(path.join(d)).at(path.join(d))?;
@@ -157,9 +156,7 @@ impl Repository {
         let config: Config = serde_json::from_slice(&keys.open("config", CONFIG_AAD, &sealed)?)
             .map_err(|e| crate::error::corrupt("config", e.to_string()))?;
         if config.repo_id != repo_id {
-            return Err(Error::Key(format!(
-                "key file {key_id} belongs to another repository"
-            )));
+            return Err(Error::Key(format!("key file {key_id} belongs to another repository")));
         }
         if config.version > FORMAT_VERSION {
             return Err(Error::UnsupportedVersion {
@@ -235,10 +232,9 @@ impl Repository {
         let what = format!("snapshot file {}", manifest_path(id));
         let sealed = self.backend.read(&manifest_path(id))?;
         let compressed = self.keys.open(&what, &manifest_aad(id), &sealed)?;
-        let json = zstd::stream::decode_all(&compressed[..])
-            .map_err(|e| crate::error::corrupt(&what, e.to_string()))?;
-        let snap: Snapshot = serde_json::from_slice(&json)
-            .map_err(|e| crate::error::corrupt(&what, e.to_string()))?;
+        let json =
+            zstd::stream::decode_all(&compressed[..]).map_err(|e| crate::error::corrupt(&what, e.to_string()))?;
+        let snap: Snapshot = serde_json::from_slice(&json).map_err(|e| crate::error::corrupt(&what, e.to_string()))?;
         if snap.version > crate::snapshot::MANIFEST_VERSION {
             return Err(crate::error::corrupt(
                 &what,
@@ -252,8 +248,7 @@ impl Repository {
     pub(crate) fn write_manifest(&self, snap: &Snapshot) -> Result<()> {
         let id = self.snapshot_id(&snap.name);
         let json = serde_json::to_vec(snap).expect("manifest serialises");
-        let compressed =
-            zstd::bulk::compress(&json, 3).map_err(|e| Error::Pipeline(e.to_string()))?;
+        let compressed = zstd::bulk::compress(&json, 3).map_err(|e| Error::Pipeline(e.to_string()))?;
         let sealed = self.keys.seal(&manifest_aad(&id), &compressed);
         if !self.backend.create_new(&manifest_path(&id), &sealed)? {
             return Err(Error::SnapshotExists(snap.name.clone()));
@@ -304,7 +299,9 @@ impl Repository {
             return Err(Error::Key(format!("no key {id:?} in this repository")));
         }
         if id == self.key_id {
-            return Err(Error::Key("refusing to remove the key that unlocked this session; unlock with another key first".into()));
+            return Err(Error::Key(
+                "refusing to remove the key that unlocked this session; unlock with another key first".into(),
+            ));
         }
         if keys.len() == 1 {
             return Err(Error::Key("refusing to remove the last key".into()));

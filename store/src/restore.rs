@@ -10,11 +10,13 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
 
-use crate::backend::PositionalRead;
+use crate::backend::{Backend, PositionalRead};
 use crate::blob;
+use crate::cache::{ChunkCache, SharedCache};
 use crate::crypto::Keys;
 use crate::error::{corrupt, Error, IoContext, Result};
 use crate::id::{ChunkId, PackId};
@@ -22,9 +24,7 @@ use crate::index::Index;
 use crate::pack::pack_path;
 use crate::progress::Progress;
 use crate::repo::Repository;
-use crate::snapshot::{
-    parse_records, ChunkRef, ContentRef, EntryType, Item, ItemKind, Snapshot, TreeEntry,
-};
+use crate::snapshot::{parse_records, ChunkRef, ContentRef, EntryType, Item, ItemKind, Snapshot, TreeEntry};
 
 /// Options for `cairn restore`.
 #[derive(Debug, Clone, Default)]
@@ -39,43 +39,48 @@ pub struct RestoreOptions {
 const OPEN_PACKS: usize = 8;
 
 /// Reads blobs through the index.
-pub(crate) struct BlobReader<'r> {
-    pub(crate) repo: &'r Repository,
+pub(crate) struct BlobReader {
+    backend: Arc<dyn Backend>,
+    keys: Keys,
     pub(crate) index: Index,
     open: RefCell<Vec<(PackId, Box<dyn PositionalRead>)>>,
+    cache: SharedCache,
 }
 
-impl<'r> BlobReader<'r> {
-    pub(crate) fn new(repo: &'r Repository, index: Index) -> Self {
+/// Deepest delta chain a reader follows; deeper (or cyclic) chains are reported as damage. The
+/// writer's own bound (`DeltaConfig::max_depth`) is far below it.
+const MAX_CHAIN: usize = 64;
+/// Decoded chunks kept for reuse as bases, per restore or backup.
+pub(crate) const CACHE_BYTES: usize = 24 << 20;
+
+impl BlobReader {
+    pub(crate) fn new(repo: &Repository, index: Index) -> Self {
+        Self::with_cache(repo, index, ChunkCache::shared(CACHE_BYTES))
+    }
+
+    pub(crate) fn with_cache(repo: &Repository, index: Index, cache: SharedCache) -> Self {
         Self {
-            repo,
+            backend: repo.backend.clone(),
+            keys: repo.keys.clone(),
             index,
             open: RefCell::new(Vec::new()),
+            cache,
         }
     }
 
     /// The sealed bytes of a blob.
     pub(crate) fn read_sealed(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let loc = self
-            .index
-            .lookup(id)?
-            .ok_or(Error::MissingBlob { id: *id })?;
+        let loc = self.index.lookup(id)?.ok_or(Error::MissingBlob { id: *id })?;
         let mut open = self.open.borrow_mut();
         let pos = match open.iter().position(|(p, _)| *p == loc.pack) {
             Some(i) => i,
             None => {
-                let f = self
-                    .repo
-                    .backend
-                    .open_reader(&pack_path(&loc.pack))
-                    .map_err(|e| match e {
-                        Error::Io { source, .. }
-                            if source.kind() == std::io::ErrorKind::NotFound =>
-                        {
-                            Error::MissingPack { id: loc.pack }
-                        }
-                        e => e,
-                    })?;
+                let f = self.backend.open_reader(&pack_path(&loc.pack)).map_err(|e| match e {
+                    Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+                        Error::MissingPack { id: loc.pack }
+                    }
+                    e => e,
+                })?;
                 if open.len() == OPEN_PACKS {
                     open.remove(0);
                 }
@@ -84,28 +89,68 @@ impl<'r> BlobReader<'r> {
             }
         };
         let mut buf = vec![0u8; loc.length as usize];
-        open[pos]
-            .1
-            .read_exact_at(&mut buf, loc.offset as u64)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                    corrupt(
-                        format!("pack {}", loc.pack),
-                        format!("truncated: blob {id} lies beyond its end"),
-                    )
-                } else {
-                    Error::Io {
-                        path: self.repo.path().join(pack_path(&loc.pack)),
-                        source: e,
-                    }
+        open[pos].1.read_exact_at(&mut buf, loc.offset as u64).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                corrupt(
+                    format!("pack {}", loc.pack),
+                    format!("truncated: blob {id} lies beyond its end"),
+                )
+            } else {
+                Error::Io {
+                    path: self.backend.location().join(pack_path(&loc.pack)),
+                    source: e,
                 }
-            })?;
+            }
+        })?;
         Ok(buf)
     }
 
     /// A blob's verified plaintext.
     pub(crate) fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        Ok(blob::decode(&self.repo.keys, id, &self.read_sealed(id)?)?.1)
+        Ok(Arc::unwrap_or_clone(self.read_shared(id)?))
+    }
+
+    /// A blob's verified plaintext, resolving deltas through their bases (cached for reuse).
+    pub(crate) fn read_shared(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
+        self.read_level(id, 0)
+    }
+
+    fn read_level(&self, id: &ChunkId, level: usize) -> Result<Arc<Vec<u8>>> {
+        if let Some(d) = self.cache.lock().unwrap().get(id) {
+            return Ok(d);
+        }
+        if level > MAX_CHAIN {
+            return Err(corrupt(format!("blob {id}"), "delta chain too deep (or cyclic)"));
+        }
+        let opened = blob::open_blob(&self.keys, id, &self.read_sealed(id)?)?;
+        let prefix = self.bases_prefix(id, &opened.bases, level + 1)?;
+        let data = Arc::new(opened.finish(&self.keys, id, &prefix)?);
+        self.cache.lock().unwrap().insert(*id, data.clone());
+        Ok(data)
+    }
+
+    /// The plaintexts of a delta's bases, concatenated: the zstd prefix it was encoded against.
+    /// An unreadable base is reported as damage to `of`, the delta that needs it.
+    pub(crate) fn prefix_for(&self, of: &ChunkId, bases: &[ChunkId]) -> Result<Vec<u8>> {
+        self.bases_prefix(of, bases, 1)
+    }
+
+    fn bases_prefix(&self, of: &ChunkId, bases: &[ChunkId], level: usize) -> Result<Vec<u8>> {
+        let mut prefix = Vec::new();
+        for b in bases {
+            let base = self.read_level(b, level).map_err(|e| match e {
+                Error::Corrupt { what, reason } => corrupt(
+                    format!("blob {of}"),
+                    format!("its delta base is unreadable: {what}: {reason}"),
+                ),
+                Error::MissingBlob { id: missing } => {
+                    corrupt(format!("blob {of}"), format!("its delta base {missing} is missing"))
+                }
+                e => e,
+            })?;
+            prefix.extend_from_slice(&base);
+        }
+        Ok(prefix)
     }
 
     /// Calls `f` with every leaf chunk of `content`, in order, loading stored lists on the way.
@@ -117,13 +162,7 @@ impl<'r> BlobReader<'r> {
         f: &mut dyn FnMut(ChunkRef) -> Result<()>,
     ) -> Result<()> {
         let mut carries = vec![Vec::new(); content.depth as usize];
-        self.walk(
-            &content.chunks,
-            content.depth as usize,
-            &mut carries,
-            on_meta,
-            f,
-        )?;
+        self.walk(&content.chunks, content.depth as usize, &mut carries, on_meta, f)?;
         if carries.iter().any(|c| !c.is_empty()) {
             return Err(corrupt("chunk list", "ends inside a record"));
         }
@@ -154,61 +193,83 @@ impl<'r> BlobReader<'r> {
 
 type Reply = Receiver<Result<Vec<u8>>>;
 
+/// Bytes of content per restore work unit.
+const SEGMENT_BYTES: u64 = 2 << 20;
+
+fn decode_segment(br: &BlobReader, segment: &[ChunkRef]) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(segment.iter().map(|r| r.1 as usize).sum());
+    for r in segment {
+        let d = br.read_shared(&r.0)?;
+        if d.len() != r.1 as usize {
+            return Err(corrupt(format!("blob {}", r.0), "length differs from the chunk list"));
+        }
+        out.extend_from_slice(&d);
+    }
+    Ok(out)
+}
+
 impl Repository {
     /// Writes one content to `out`, verifying every chunk.
+    ///
+    /// Workers decode *segments* (runs of consecutive chunks, about [`SEGMENT_BYTES`]) rather than
+    /// single chunks, in order within a segment, so the ancestors that neighbouring deltas share
+    /// are decoded once and found in the shared cache. Memory: segments in flight (two per
+    /// worker) plus the cache.
     pub(crate) fn write_content(
         &self,
         content: &ContentRef,
         out: &mut dyn Write,
         progress: &dyn Progress,
     ) -> Result<()> {
-        let n = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
-        let index = self.index_no_sync()?;
-        // Channel sizes: 4 chunks per worker in flight keeps reads and decoding overlapped; with
-        // chunks of at most `max` bytes that bounds memory to a few MiB per worker.
-        let (job_tx, job_rx) = bounded::<(ChunkId, Vec<u8>, Sender<Result<Vec<u8>>>)>(2 * n);
-        let (order_tx, order_rx) = bounded::<Reply>(4 * n);
+        let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let cache = ChunkCache::shared(CACHE_BYTES);
+        let (job_tx, job_rx) = bounded::<(Vec<ChunkRef>, Sender<Result<Vec<u8>>>)>(n);
+        let (order_tx, order_rx) = bounded::<Reply>(n);
         std::thread::scope(|s| -> Result<()> {
             for _ in 0..n {
-                let rx = job_rx.clone();
-                let keys: &Keys = &self.keys;
+                let (rx, cache) = (job_rx.clone(), cache.clone());
                 s.spawn(move || {
-                    for (id, sealed, reply) in rx {
-                        let _ = reply.send(blob::decode(keys, &id, &sealed).map(|(_, d)| d));
+                    let reader = self.index_no_sync().map(|idx| BlobReader::with_cache(self, idx, cache));
+                    for (segment, reply) in rx {
+                        let r = match &reader {
+                            Ok(br) => decode_segment(br, &segment),
+                            Err(e) => Err(Error::Pipeline(format!("cannot open the index: {e}"))),
+                        };
+                        let _ = reply.send(r);
                     }
                 });
             }
             drop(job_rx);
-            let reader = s.spawn(move || -> Result<()> {
-                let br = BlobReader::new(self, index);
-                br.for_each_leaf(content, &mut |_| {}, &mut |r| {
+            let producer = s.spawn(move || -> Result<()> {
+                let br = BlobReader::new(self, self.index_no_sync()?);
+                let mut segment = Vec::new();
+                let mut bytes = 0u64;
+                let send = |segment: Vec<ChunkRef>| -> Result<()> {
                     let (reply_tx, reply_rx) = bounded(1);
-                    let sealed = br.read_sealed(&r.0);
-                    match sealed {
-                        Ok(sealed) => {
-                            if order_tx.send(reply_rx).is_err()
-                                || job_tx.send((r.0, sealed, reply_tx)).is_err()
-                            {
-                                return Err(Error::Pipeline("restore writer stopped".into()));
-                            }
-                        }
-                        Err(e) => {
-                            let _ = reply_tx.send(Err(e));
-                            if order_tx.send(reply_rx).is_err() {
-                                return Err(Error::Pipeline("restore writer stopped".into()));
-                            }
-                        }
+                    if order_tx.send(reply_rx).is_err() || job_tx.send((segment, reply_tx)).is_err() {
+                        return Err(Error::Pipeline("restore writer stopped".into()));
                     }
                     Ok(())
-                })
+                };
+                br.for_each_leaf(content, &mut |_| {}, &mut |r| {
+                    bytes += r.1 as u64;
+                    segment.push(r);
+                    if bytes >= SEGMENT_BYTES {
+                        bytes = 0;
+                        send(std::mem::take(&mut segment))?;
+                    }
+                    Ok(())
+                })?;
+                if !segment.is_empty() {
+                    send(segment)?;
+                }
+                Ok(())
             });
             let mut written = 0u64;
             let mut result = Ok(());
             for reply in order_rx.iter() {
-                let chunk = match reply.recv() {
-                    Ok(Ok(c)) => c,
+                let data = match reply.recv() {
+                    Ok(Ok(d)) => d,
                     Ok(Err(e)) => {
                         result = Err(e);
                         break;
@@ -218,18 +279,18 @@ impl Repository {
                         break;
                     }
                 };
-                if let Err(e) = out.write_all(&chunk) {
+                if let Err(e) = out.write_all(&data) {
                     result = Err(Error::Io {
                         path: "output".into(),
                         source: e,
                     });
                     break;
                 }
-                written += chunk.len() as u64;
-                progress.advance(chunk.len() as u64);
+                written += data.len() as u64;
+                progress.advance(data.len() as u64);
             }
             drop(order_rx);
-            let read_result = reader
+            let read_result = producer
                 .join()
                 .unwrap_or_else(|_| Err(Error::Pipeline("reader panicked".into())));
             result?;
@@ -262,13 +323,7 @@ impl Repository {
     }
 
     /// Writes one item of a snapshot to `out`: a stream, or a tree that is a single file.
-    pub fn dump(
-        &self,
-        snapshot: &str,
-        item: &str,
-        out: &mut dyn Write,
-        progress: &dyn Progress,
-    ) -> Result<u64> {
+    pub fn dump(&self, snapshot: &str, item: &str, out: &mut dyn Write, progress: &dyn Progress) -> Result<u64> {
         let _lock = self.lock(false, &format!("dump {snapshot}"))?;
         let snap = self.restorable_snapshot(snapshot)?;
         let it = snap
@@ -326,8 +381,7 @@ impl Repository {
                 return Err(Error::UnknownItem(snapshot.into(), name.clone()));
             }
         }
-        if target.exists() && !opts.force && std::fs::read_dir(target).at(target)?.next().is_some()
-        {
+        if target.exists() && !opts.force && std::fs::read_dir(target).at(target)?.next().is_some() {
             return Err(Error::TargetNotEmpty(target.into()));
         }
         std::fs::create_dir_all(target).at(target)?;
@@ -357,12 +411,7 @@ impl Repository {
         Ok(chosen)
     }
 
-    fn restore_tree(
-        &self,
-        listing: &ContentRef,
-        dest: &Path,
-        progress: &dyn Progress,
-    ) -> Result<()> {
+    fn restore_tree(&self, listing: &ContentRef, dest: &Path, progress: &dyn Progress) -> Result<()> {
         let entries = self.tree_entries(listing)?;
         let mut dirs: Vec<(PathBuf, &TreeEntry)> = Vec::new();
         for e in &entries {
@@ -386,8 +435,7 @@ impl Repository {
                         self.write_content(c, &mut f, progress)?;
                     }
                     apply_owner(&p, e, false)?;
-                    f.set_permissions(std::fs::Permissions::from_mode(e.mode))
-                        .at(&p)?;
+                    f.set_permissions(std::fs::Permissions::from_mode(e.mode)).at(&p)?;
                     f.set_modified(mtime(e)).at(&p)?;
                 }
                 EntryType::Symlink => {
@@ -402,9 +450,7 @@ impl Repository {
         for (p, e) in dirs.iter().rev() {
             apply_owner(p, e, false)?;
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(e.mode)).at(p)?;
-            std::fs::File::open(p)
-                .and_then(|f| f.set_modified(mtime(e)))
-                .at(p)?;
+            std::fs::File::open(p).and_then(|f| f.set_modified(mtime(e))).at(p)?;
         }
         Ok(())
     }

@@ -52,6 +52,9 @@ pub struct Stats {
     pub chunks: u64,
     /// Of those, chunks not already in the repository.
     pub chunks_new: u64,
+    /// Of the new chunks, those stored as deltas against an earlier version.
+    #[serde(default)]
+    pub chunks_delta: u64,
     /// Plaintext bytes of the new chunks.
     pub bytes_new: u64,
     /// Bytes this item added to the repository (sealed, compressed blobs; metadata included).
@@ -62,6 +65,7 @@ impl Stats {
     pub fn add(&mut self, o: &Stats) {
         self.chunks += o.chunks;
         self.chunks_new += o.chunks_new;
+        self.chunks_delta += o.chunks_delta;
         self.bytes_new += o.bytes_new;
         self.bytes_added += o.bytes_added;
     }

@@ -81,9 +81,7 @@ impl Env {
     /// Backs up `data` from stdin as item `item` in snapshot `name`; returns the JSON summary.
     pub fn backup_bytes(&self, name: &str, item: &str, data: &[u8]) -> serde_json::Value {
         let mut c = self.cmd(&["backup", "--name", name, "--json", "--stdin", item]);
-        c.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = c.spawn().unwrap();
         let mut stdin = child.stdin.take().unwrap();
         let data = data.to_vec();
@@ -159,9 +157,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 pub fn json_u64(v: &serde_json::Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} missing in {v}"))
 }
 
 pub fn write(path: &Path, data: &[u8]) {

@@ -10,13 +10,8 @@ use cairn_store::chunker::{Chunker, ChunkerParams};
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(
-        args.next()
-            .expect("usage: chunk-sizes DUMP_DIR [AVG_KIB...]"),
-    );
-    let mut avgs: Vec<u32> = args
-        .map(|a| a.parse().expect("average size in KiB"))
-        .collect();
+    let dir = PathBuf::from(args.next().expect("usage: chunk-sizes DUMP_DIR [AVG_KIB...]"));
+    let mut avgs: Vec<u32> = args.map(|a| a.parse().expect("average size in KiB")).collect();
     if avgs.is_empty() {
         avgs = vec![16, 32, 64, 128, 256, 512, 1024];
     }
@@ -24,8 +19,7 @@ fn main() {
         .expect("dump dir")
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("day"))
+            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("day"))
                 && p.extension().is_some_and(|e| e == "sql")
         })
         .collect();
@@ -70,10 +64,7 @@ fn main() {
         }
         if !later.is_empty() {
             later.sort();
-            println!(
-                "{avg:>8} median-later-day new_zstd1 = {}",
-                later[later.len() / 2]
-            );
+            println!("{avg:>8} median-later-day new_zstd1 = {}", later[later.len() / 2]);
         }
     }
 }

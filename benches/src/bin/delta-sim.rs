@@ -28,8 +28,7 @@ struct Stored {
 fn delta(level: i32, base: &[u8], data: &[u8]) -> usize {
     use zstd::zstd_safe::{CCtx, CParameter};
     let mut cctx = CCtx::create();
-    cctx.set_parameter(CParameter::CompressionLevel(level))
-        .unwrap();
+    cctx.set_parameter(CParameter::CompressionLevel(level)).unwrap();
     cctx.set_parameter(CParameter::WindowLog(22)).unwrap();
     cctx.ref_prefix(base).unwrap();
     let mut out = vec![0u8; zstd::zstd_safe::compress_bound(data.len())];
@@ -38,10 +37,7 @@ fn delta(level: i32, base: &[u8], data: &[u8]) -> usize {
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let dir = PathBuf::from(
-        args.next()
-            .expect("usage: delta-sim DUMP_DIR AVG_KIB LEVEL POLICY..."),
-    );
+    let dir = PathBuf::from(args.next().expect("usage: delta-sim DUMP_DIR AVG_KIB LEVEL POLICY..."));
     let avg: u32 = args.next().expect("AVG_KIB").parse().unwrap();
     let level: i32 = args.next().expect("LEVEL").parse().unwrap();
     let policies: Vec<String> = args.collect();
@@ -109,8 +105,7 @@ fn main() {
                         }
                         if multi && !overlapping.is_empty() {
                             overlapping.truncate(3);
-                            let depth =
-                                overlapping.iter().map(|p| store[p].depth).max().unwrap() + 1;
+                            let depth = overlapping.iter().map(|p| store[p].depth).max().unwrap() + 1;
                             let full = z.compress(c).unwrap().len();
                             let mut cost = full;
                             let mut stored = Stored {
@@ -119,10 +114,8 @@ fn main() {
                                 root: id,
                             };
                             if depth <= max_depth {
-                                let base: Vec<u8> = overlapping
-                                    .iter()
-                                    .flat_map(|p| store[p].data.iter().copied())
-                                    .collect();
+                                let base: Vec<u8> =
+                                    overlapping.iter().flat_map(|p| store[p].data.iter().copied()).collect();
                                 let dl = delta(level, &base, c);
                                 if dl < full / 2 {
                                     cost = dl;
@@ -148,11 +141,7 @@ fn main() {
                         let mut cost = full;
                         if let Some((pid, _)) = best {
                             let p = &store[&pid];
-                            let (base_id, depth) = if is_root {
-                                (p.root, 1)
-                            } else {
-                                (pid, p.depth + 1)
-                            };
+                            let (base_id, depth) = if is_root { (p.root, 1) } else { (pid, p.depth + 1) };
                             if depth <= max_depth {
                                 let base = &store[&base_id].data;
                                 let dl = delta(level, base, c);

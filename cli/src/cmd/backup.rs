@@ -19,12 +19,7 @@ pub struct Args {
     #[arg(long, value_name = "NAME", conflicts_with_all = ["paths", "stdin_from_command"])]
     pub stdin: Option<String>,
     /// Back up the standard output of the command after `--` as an item with this name.
-    #[arg(
-        long,
-        value_name = "NAME",
-        requires = "command",
-        conflicts_with = "paths"
-    )]
+    #[arg(long, value_name = "NAME", requires = "command", conflicts_with = "paths")]
     pub stdin_from_command: Option<String>,
     /// Print the snapshot summary as JSON.
     #[arg(long)]
@@ -39,10 +34,7 @@ pub struct Args {
 /// The item name for a path: the path without leading `./` or `/` (`root` for `/`).
 pub fn item_name(p: &Path) -> String {
     let s = p.to_string_lossy();
-    let t = s
-        .trim_start_matches("./")
-        .trim_start_matches('/')
-        .trim_end_matches('/');
+    let t = s.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/');
     if t.is_empty() || t == "." {
         p.canonicalize()
             .ok()
@@ -55,9 +47,7 @@ pub fn item_name(p: &Path) -> String {
 
 pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
     if a.stdin.is_none() && a.stdin_from_command.is_none() && a.paths.is_empty() {
-        bail!(
-            "nothing to back up: give PATHs, --stdin NAME or --stdin-from-command NAME -- CMD..."
-        );
+        bail!("nothing to back up: give PATHs, --stdin NAME or --stdin-from-command NAME -- CMD...");
     }
     if !a.command.is_empty() && a.stdin_from_command.is_none() {
         bail!("a command after `--` needs --stdin-from-command NAME");
@@ -91,13 +81,14 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&summary_json(&snap))?);
     } else {
         println!(
-            "snapshot {:?}: {} item(s), {} read, {} added ({} new of {} chunks), {:.1} s",
+            "snapshot {:?}: {} item(s), {} read, {} added ({} new of {} chunks, {} as deltas), {:.1} s",
             snap.name,
             snap.items.len(),
             bytes(snap.size()),
             bytes(snap.stats.bytes_added),
             snap.stats.chunks_new,
             snap.stats.chunks,
+            snap.stats.chunks_delta,
             snap.duration_secs
         );
     }
@@ -118,6 +109,7 @@ pub fn summary_json(s: &Snapshot) -> serde_json::Value {
         "bytes_added": s.stats.bytes_added,
         "chunks": s.stats.chunks,
         "chunks_new": s.stats.chunks_new,
+        "chunks_delta": s.stats.chunks_delta,
         "chunks_dup": s.stats.chunks_dup(),
         "duration_secs": s.duration_secs,
     })

@@ -48,8 +48,8 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
             println!("error: {e}");
         }
         println!(
-            "checked {} snapshot(s), {} pack(s); read {} pack(s), verified {} blob(s)",
-            report.snapshots, report.packs, report.packs_read, report.blobs_verified
+            "checked {} snapshot(s), {} pack(s); read {} pack(s), verified {} blob(s); deepest delta chain {}",
+            report.snapshots, report.packs, report.packs_read, report.blobs_verified, report.deepest_delta_chain
         );
         if report.ok() {
             println!("no errors found");

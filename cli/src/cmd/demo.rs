@@ -3,8 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use cairn_store::{
-    BackupOptions, CheckOptions, Credentials, InitOptions, NewKey, ReadData, Repository,
-    RestoreOptions,
+    BackupOptions, CheckOptions, Credentials, InitOptions, NewKey, ReadData, Repository, RestoreOptions,
 };
 
 use crate::common::{bytes, GlobalOpts};
@@ -24,7 +23,9 @@ pub struct Args {
 /// A deterministic SQL dump: `rows` INSERT lines; rows whose number is in `changed` differ.
 fn sample_dump(rows: u64, day: u64) -> Vec<u8> {
     let mut out = Vec::with_capacity((rows * 200) as usize);
-    out.extend_from_slice(b"-- sample dump\nCREATE TABLE sbtest1 (id INT PRIMARY KEY, k INT, c CHAR(120), pad CHAR(60));\n");
+    out.extend_from_slice(
+        b"-- sample dump\nCREATE TABLE sbtest1 (id INT PRIMARY KEY, k INT, c CHAR(120), pad CHAR(60));\n",
+    );
     for id in 0..rows {
         // Day `day` updates about one row in two thousand.
         let version = if day > 0 && mix(id ^ day.wrapping_mul(0x9e37)).is_multiple_of(2000) {
@@ -77,10 +78,7 @@ fn write_tree(dir: &Path, day: u64) -> Result<()> {
 
 pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
     if a.dir.exists() {
-        bail!(
-            "{} already exists; remove it or pass --dir",
-            a.dir.display()
-        );
+        bail!("{} already exists; remove it or pass --dir", a.dir.display());
     }
     let repo_path = a.dir.join("repo");
     let data = a.dir.join("data");
@@ -100,11 +98,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
         repo_path.display(),
         passphrase
     );
-    let repo = Repository::open(
-        &repo_path,
-        &Credentials::Passphrase(passphrase.into()),
-        opts,
-    )?;
+    let repo = Repository::open(&repo_path, &Credentials::Passphrase(passphrase.into()), opts)?;
 
     let rows = a.size_mib * 1024 * 1024 / 205;
     let mut snaps = Vec::new();
@@ -138,20 +132,12 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
 
     let target = a.dir.join("restore");
     let start = std::time::Instant::now();
-    repo.restore(
-        "demo-day1",
-        &target,
-        &RestoreOptions::default(),
-        g.progress().as_ref(),
-    )?;
-    let restored =
-        std::fs::read(target.join("mariadb.sql")).context("reading the restored dump")?;
+    repo.restore("demo-day1", &target, &RestoreOptions::default(), g.progress().as_ref())?;
+    let restored = std::fs::read(target.join("mariadb.sql")).context("reading the restored dump")?;
     if restored != snaps[1].1 {
         bail!("the restored dump differs from what was backed up");
     }
-    if std::fs::read(target.join("etc/certs/server.pem"))?
-        != std::fs::read(data.join("etc/certs/server.pem"))?
-    {
+    if std::fs::read(target.join("etc/certs/server.pem"))? != std::fs::read(data.join("etc/certs/server.pem"))? {
         bail!("the restored certificate differs");
     }
     println!(

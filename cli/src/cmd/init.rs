@@ -17,6 +17,12 @@ pub struct Args {
     /// Pack files are closed at this size, in MiB.
     #[arg(long, default_value_t = 32.0)]
     pub pack_size_mib: f64,
+    /// Store changed chunks whole instead of as deltas against their previous version.
+    #[arg(long)]
+    pub no_delta: bool,
+    /// Longest delta chain a chunk may need to be read (1-32).
+    #[arg(long, default_value_t = cairn_store::DeltaConfig::default().max_depth)]
+    pub delta_max_depth: u8,
 }
 
 impl Args {
@@ -25,6 +31,11 @@ impl Args {
             chunker: ChunkerParams::with_avg(self.chunk_avg_kib.saturating_mul(1024)),
             compression_level: self.compression,
             pack_size: (self.pack_size_mib * 1024.0 * 1024.0) as u64,
+            delta: cairn_store::DeltaConfig {
+                enabled: !self.no_delta,
+                max_depth: self.delta_max_depth,
+                ..Default::default()
+            },
         }
     }
 }
@@ -34,14 +45,19 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
     let repo = Repository::init(&g.repo, &key, &a.init_options(), g.open_options())?;
     let c = repo.config();
     println!(
-        "created repository {} at {} (chunks {}/{}/{} B, zstd {}, packs {})",
+        "created repository {} at {} (chunks {}/{}/{} B, zstd {}, packs {}, deltas {})",
         repo.id().short(),
         g.repo.display(),
         c.chunker.min,
         c.chunker.avg,
         c.chunker.max,
         c.compression_level,
-        crate::common::bytes(c.pack_size)
+        crate::common::bytes(c.pack_size),
+        if c.delta.enabled {
+            format!("on, chains of at most {}", c.delta.max_depth)
+        } else {
+            "off".into()
+        }
     );
     println!("keep the passphrase or identity safe: without it the backups cannot be read");
     Ok(ExitCode::SUCCESS)

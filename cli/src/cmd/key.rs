@@ -52,8 +52,7 @@ pub fn run(g: &GlobalOpts, c: Command) -> Result<ExitCode> {
             } else if let Some(f) = new_identity {
                 NewKey::Recipient(cairn_store::recipient_of_identity_file(&f)?)
             } else if let Some(f) = new_password_file {
-                let text = std::fs::read_to_string(&f)
-                    .with_context(|| format!("reading {}", f.display()))?;
+                let text = std::fs::read_to_string(&f).with_context(|| format!("reading {}", f.display()))?;
                 let p = text.lines().next().unwrap_or("").to_string();
                 if p.is_empty() {
                     bail!("{} holds no passphrase", f.display());
@@ -80,13 +79,7 @@ pub fn run(g: &GlobalOpts, c: Command) -> Result<ExitCode> {
             let rows: Vec<Vec<String>> = repo
                 .list_keys()?
                 .into_iter()
-                .map(|k| {
-                    vec![
-                        if k.current { "*".into() } else { String::new() },
-                        k.id,
-                        k.kind,
-                    ]
-                })
+                .map(|k| vec![if k.current { "*".into() } else { String::new() }, k.id, k.kind])
                 .collect();
             print_table(&["", "ID", "KIND"], &rows);
         }

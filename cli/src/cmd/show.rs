@@ -37,15 +37,13 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
     println!("size       {}", bytes(s.size()));
     println!("added      {}", bytes(s.stats.bytes_added));
     println!(
-        "chunks     {} total: {} stored new, {} exact duplicates",
+        "chunks     {} total: {} stored whole, {} as deltas, {} exact duplicates",
         s.stats.chunks,
-        s.stats.chunks_new,
+        s.stats.chunks_new - s.stats.chunks_delta,
+        s.stats.chunks_delta,
         s.stats.chunks_dup()
     );
-    println!(
-        "dedup      {:.1}x (logical size / bytes added)",
-        s.dedup_ratio()
-    );
+    println!("dedup      {:.1}x (logical size / bytes added)", s.dedup_ratio());
     println!();
     let rows: Vec<Vec<String>> = s
         .items
@@ -54,10 +52,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
             let kind = match &i.kind {
                 ItemKind::Stream { .. } => "stream".to_string(),
                 ItemKind::Tree {
-                    files,
-                    dirs,
-                    symlinks,
-                    ..
+                    files, dirs, symlinks, ..
                 } => format!("tree ({files} files, {dirs} dirs, {symlinks} links)"),
             };
             vec![
@@ -65,13 +60,18 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
                 kind,
                 bytes(i.size),
                 bytes(i.stats.bytes_added),
-                format!("{}/{}", i.stats.chunks_new, i.stats.chunks),
+                format!(
+                    "{}/{}/{}",
+                    i.stats.chunks_new - i.stats.chunks_delta,
+                    i.stats.chunks_delta,
+                    i.stats.chunks
+                ),
                 format!("{:.1} s", i.duration_secs),
             ]
         })
         .collect();
     print_table(
-        &["ITEM", "KIND", "SIZE", "ADDED", "NEW/CHUNKS", "DURATION"],
+        &["ITEM", "KIND", "SIZE", "ADDED", "WHOLE/DELTA/CHUNKS", "DURATION"],
         &rows,
     );
     Ok(ExitCode::SUCCESS)

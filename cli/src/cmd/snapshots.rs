@@ -47,9 +47,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         print_table(
-            &[
-                "NAME", "TIME", "HOST", "STATUS", "ITEMS", "SIZE", "ADDED", "TAGS",
-            ],
+            &["NAME", "TIME", "HOST", "STATUS", "ITEMS", "SIZE", "ADDED", "TAGS"],
             &rows,
         );
     }
