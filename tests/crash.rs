@@ -15,6 +15,14 @@ fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
+fn wait_for_a_lock(env: &Env) {
+    wait_for("a lock file", Duration::from_secs(30), || {
+        std::fs::read_dir(env.repo.join("locks"))
+            .map(|d| d.count() > 0)
+            .unwrap_or(false)
+    });
+}
+
 /// Killing a backup with SIGKILL leaves a repository that checks clean, no snapshot for the
 /// killed run, and packs that the re-run reuses.
 #[test]
@@ -128,11 +136,7 @@ fn exclusive_operation_waits_for_a_running_backup_and_stale_locks_are_broken() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the backup's lock", Duration::from_secs(30), || {
-        std::fs::read_dir(env.repo.join("locks"))
-            .map(|d| d.count() > 0)
-            .unwrap_or(false)
-    });
+    wait_for_a_lock(&env);
     let err = env.fails(&["repair", "index", "--lock-wait", "0"]);
     assert!(
         err.contains("repository is locked") && err.contains("shared lock"),
@@ -159,11 +163,7 @@ fn exclusive_operation_waits_for_a_running_backup_and_stale_locks_are_broken() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    wait_for("the backup's lock", Duration::from_secs(30), || {
-        std::fs::read_dir(env.repo.join("locks"))
-            .map(|d| d.count() > 0)
-            .unwrap_or(false)
-    });
+    wait_for_a_lock(&env);
     child.kill().unwrap();
     child.wait().unwrap();
     env.ok(&["repair", "index", "--lock-wait", "0"]);

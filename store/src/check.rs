@@ -92,7 +92,11 @@ impl Repository {
                 .collect(),
         };
         let total_read: u64 = packs.iter().filter(|p| selected.contains(&p.0)).map(|p| p.1).sum();
-        let data_reader = BlobReader::new(self, idx.reopen()?);
+        let data_reader = BlobReader::with_cache(
+            self,
+            idx.reopen()?,
+            crate::cache::ChunkCache::shared(crate::restore::CACHE_BYTES),
+        );
         progress.start("check packs", Some(total_read));
         for (id, size) in &packs {
             let entries = idx.pack_entries(id)?;

@@ -166,7 +166,8 @@ impl Index {
         self.add_entries(&pack.id, pack.size, &pack.entries)
     }
 
-    fn add_entries(&mut self, id: &PackId, size: u64, entries: &[PackEntry]) -> Result<()> {
+    /// Runs `f` in an immediate (write-locking) transaction and commits it.
+    fn write<T>(&mut self, f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>) -> Result<T> {
         let path = self.path.clone();
         let e = |source| Error::Index {
             path: path.clone(),
@@ -176,62 +177,40 @@ impl Index {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(e)?;
-        tx.execute(
-            "INSERT OR IGNORE INTO packs(id, size) VALUES (?1, ?2)",
-            params![&id.0[..], size as i64],
-        )
-        .map_err(e)?;
-        let pid: i64 = tx
-            .query_row("SELECT pid FROM packs WHERE id = ?1", [&id.0[..]], |r| r.get(0))
-            .map_err(e)?;
-        {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO blobs(id, pid, kind, offset, length, raw_len, depth) VALUES (?1,?2,?3,?4,?5,?6,?7)",
-                )
-                .map_err(e)?;
-            let mut sb = tx
-                .prepare_cached("INSERT OR IGNORE INTO bases(id, base) VALUES (?1, ?2)")
-                .map_err(e)?;
+        let out = f(&tx).map_err(e)?;
+        tx.commit().map_err(e)?;
+        Ok(out)
+    }
+
+    fn add_entries(&mut self, id: &PackId, size: u64, entries: &[PackEntry]) -> Result<()> {
+        self.write(|tx| {
+            tx.execute("INSERT OR IGNORE INTO packs(id, size) VALUES (?1, ?2)", params![&id.0[..], size as i64])?;
+            let pid: i64 = tx.query_row("SELECT pid FROM packs WHERE id = ?1", [&id.0[..]], |r| r.get(0))?;
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO blobs(id, pid, kind, offset, length, raw_len, depth) VALUES (?1,?2,?3,?4,?5,?6,?7)",
+            )?;
+            let mut sb = tx.prepare_cached("INSERT OR IGNORE INTO bases(id, base) VALUES (?1, ?2)")?;
             for b in entries {
-                st.execute(params![
-                    &b.id.0[..],
-                    pid,
-                    b.kind as u8,
-                    b.offset,
-                    b.length,
-                    b.raw_len,
-                    b.depth
-                ])
-                .map_err(e)?;
+                st.execute(params![&b.id.0[..], pid, b.kind as u8, b.offset, b.length, b.raw_len, b.depth])?;
                 for base in &b.bases {
-                    sb.execute(params![&b.id.0[..], &base.0[..]]).map_err(e)?;
+                    sb.execute(params![&b.id.0[..], &base.0[..]])?;
                 }
             }
-        }
-        tx.commit().map_err(e)
+            Ok(())
+        })
     }
 
     /// Forgets a pack and its blobs.
     pub fn remove_pack(&mut self, id: &PackId) -> Result<()> {
-        let path = self.path.clone();
-        let e = |source| Error::Index {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(e)?;
-        tx.execute(
-            "DELETE FROM blobs WHERE pid = (SELECT pid FROM packs WHERE id = ?1)",
-            [&id.0[..]],
-        )
-        .map_err(e)?;
-        tx.execute("DELETE FROM packs WHERE id = ?1", [&id.0[..]]).map_err(e)?;
-        tx.execute("DELETE FROM bases WHERE id NOT IN (SELECT id FROM blobs)", [])
-            .map_err(e)?;
-        tx.commit().map_err(e)
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM blobs WHERE pid = (SELECT pid FROM packs WHERE id = ?1)",
+                [&id.0[..]],
+            )?;
+            tx.execute("DELETE FROM packs WHERE id = ?1", [&id.0[..]])?;
+            tx.execute("DELETE FROM bases WHERE id NOT IN (SELECT id FROM blobs)", [])?;
+            Ok(())
+        })
     }
 
     /// Known packs whose id starts with `first_byte`, with their sizes.

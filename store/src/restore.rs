@@ -50,12 +50,17 @@ pub(crate) struct BlobReader {
 /// Deepest delta chain a reader follows; deeper (or cyclic) chains are reported as damage. The
 /// writer's own bound (`DeltaConfig::max_depth`) is far below it.
 const MAX_CHAIN: usize = 64;
-/// Decoded chunks kept for reuse as bases, per restore or backup.
-pub(crate) const CACHE_BYTES: usize = 24 << 20;
+/// Decoded chunks kept for reuse as bases, per restore or backup (shared by its workers). Chains
+/// of neighbouring deltas share ancestors a few chunks wide per level, so 16 MiB holds them with
+/// room to spare at the default chain depth and chunk size.
+pub(crate) const CACHE_BYTES: usize = 16 << 20;
+/// Cache of a reader that mostly walks chunk lists (metadata) rather than decoding content.
+const LIST_CACHE_BYTES: usize = 4 << 20;
 
 impl BlobReader {
+    /// A reader with a small cache of its own, for walking chunk lists and tree listings.
     pub(crate) fn new(repo: &Repository, index: Index) -> Self {
-        Self::with_cache(repo, index, ChunkCache::shared(CACHE_BYTES))
+        Self::with_cache(repo, index, ChunkCache::shared(LIST_CACHE_BYTES))
     }
 
     pub(crate) fn with_cache(repo: &Repository, index: Index, cache: SharedCache) -> Self {
