@@ -263,7 +263,14 @@ fn worker(
 /// chunk is then stored whole (a chunk is only as good as its base).
 fn delta_for(enc: &mut Encoder, keys: &Keys, reader: &BlobReader, job: &Job) -> Result<Option<Vec<u8>>> {
     let prefix = reader.prefix_for(&job.id, &job.bases)?;
-    enc.encode_delta(keys, &job.id, &job.data, &job.bases, &prefix, job.data.len() / 4)
+    enc.encode_delta(
+        keys,
+        &job.id,
+        &job.data,
+        &job.bases,
+        prefix.as_slice(),
+        job.data.len() / 4,
+    )
 }
 
 fn packer(

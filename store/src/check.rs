@@ -269,5 +269,5 @@ impl Repository {
 fn verify_blob(keys: &crate::crypto::Keys, reader: &BlobReader, id: &ChunkId, sealed: &[u8]) -> Result<()> {
     let opened = crate::blob::open_blob(keys, id, sealed)?;
     let prefix = reader.prefix_for(id, &opened.bases)?;
-    opened.finish(keys, id, &prefix).map(|_| ())
+    opened.finish(keys, id, prefix.as_slice()).map(|_| ())
 }

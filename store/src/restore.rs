@@ -47,6 +47,21 @@ pub(crate) struct BlobReader {
     cache: SharedCache,
 }
 
+/// A delta's zstd prefix: one base shared from the cache, or several concatenated.
+pub(crate) enum Prefix {
+    One(Arc<Vec<u8>>),
+    Many(Vec<u8>),
+}
+
+impl Prefix {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Prefix::One(a) => a,
+            Prefix::Many(v) => v,
+        }
+    }
+}
+
 /// Deepest delta chain a reader follows; deeper (or cyclic) chains are reported as damage. The
 /// writer's own bound (`DeltaConfig::max_depth`) is far below it.
 const MAX_CHAIN: usize = 64;
@@ -117,45 +132,75 @@ impl BlobReader {
 
     /// A blob's verified plaintext, resolving deltas through their bases (cached for reuse).
     pub(crate) fn read_shared(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
-        self.read_level(id, 0)
+        let (data, verified) = self.read_level(id, 0, false)?;
+        if !verified {
+            if self.keys.chunk_id(&data) != *id {
+                // Intermediate bases are not hashed on the fast path: decode again verifying
+                // every level, so the error names the blob that is really damaged.
+                // The cache may hold the bad base: empty it (a rare path) before decoding again.
+                self.cache.lock().unwrap().clear();
+                return self.read_level(id, 0, true).map(|(d, _)| d);
+            }
+            self.cache.lock().unwrap().mark_verified(id);
+        }
+        Ok(data)
     }
 
-    fn read_level(&self, id: &ChunkId, level: usize) -> Result<Arc<Vec<u8>>> {
-        if let Some(d) = self.cache.lock().unwrap().get(id) {
-            return Ok(d);
+    /// Decodes a blob; returns its plaintext and whether that was verified against its id. The
+    /// top level (`level` 0) is always verified when decoded here; bases only with `verify_all`.
+    fn read_level(&self, id: &ChunkId, level: usize, verify_all: bool) -> Result<(Arc<Vec<u8>>, bool)> {
+        if !verify_all {
+            if let Some(hit) = self.cache.lock().unwrap().get(id) {
+                return Ok(hit);
+            }
         }
         if level > MAX_CHAIN {
             return Err(corrupt(format!("blob {id}"), "delta chain too deep (or cyclic)"));
         }
         let opened = blob::open_blob(&self.keys, id, &self.read_sealed(id)?)?;
-        let prefix = self.bases_prefix(id, &opened.bases, level + 1)?;
-        let data = Arc::new(opened.finish(&self.keys, id, &prefix)?);
-        self.cache.lock().unwrap().insert(*id, data.clone());
-        Ok(data)
+        let prefix = self.bases_prefix(id, &opened.bases, level + 1, verify_all)?;
+        let verify = verify_all || level == 0;
+        let data = Arc::new(if verify {
+            opened.finish(&self.keys, id, prefix.as_slice())?
+        } else {
+            opened.finish_unverified(id, prefix.as_slice())?
+        });
+        self.cache.lock().unwrap().insert(*id, data.clone(), verify);
+        Ok((data, verify))
     }
 
     /// The plaintexts of a delta's bases, concatenated: the zstd prefix it was encoded against.
     /// An unreadable base is reported as damage to `of`, the delta that needs it.
-    pub(crate) fn prefix_for(&self, of: &ChunkId, bases: &[ChunkId]) -> Result<Vec<u8>> {
-        self.bases_prefix(of, bases, 1)
+    pub(crate) fn prefix_for(&self, of: &ChunkId, bases: &[ChunkId]) -> Result<Prefix> {
+        self.bases_prefix(of, bases, 1, false)
     }
 
-    fn bases_prefix(&self, of: &ChunkId, bases: &[ChunkId], level: usize) -> Result<Vec<u8>> {
-        let mut prefix = Vec::new();
-        for b in bases {
-            let base = self.read_level(b, level).map_err(|e| match e {
-                Error::Corrupt { what, reason } => corrupt(
-                    format!("blob {of}"),
-                    format!("its delta base is unreadable: {what}: {reason}"),
-                ),
-                Error::MissingBlob { id: missing } => {
-                    corrupt(format!("blob {of}"), format!("its delta base {missing} is missing"))
+    fn bases_prefix(&self, of: &ChunkId, bases: &[ChunkId], level: usize, verify_all: bool) -> Result<Prefix> {
+        let read = |b: &ChunkId| {
+            self.read_level(b, level, verify_all)
+                .map(|(d, _)| d)
+                .map_err(|e| match e {
+                    Error::Corrupt { what, reason } => corrupt(
+                        format!("blob {of}"),
+                        format!("its delta base is unreadable: {what}: {reason}"),
+                    ),
+                    Error::MissingBlob { id: missing } => {
+                        corrupt(format!("blob {of}"), format!("its delta base {missing} is missing"))
+                    }
+                    e => e,
+                })
+        };
+        match bases {
+            [] => Ok(Prefix::Many(Vec::new())),
+            [one] => Ok(Prefix::One(read(one)?)),
+            many => {
+                let mut prefix = Vec::new();
+                for b in many {
+                    prefix.extend_from_slice(&read(b)?);
                 }
-                e => e,
-            })?;
-            prefix.extend_from_slice(&base);
+                Ok(Prefix::Many(prefix))
+            }
         }
-        Ok(prefix)
     }
 
     /// Calls `f` with every leaf chunk of `content`, in order, loading stored lists on the way.
