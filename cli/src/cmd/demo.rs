@@ -117,7 +117,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
         b.add_tree("etc", &data.join("etc"))?;
         let s = b.commit()?;
         println!(
-            "{}. backed up {:?}: {} in {:.2} s ({:.0} MiB/s), added {} to the repository ({} of {} chunks new)",
+            "{}. backed up {:?}: {} in {:.2} s ({:.0} MiB/s), added {} to the repository ({} of {} chunks new, {} of them as deltas)",
             day + 2,
             name,
             bytes(s.size()),
@@ -125,7 +125,8 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
             s.size() as f64 / 1048576.0 / s.duration_secs.max(1e-3),
             bytes(s.stats.bytes_added),
             s.stats.chunks_new,
-            s.stats.chunks
+            s.stats.chunks,
+            s.stats.chunks_delta
         );
         snaps.push((s, dump));
     }
