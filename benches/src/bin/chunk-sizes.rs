@@ -15,22 +15,7 @@ fn main() {
     if avgs.is_empty() {
         avgs = vec![16, 32, 64, 128, 256, 512, 1024];
     }
-    let mut days: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .expect("dump dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("day"))
-                && p.extension().is_some_and(|e| e == "sql")
-        })
-        .collect();
-    days.sort_by_key(|p| {
-        p.file_stem()
-            .unwrap()
-            .to_string_lossy()
-            .trim_start_matches("day")
-            .parse::<u32>()
-            .unwrap_or(0)
-    });
+    let days = cairn_benches::dump_days(&dir).expect("dump dir");
     println!(
         "{:>8} {:>6} {:>8} {:>14} {:>14}",
         "avg_kib", "day", "chunks", "new_raw", "new_zstd1"

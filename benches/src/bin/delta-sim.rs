@@ -41,19 +41,7 @@ fn main() {
     let avg: u32 = args.next().expect("AVG_KIB").parse().unwrap();
     let level: i32 = args.next().expect("LEVEL").parse().unwrap();
     let policies: Vec<String> = args.collect();
-    let mut days: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-        .collect();
-    days.sort_by_key(|p| {
-        p.file_stem()
-            .unwrap()
-            .to_string_lossy()
-            .trim_start_matches("day")
-            .parse::<u32>()
-            .unwrap_or(0)
-    });
+    let days = cairn_benches::dump_days(&dir).expect("dump dir");
     let chunker = Chunker::new(ChunkerParams::with_avg(avg * 1024), &[42; 32]);
     let mut z = zstd::bulk::Compressor::new(1).unwrap();
     for policy in &policies {
