@@ -225,36 +225,27 @@ fn worker(
             (Ok(r), false) => delta_for(&mut enc, &keys, r, &job).unwrap_or(None),
             _ => None,
         };
-        let encoded = match delta {
+        let (kind, sealed, bases, depth) = match delta {
             Some(sealed) => {
                 job.counters.chunks_delta.fetch_add(1, Relaxed);
-                Ok(Encoded {
-                    id: job.id,
-                    kind: BlobKind::Delta,
-                    raw_len,
-                    sealed,
-                    bases: job.bases,
-                    depth: job.depth,
-                    counters: job.counters,
-                })
+                (BlobKind::Delta, sealed, job.bases, job.depth)
             }
-            None => enc.encode(&keys, &job.id, job.kind, &job.data).map(|sealed| Encoded {
-                id: job.id,
-                kind: job.kind,
-                raw_len,
-                sealed,
-                bases: Vec::new(),
-                depth: 0,
-                counters: job.counters,
-            }),
+            None => match enc.encode(&keys, &job.id, job.kind, &job.data) {
+                Ok(sealed) => (job.kind, sealed, Vec::new(), 0),
+                Err(e) => return fail(&failure, e),
+            },
         };
-        match encoded {
-            Ok(e) => {
-                if out.send(e).is_err() {
-                    return;
-                }
-            }
-            Err(e) => return fail(&failure, e),
+        let encoded = Encoded {
+            id: job.id,
+            kind,
+            raw_len,
+            sealed,
+            bases,
+            depth,
+            counters: job.counters,
+        };
+        if out.send(encoded).is_err() {
+            return;
         }
     }
 }

@@ -71,23 +71,30 @@ impl Opened {
         Ok(data)
     }
 
-    /// Decompresses without checking the content hash. Only for an intermediate base of a delta
-    /// chain: the chunk finally handed out is verified against its own id, and a wrong base
-    /// cannot produce content that matches it.
+    /// Decompresses without checking the content hash. For an intermediate base of a delta
+    /// chain (the chunk finally handed out is verified against its own id, and a wrong base
+    /// cannot produce content that matches it), and for the writer's check, which compares with
+    /// its input instead.
     pub fn finish_unverified(self, id: &ChunkId, prefix: &[u8]) -> Result<Vec<u8>> {
+        thread_local! {
+            static DEC: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
+                std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd context"));
+        }
         let what = || format!("blob {id}");
         let zerr = |c| corrupt(what(), format!("zstd: {}", zstd::zstd_safe::get_error_name(c)));
         let payload = &self.plain[self.payload_at..];
         let data = match self.compression {
             COMPRESSION_NONE => payload.to_vec(),
-            COMPRESSION_ZSTD | COMPRESSION_ZSTD_PREFIX => {
-                // A context per call: a referenced prefix must outlive the context that uses it.
+            // Whole blobs reuse this thread's context: creating one per blob is measurable.
+            COMPRESSION_ZSTD => DEC
+                .with(|d| d.borrow_mut().decompress(payload, self.raw_len))
+                .map_err(|e| corrupt(what(), format!("zstd: {e}")))?,
+            COMPRESSION_ZSTD_PREFIX => {
+                // A context per delta: a referenced prefix must outlive the context that uses it.
                 let mut d = zstd::zstd_safe::DCtx::create();
-                if self.compression == COMPRESSION_ZSTD_PREFIX {
-                    d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(DELTA_WINDOW_LOG))
-                        .map_err(zerr)?;
-                    d.ref_prefix(prefix).map_err(zerr)?;
-                }
+                d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(DELTA_WINDOW_LOG))
+                    .map_err(zerr)?;
+                d.ref_prefix(prefix).map_err(zerr)?;
                 let mut out = Vec::with_capacity(self.raw_len);
                 d.decompress(&mut out, payload).map_err(zerr)?;
                 out
@@ -147,7 +154,6 @@ fn aad(id: &ChunkId) -> [u8; 45] {
 /// Per-thread compression state, reused across blobs (zstd contexts are costly to create).
 pub struct Encoder {
     compressor: zstd::bulk::Compressor<'static>,
-    decompressor: zstd::bulk::Decompressor<'static>,
     delta_level: i32,
     scratch: Vec<u8>,
 }
@@ -162,7 +168,6 @@ impl Encoder {
     pub fn with_delta_level(level: i32, delta_level: i32) -> Self {
         Self {
             compressor: zstd::bulk::Compressor::new(level).expect("valid zstd level"),
-            decompressor: zstd::bulk::Decompressor::new().expect("zstd context"),
             delta_level,
             scratch: Vec::new(),
         }
@@ -213,8 +218,8 @@ impl Encoder {
         if opened.bases != bases {
             return Err(corrupt(what(), "encoded delta does not decode to its bases"));
         }
-        // finish() also re-hashes; for deltas that is cheap next to the delta compression.
-        let back = opened.finish(keys, id, prefix)?;
+        // Comparing with the input proves what re-hashing would (as in `encode`).
+        let back = opened.finish_unverified(id, prefix)?;
         if back != data {
             return Err(corrupt(what(), "encoded delta does not decode to its input"));
         }
@@ -245,8 +250,8 @@ impl Encoder {
         let sealed = keys.seal(&aad(id), &self.scratch);
         // Comparing with the input proves the same as re-hashing it (the id is the input's hash),
         // at a fraction of the cost.
-        let back = open_payload(keys, id, &sealed, &mut self.decompressor)?;
-        if back.1 != data {
+        let back = open_blob(keys, id, &sealed)?.finish_unverified(id, &[])?;
+        if back != data {
             return Err(corrupt(
                 format!("blob {id}"),
                 "encoded blob does not decode to its input",
@@ -259,51 +264,15 @@ impl Encoder {
 /// Decrypts, decompresses and verifies a sealed blob that is not a delta, returning its kind
 /// and plaintext. Deltas go through [`open_blob`] and [`Opened::finish`] with their bases.
 pub fn decode(keys: &Keys, id: &ChunkId, sealed: &[u8]) -> Result<(BlobKind, Vec<u8>)> {
-    thread_local! {
-        static DEC: std::cell::RefCell<zstd::bulk::Decompressor<'static>> =
-            std::cell::RefCell::new(zstd::bulk::Decompressor::new().expect("zstd context"));
+    let opened = open_blob(keys, id, sealed)?;
+    if opened.kind == BlobKind::Delta {
+        return Err(corrupt(
+            format!("blob {id}"),
+            "a delta cannot be decoded without its bases",
+        ));
     }
-    DEC.with(|d| decode_with(keys, id, sealed, &mut d.borrow_mut()))
-}
-
-fn decode_with(
-    keys: &Keys,
-    id: &ChunkId,
-    sealed: &[u8],
-    dec: &mut zstd::bulk::Decompressor<'static>,
-) -> Result<(BlobKind, Vec<u8>)> {
-    let (kind, data) = open_payload(keys, id, sealed, dec)?;
-    if keys.chunk_id(&data) != *id {
-        return Err(corrupt(format!("blob {id}"), "content does not hash to the blob id"));
-    }
-    Ok((kind, data))
-}
-
-/// Decrypts and decompresses, without checking the content hash.
-fn open_payload(
-    keys: &Keys,
-    id: &ChunkId,
-    sealed: &[u8],
-    dec: &mut zstd::bulk::Decompressor<'static>,
-) -> Result<(BlobKind, Vec<u8>)> {
-    let what = || format!("blob {id}");
-    let plain = keys.open(&what(), &aad(id), sealed)?;
-    if plain.len() < HEADER_LEN {
-        return Err(corrupt(what(), "blob header truncated"));
-    }
-    let kind = BlobKind::from_u8(plain[0]).ok_or_else(|| corrupt(what(), format!("unknown blob kind {}", plain[0])))?;
-    let raw_len = u32::from_le_bytes(plain[2..6].try_into().unwrap()) as usize;
-    let data = match plain[1] {
-        COMPRESSION_NONE => plain[HEADER_LEN..].to_vec(),
-        COMPRESSION_ZSTD => dec
-            .decompress(&plain[HEADER_LEN..], raw_len)
-            .map_err(|e| corrupt(what(), format!("zstd: {e}")))?,
-        c => return Err(corrupt(what(), format!("unknown compression {c}"))),
-    };
-    if data.len() != raw_len {
-        return Err(corrupt(what(), "length does not match header"));
-    }
-    Ok((kind, data))
+    let kind = opened.kind;
+    Ok((kind, opened.finish(keys, id, &[])?))
 }
 
 #[cfg(test)]
