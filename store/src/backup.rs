@@ -567,26 +567,33 @@ impl MetaWriter {
 
 /// A backup in progress. Add items, then [`Backup::commit`]. Dropped without commit, it leaves
 /// no snapshot; the packs it wrote are reused by the next backup.
-pub struct Backup<'r> {
-    repo: &'r Repository,
+///
+/// Items may be added from several threads at once (a system snapshot streams every database's
+/// dump concurrently): each item chunks in its caller's thread with its own index connection,
+/// and all of them feed the one compress/pack pipeline.
+pub struct Backup {
+    repo: Repository,
     _lock: LockGuard,
-    index: Index,
+    /// Used only to open one connection per item.
+    index: Mutex<Index>,
     pipeline: Pipeline,
     chunker: Chunker,
     name: String,
     opts: BackupOptions,
     time: i64,
     started: Instant,
-    items: Vec<(Item, Arc<Counters>)>,
+    items: Mutex<Vec<(Item, Arc<Counters>)>>,
+    /// Names of items being added right now.
+    in_flight: Mutex<HashSet<String>>,
     /// Item name -> content of its newest complete version (loaded on first use).
-    previous: Option<std::collections::HashMap<String, ContentRef>>,
-    warnings: Vec<String>,
+    previous: Mutex<Option<std::collections::HashMap<String, ContentRef>>>,
+    warnings: Mutex<Vec<String>>,
     progress: Arc<dyn Progress>,
 }
 
 impl Repository {
     /// Starts a backup: takes a shared lock, syncs the index and starts the pipeline.
-    pub fn backup(&self, opts: BackupOptions, progress: Arc<dyn Progress>) -> Result<Backup<'_>> {
+    pub fn backup(&self, opts: BackupOptions, progress: Arc<dyn Progress>) -> Result<Backup> {
         let time = now_unix();
         let name = opts.name.clone().unwrap_or_else(|| format_rfc3339(time));
         validate_name("snapshot name", &name)?;
@@ -601,50 +608,80 @@ impl Repository {
         let index = self.index()?;
         let pipeline = Pipeline::start(self, index.reopen()?);
         Ok(Backup {
-            repo: self,
+            repo: self.clone(),
             _lock: lock,
-            index,
+            index: Mutex::new(index),
             pipeline,
             chunker: Chunker::new(self.config.chunker, self.keys.chunker_key()),
             name,
             opts,
             time,
             started: Instant::now(),
-            items: Vec::new(),
-            previous: None,
-            warnings: Vec::new(),
+            items: Mutex::default(),
+            in_flight: Mutex::default(),
+            previous: Mutex::default(),
+            warnings: Mutex::default(),
             progress,
         })
     }
 }
 
-impl Backup<'_> {
+/// Marks an item name as in flight until dropped.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    name: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap().remove(&self.name);
+    }
+}
+
+impl Backup {
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Warnings so far (an empty command output, say).
-    pub fn warnings(&self) -> &[String] {
-        &self.warnings
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().unwrap().clone()
     }
 
-    fn begin_item(&self, name: &str) -> Result<Arc<Counters>> {
+    /// Adds a warning to report with the snapshot.
+    pub fn warn(&self, warning: String) {
+        self.warnings.lock().unwrap().push(warning);
+    }
+
+    fn begin_item(&self, name: &str) -> Result<(Arc<Counters>, InFlight<'_>, Index)> {
         validate_name("item name", name)?;
-        if self.items.iter().any(|(i, _)| i.name == name) {
-            return Err(Error::Invalid(format!(
-                "item name {name:?} is used twice in this snapshot"
-            )));
+        let twice = || Error::Invalid(format!("item name {name:?} is used twice in this snapshot"));
+        if self.items.lock().unwrap().iter().any(|(i, _)| i.name == name) {
+            return Err(twice());
         }
-        Ok(Arc::default())
+        if !self.in_flight.lock().unwrap().insert(name.to_string()) {
+            return Err(twice());
+        }
+        let guard = InFlight {
+            set: &self.in_flight,
+            name: name.to_string(),
+        };
+        let index = self.index.lock().unwrap().reopen()?;
+        Ok((Arc::default(), guard, index))
     }
 
-    fn sink(&self, counters: &Arc<Counters>) -> Sink<'_> {
+    fn finish_item(&self, item: Item, counters: Arc<Counters>) -> Item {
+        self.items.lock().unwrap().push((item.clone(), counters));
+        item
+    }
+
+    fn sink<'a>(&'a self, counters: &Arc<Counters>, index: &'a Index) -> Sink<'a> {
         Sink {
             keys: &self.repo.keys,
             delta: &self.repo.config.delta,
             offset: 0,
             prev: None,
-            index: &self.index,
+            index,
             pipeline: &self.pipeline,
             chunker: &self.chunker,
             counters: counters.clone(),
@@ -654,8 +691,9 @@ impl Backup<'_> {
 
     /// The content of the newest complete snapshot's stream item with this name, the base for
     /// this item's deltas. Manifests are read once per backup.
-    fn previous_version(&mut self, name: &str) -> Result<Option<ContentRef>> {
-        if self.previous.is_none() {
+    fn previous_version(&self, name: &str) -> Result<Option<ContentRef>> {
+        let mut previous = self.previous.lock().unwrap();
+        if previous.is_none() {
             let mut latest: std::collections::HashMap<String, (i64, ContentRef)> = Default::default();
             for snap in self.repo.snapshots()?.into_iter().flatten().filter(|s| s.is_complete()) {
                 for item in snap.items {
@@ -666,9 +704,9 @@ impl Backup<'_> {
                     }
                 }
             }
-            self.previous = Some(latest.into_iter().map(|(k, (_, c))| (k, c)).collect());
+            *previous = Some(latest.into_iter().map(|(k, (_, c))| (k, c)).collect());
         }
-        Ok(self.previous.as_ref().and_then(|m| m.get(name).cloned()))
+        Ok(previous.as_ref().and_then(|m| m.get(name).cloned()))
     }
 
     /// Surfaces the pipeline's own error in place of the "stopped" a sender sees.
@@ -698,15 +736,15 @@ impl Backup<'_> {
     }
 
     /// Adds a named stream read to its end.
-    pub fn add_stream(&mut self, name: &str, reader: impl Read) -> Result<&Item> {
-        let counters = self.begin_item(name)?;
+    pub fn add_stream(&self, name: &str, reader: impl Read) -> Result<Item> {
+        let (counters, _guard, index) = self.begin_item(name)?;
         let start = Instant::now();
         self.progress.start(&format!("backup {name}"), None);
         let prev = match self.previous_version(name)? {
-            Some(c) if self.repo.config.delta.enabled => Some(PrevTracker::start(self.repo, &self.index, c)?),
+            Some(c) if self.repo.config.delta.enabled => Some(PrevTracker::start(&self.repo, &index, c)?),
             _ => None,
         };
-        let mut sink = self.sink(&counters);
+        let mut sink = self.sink(&counters, &index);
         sink.prev = prev;
         let r = self.store_reader(&mut sink, reader, name);
         self.progress.finish();
@@ -719,13 +757,12 @@ impl Backup<'_> {
             duration_secs: start.elapsed().as_secs_f64(),
             meta: BTreeMap::new(),
         };
-        self.items.push((item, counters));
-        Ok(&self.items.last().unwrap().0)
+        Ok(self.finish_item(item, counters))
     }
 
     /// Adds a command's standard output as a stream. A non-zero exit is an error (the caller
     /// should then drop the backup); empty output with exit 0 is kept with a warning.
-    pub fn add_command_output(&mut self, name: &str, argv: &[String]) -> Result<&Item> {
+    pub fn add_command_output(&self, name: &str, argv: &[String]) -> Result<Item> {
         let (prog, args) = argv
             .split_first()
             .ok_or_else(|| Error::Invalid("no command given".into()))?;
@@ -758,16 +795,16 @@ impl Backup<'_> {
             String::from_utf8_lossy(&tail).trim().to_string()
         });
         let stdout = child.stdout.take().expect("piped");
-        let added = self.add_stream(name, stdout).map(|i| i.size);
+        let added = self.add_stream(name, stdout);
         let status = child.wait().map_err(|e| Error::Source {
             path: prog.clone(),
             reason: e.to_string(),
         });
         let tail = err_thread.join().unwrap_or_default();
-        let size = added?;
+        let item = added?;
         let status = status?;
         if !status.success() {
-            self.items.pop();
+            self.remove_item(name);
             let mut reason = format!("command {argv:?} failed ({status})");
             if !tail.is_empty() {
                 reason.push_str(&format!("; stderr: {tail}"));
@@ -777,21 +814,32 @@ impl Backup<'_> {
                 reason,
             });
         }
-        if size == 0 {
-            self.warnings.push(format!(
+        if item.size == 0 {
+            self.warn(format!(
                 "command {argv:?} for item {name:?} exited 0 but wrote nothing; kept an empty item"
             ));
         }
-        Ok(&self.items.last().unwrap().0)
+        Ok(item)
+    }
+
+    /// Drops an added item from the snapshot (its chunks stay stored for the next backup).
+    pub fn remove_item(&self, name: &str) {
+        self.items.lock().unwrap().retain(|(i, _)| i.name != name);
     }
 
     /// Adds a file or directory tree (modes, owners, mtimes and symlinks are kept).
-    pub fn add_tree(&mut self, name: &str, path: &Path) -> Result<&Item> {
-        let counters = self.begin_item(name)?;
+    pub fn add_tree(&self, name: &str, path: &Path) -> Result<Item> {
+        self.add_tree_filtered(name, path, &|_| true)
+    }
+
+    /// Adds the part of a tree for which `keep(relative path)` holds (directories that are not
+    /// kept are not descended into; the root is always kept).
+    pub fn add_tree_filtered(&self, name: &str, path: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<Item> {
+        let (counters, _guard, index) = self.begin_item(name)?;
         let start = Instant::now();
         self.progress.start(&format!("backup {}", path.display()), None);
-        let mut sink = self.sink(&counters);
-        let r = self.store_tree(&mut sink, path);
+        let mut sink = self.sink(&counters, &index);
+        let r = self.store_tree(&mut sink, path, keep);
         self.progress.finish();
         let (listing, size, files, dirs, symlinks) = self.with_cause(r)?;
         let item = Item {
@@ -808,11 +856,15 @@ impl Backup<'_> {
             duration_secs: start.elapsed().as_secs_f64(),
             meta: BTreeMap::new(),
         };
-        self.items.push((item, counters));
-        Ok(&self.items.last().unwrap().0)
+        Ok(self.finish_item(item, counters))
     }
 
-    fn store_tree(&self, sink: &mut Sink, root: &Path) -> Result<(ContentRef, u64, u64, u64, u64)> {
+    fn store_tree(
+        &self,
+        sink: &mut Sink,
+        root: &Path,
+        keep: &dyn Fn(&Path) -> bool,
+    ) -> Result<(ContentRef, u64, u64, u64, u64)> {
         use std::os::unix::fs::MetadataExt;
         let src_err = |p: &Path, reason: String| Error::Source {
             path: p.display().to_string(),
@@ -820,7 +872,11 @@ impl Backup<'_> {
         };
         let mut listing = MetaWriter::default();
         let (mut size, mut files, mut dirs, mut symlinks) = (0u64, 0u64, 0u64, 0u64);
-        let walker = walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name();
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || keep(e.path().strip_prefix(root).unwrap_or(e.path())));
         for entry in walker {
             let entry = entry.map_err(|e| {
                 let p = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.to_path_buf());
@@ -883,9 +939,8 @@ impl Backup<'_> {
     pub fn commit_with(mut self, status: Status, meta: BTreeMap<String, serde_json::Value>) -> Result<Snapshot> {
         self.pipeline.finish()?;
         let mut total = Stats::default();
-        let items: Vec<Item> = self
-            .items
-            .drain(..)
+        let items: Vec<Item> = std::mem::take(&mut *self.items.lock().unwrap())
+            .into_iter()
             .map(|(mut item, c)| {
                 item.stats = c.stats();
                 total.add(&item.stats);
@@ -908,10 +963,79 @@ impl Backup<'_> {
         Ok(snap)
     }
 
-    /// Sets plugin metadata on the most recently added item.
-    pub fn set_item_meta(&mut self, key: &str, value: serde_json::Value) {
-        if let Some((item, _)) = self.items.last_mut() {
-            item.meta.insert(key.to_string(), value);
+    /// Sets plugin metadata on an added item.
+    pub fn set_item_meta(&self, item: &str, key: &str, value: serde_json::Value) -> Result<()> {
+        let mut items = self.items.lock().unwrap();
+        let (item, _) = items
+            .iter_mut()
+            .find(|(i, _)| i.name == item)
+            .ok_or_else(|| Error::UnknownItem(self.name.clone(), item.to_string()))?;
+        item.meta.insert(key.to_string(), value);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Credentials, InitOptions, NewKey, NoProgress, OpenOptions};
+
+    fn repo(dir: &Path) -> Repository {
+        let opts = OpenOptions {
+            cache_dir: dir.join("cache"),
+            ..Default::default()
+        };
+        let key = NewKey::Passphrase {
+            passphrase: "pw".to_string().into(),
+            log_n: Some(10),
+        };
+        Repository::init(&dir.join("repo"), &key, &InitOptions::default(), opts.clone()).unwrap();
+        Repository::open(
+            &dir.join("repo"),
+            &Credentials::Passphrase("pw".to_string().into()),
+            opts,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_backup_takes_items_from_several_threads_at_once() {
+        fn shareable<T: Send + Sync>(_: &T) {}
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let backup = repo.backup(BackupOptions::default(), Arc::new(NoProgress)).unwrap();
+        shareable(&backup);
+        let data: Vec<Vec<u8>> = (0..4u8)
+            .map(|i| {
+                (0..3_000_000u32)
+                    .map(|n| (n.wrapping_mul(2654435761) >> (i + 3)) as u8)
+                    .collect()
+            })
+            .collect();
+        std::thread::scope(|s| {
+            for (i, d) in data.iter().enumerate() {
+                let b = &backup;
+                s.spawn(move || b.add_stream(&format!("s{i}"), &d[..]).unwrap());
+            }
+            // The same name twice at the same time is refused for one of them.
+            let b = &backup;
+            let slow = std::io::Read::chain(&b"x"[..], std::io::repeat(7).take(1 << 20));
+            let one = s.spawn(move || b.add_stream("twice", slow).is_ok());
+            let two = s.spawn(move || b.add_stream("twice", &b"y"[..]).is_ok());
+            assert!(
+                one.join().unwrap() ^ two.join().unwrap(),
+                "exactly one of two same-named items is kept"
+            );
+        });
+        backup.set_item_meta("s2", "rows", 42.into()).unwrap();
+        assert!(backup.set_item_meta("nope", "rows", 1.into()).is_err());
+        let snap = backup.commit().unwrap();
+        assert_eq!(snap.items.len(), 5);
+        assert_eq!(snap.item("s2").unwrap().meta["rows"], 42);
+        for (i, d) in data.iter().enumerate() {
+            let mut out = Vec::new();
+            repo.dump(&snap.name, &format!("s{i}"), &mut out, &NoProgress).unwrap();
+            assert!(out == *d, "stream s{i} differs");
         }
     }
 }

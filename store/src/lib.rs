@@ -20,7 +20,7 @@
 //! Repository::init(&dir.path().join("repo"), &key, &InitOptions::default(), opts.clone()).unwrap();
 //!
 //! let repo = Repository::open(&dir.path().join("repo"), &Credentials::Passphrase("pw".to_string().into()), opts).unwrap();
-//! let mut backup = repo.backup(BackupOptions { name: Some("first".into()), ..Default::default() }, Arc::new(NoProgress)).unwrap();
+//! let backup = repo.backup(BackupOptions { name: Some("first".into()), ..Default::default() }, Arc::new(NoProgress)).unwrap();
 //! backup.add_stream("greeting", &b"hello, world"[..]).unwrap();
 //! backup.commit().unwrap();
 //!

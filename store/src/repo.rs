@@ -52,6 +52,7 @@ pub fn default_cache_dir() -> PathBuf {
 }
 
 /// An unlocked repository.
+#[derive(Clone)]
 pub struct Repository {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) local: LocalBackend,
@@ -196,6 +197,11 @@ impl Repository {
         let mut idx = Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
         idx.sync(self.backend.as_ref(), &self.keys)?;
         Ok(idx)
+    }
+
+    /// The locks held on the repository now (or why one could not be read).
+    pub fn locks(&self) -> Result<Vec<(String, std::result::Result<crate::lock::LockInfo, String>)>> {
+        crate::lock::list(self.backend.as_ref(), &self.keys)
     }
 
     pub(crate) fn lock(&self, exclusive: bool, purpose: &str) -> Result<LockGuard> {

@@ -461,6 +461,46 @@ impl Repository {
         Ok(chosen)
     }
 
+    /// Restores one item to exactly `dest`: a tree's root directory (or single file), or a
+    /// stream's file. Unless `overwrite`, `dest` must be absent or an empty directory; with it,
+    /// entries of the item replace what is there and other files are left alone.
+    pub fn restore_item_to(
+        &self,
+        snapshot: &str,
+        item: &str,
+        dest: &Path,
+        overwrite: bool,
+        progress: &dyn Progress,
+    ) -> Result<Item> {
+        let _lock = self.lock(false, &format!("restore {snapshot}"))?;
+        let snap = self.restorable_snapshot(snapshot)?;
+        let it = snap
+            .item(item)
+            .ok_or_else(|| Error::UnknownItem(snapshot.into(), item.into()))?
+            .clone();
+        if !overwrite && dest.is_dir() && std::fs::read_dir(dest).at(dest)?.next().is_some() {
+            return Err(Error::TargetNotEmpty(dest.into()));
+        }
+        if !overwrite && dest.is_file() {
+            return Err(Error::TargetNotEmpty(dest.into()));
+        }
+        drop(self.index()?);
+        progress.start(&format!("restore {item}"), Some(it.size));
+        match &it.kind {
+            ItemKind::Stream { content } => {
+                if let Some(p) = dest.parent() {
+                    std::fs::create_dir_all(p).at(p)?;
+                }
+                let mut f = std::fs::File::create(dest).at(dest)?;
+                self.write_content(content, &mut f, progress)?;
+                f.sync_all().at(dest)?;
+            }
+            ItemKind::Tree { listing, .. } => self.restore_tree(listing, dest, progress)?,
+        }
+        progress.finish();
+        Ok(it)
+    }
+
     fn restore_tree(&self, listing: &ContentRef, dest: &Path, progress: &dyn Progress) -> Result<()> {
         let entries = self.tree_entries(listing)?;
         let mut dirs: Vec<(PathBuf, &TreeEntry)> = Vec::new();

@@ -24,6 +24,15 @@ pub struct Args {
     /// Print the snapshot summary as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Back up every database and file set in the configuration as one system snapshot.
+    #[arg(long, conflicts_with_all = ["stdin", "stdin_from_command", "paths"])]
+    pub system: bool,
+    /// With --system: only these configured plugins (comma-separated names).
+    #[arg(long, value_delimiter = ',', requires = "system")]
+    pub db: Option<Vec<String>>,
+    /// With --system: run in maintenance mode.
+    #[arg(long, requires = "system")]
+    pub maintenance: bool,
     /// Files or directories to back up.
     pub paths: Vec<PathBuf>,
     /// The command for --stdin-from-command.
@@ -46,8 +55,17 @@ pub fn item_name(p: &Path) -> String {
 }
 
 pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
+    if a.system {
+        let req = cairn_plugins::controller::BackupRequest {
+            name: a.name,
+            tags: a.tags,
+            plugins: a.db,
+            maintenance: a.maintenance,
+        };
+        return super::system::backup(g, req, a.json);
+    }
     if a.stdin.is_none() && a.stdin_from_command.is_none() && a.paths.is_empty() {
-        bail!("nothing to back up: give PATHs, --stdin NAME or --stdin-from-command NAME -- CMD...");
+        bail!("nothing to back up: give PATHs, --stdin NAME, --stdin-from-command NAME -- CMD... or --system");
     }
     if !a.command.is_empty() && a.stdin_from_command.is_none() {
         bail!("a command after `--` needs --stdin-from-command NAME");
@@ -63,7 +81,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
         tags: a.tags.clone(),
         host: None,
     };
-    let mut backup = repo.backup(opts, g.progress())?;
+    let backup = repo.backup(opts, g.progress())?;
     if let Some(name) = &a.stdin {
         backup.add_stream(name, std::io::stdin().lock())?;
     } else if let Some(name) = &a.stdin_from_command {

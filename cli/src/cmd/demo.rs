@@ -106,7 +106,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
         let dump = sample_dump(rows, day);
         write_tree(&data.join("etc"), day)?;
         let name = format!("demo-day{day}");
-        let mut b = repo.backup(
+        let b = repo.backup(
             BackupOptions {
                 name: Some(name.clone()),
                 ..Default::default()
