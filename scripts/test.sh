@@ -8,13 +8,28 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v setpriv >/dev/null || need_pkgs+=(util-linux)
 command -v mount >/dev/null || need_pkgs+=(mount)
+# Real servers for the system tests (tests/system.rs starts them on loopback in temp dirs).
+command -v mariadbd >/dev/null || need_pkgs+=(mariadb-server)
+command -v mariadb-backup >/dev/null || need_pkgs+=(mariadb-backup)
+command -v etcd >/dev/null || need_pkgs+=(etcd-server)
+command -v etcdctl >/dev/null || need_pkgs+=(etcd-client)
+[ -f /usr/share/java/zookeeper.jar ] || need_pkgs+=(zookeeper)
+[ -f /usr/share/java/slf4j-log4j12.jar ] || need_pkgs+=(libslf4j-java)
+[ -f /usr/share/java/log4j-1.2.jar ] || need_pkgs+=(liblog4j1.2-java)
+command -v python3 >/dev/null || need_pkgs+=(python3)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages ${need_pkgs[*]}: run as root or install them" >&2
     exit 1
   fi
   apt-get update -qq
+  # Packages must not start their own services: the tests run their own servers.
+  own_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && own_policy=1
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  [ $own_policy = 0 ] || rm -f /usr/sbin/policy-rc.d
 fi
 
 echo "== cargo fmt --check"

@@ -6,15 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use cairn_plugins::config::Loaded;
 use cairn_store::{Credentials, NewKey, OpenOptions, Progress, Repository};
 use clap::Args;
 
 /// Options that apply to every subcommand.
 #[derive(Args, Debug, Clone)]
 pub struct GlobalOpts {
-    /// Repository path.
-    #[arg(long, short = 'r', global = true, env = "CAIRN_REPO", default_value = "/backups")]
-    pub repo: PathBuf,
+    /// Repository path [default: the configuration's `repository`, else /backups].
+    #[arg(long, short = 'r', global = true, env = "CAIRN_REPO")]
+    pub repo: Option<PathBuf>,
+    /// Configuration file (databases, key, maintenance commands) [default: /etc/cairn/cairn.toml
+    /// when it exists].
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Read the passphrase from this file (first line). Otherwise CAIRN_PASSWORD, else a prompt.
     #[arg(long, global = true, env = "CAIRN_PASSWORD_FILE")]
     pub password_file: Option<PathBuf>,
@@ -36,6 +41,51 @@ pub struct GlobalOpts {
 }
 
 impl GlobalOpts {
+    /// The configuration: `--config`/`CAIRN_CONFIG` (must exist), else the default file if it
+    /// exists, else none.
+    pub fn load_config(&self) -> Result<Option<Loaded>> {
+        match &self.config {
+            Some(p) => Ok(Some(cairn_plugins::config::load(p)?)),
+            None => {
+                let p = std::path::Path::new(cairn_plugins::config::DEFAULT_PATH);
+                Ok(if p.exists() {
+                    Some(cairn_plugins::config::load(p)?)
+                } else {
+                    None
+                })
+            }
+        }
+    }
+
+    /// The configuration, which system operations need.
+    pub fn require_config(&self) -> Result<Loaded> {
+        self.load_config()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no configuration: write {} (see examples/cairn.toml) or pass --config FILE",
+                cairn_plugins::config::DEFAULT_PATH
+            )
+        })
+    }
+
+    /// Options given on the command line win over the configuration file.
+    pub fn with_config(&self, loaded: Option<&Loaded>) -> GlobalOpts {
+        let mut g = self.clone();
+        if let Some(l) = loaded {
+            let c = &l.config;
+            g.repo = g.repo.or_else(|| c.repository.clone());
+            if g.password_file.is_none() && g.identity.is_none() && std::env::var_os("CAIRN_PASSWORD").is_none() {
+                g.password_file = c.password_file.clone();
+                g.identity = c.identity_file.clone();
+            }
+            g.cache_dir = g.cache_dir.or_else(|| c.cache_dir.clone());
+        }
+        g
+    }
+
+    pub fn repo_path(&self) -> PathBuf {
+        self.repo.clone().unwrap_or_else(|| PathBuf::from("/backups"))
+    }
+
     pub fn open_options(&self) -> OpenOptions {
         OpenOptions {
             cache_dir: self.cache_dir.clone().unwrap_or_else(cairn_store::default_cache_dir),
@@ -98,8 +148,23 @@ impl GlobalOpts {
         })
     }
 
+    /// Opens the repository, taking what the command line leaves open from the configuration.
     pub fn open(&self) -> Result<Repository> {
-        Ok(Repository::open(&self.repo, &self.credentials()?, self.open_options())?)
+        let loaded = if self.repo.is_some() && (self.password_file.is_some() || self.identity.is_some()) {
+            None
+        } else {
+            self.load_config()?
+        };
+        self.with_config(loaded.as_ref()).open_exact()
+    }
+
+    /// Opens the repository from these options alone.
+    pub fn open_exact(&self) -> Result<Repository> {
+        Ok(Repository::open(
+            &self.repo_path(),
+            &self.credentials()?,
+            self.open_options(),
+        )?)
     }
 
     pub fn progress(&self) -> Arc<dyn Progress> {

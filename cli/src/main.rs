@@ -38,6 +38,8 @@ enum Command {
     #[command(subcommand)]
     Key(cmd::key::Command),
     Unlock(cmd::unlock::Args),
+    Healthcheck(cmd::healthcheck::Args),
+    Maintenance(cmd::maintenance::Args),
     Demo(cmd::demo::Args),
 }
 
@@ -54,6 +56,8 @@ fn main() -> ExitCode {
         Command::Repair(c) => cmd::repair::run(&cli.global, c),
         Command::Key(c) => cmd::key::run(&cli.global, c),
         Command::Unlock(a) => cmd::unlock::run(&cli.global, a),
+        Command::Healthcheck(a) => cmd::healthcheck::run(&cli.global, a),
+        Command::Maintenance(a) => cmd::maintenance::run(&cli.global, a),
         Command::Demo(a) => cmd::demo::run(&cli.global, a),
     };
     match result {

@@ -2,6 +2,8 @@
 //! and a way to run the real `cairn` binary against them.
 #![allow(dead_code)]
 
+pub mod servers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 

@@ -6,33 +6,60 @@ use cairn_store::RestoreOptions;
 
 use crate::common::{bytes, GlobalOpts};
 
-/// Restore a snapshot's items (all, or those named) into a directory.
+/// Restore a system snapshot onto the configured databases (in maintenance mode), or, with
+/// --target, a snapshot's items into a directory.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     pub snapshot: String,
-    /// Directory to restore into; each item lands in TARGET/<item name>.
+    /// Directory to restore items into; each lands in TARGET/<item name>.
     #[arg(long)]
-    pub target: PathBuf,
+    pub target: Option<PathBuf>,
     /// Restore into a directory that is not empty.
-    #[arg(long)]
+    #[arg(long, requires = "target")]
     pub force: bool,
-    /// Items to restore (default: all).
+    /// Items to restore with --target (default: all).
+    #[arg(requires = "target")]
     pub items: Vec<String>,
+    /// Only these databases / plugins of the system snapshot (comma-separated).
+    #[arg(long, value_delimiter = ',', conflicts_with = "target")]
+    pub db: Option<Vec<String>>,
+    /// Rebuild onto fresh, empty nodes (skips the safety snapshot and checks of old nodes).
+    #[arg(long, conflicts_with = "target")]
+    pub disaster_recovery: bool,
+    /// Do not back up what a restore overwrites first.
+    #[arg(long, conflicts_with = "target")]
+    pub no_safety_snapshot: bool,
+    /// Print the report as JSON.
+    #[arg(long, conflicts_with = "target")]
+    pub json: bool,
 }
 
 pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
+    let Some(target) = a.target else {
+        let req = cairn_plugins::controller::RestoreRequest {
+            snapshot: a.snapshot,
+            plugins: a.db,
+            mode: if a.disaster_recovery {
+                cairn_plugins::plugin::Mode::DisasterRecovery
+            } else {
+                cairn_plugins::plugin::Mode::Normal
+            },
+            safety_snapshot: !a.no_safety_snapshot,
+        };
+        return super::system::restore(g, req, a.json);
+    };
     let repo = g.open()?;
     let opts = RestoreOptions {
         items: a.items,
         force: a.force,
     };
-    let items = repo.restore(&a.snapshot, &a.target, &opts, g.progress().as_ref())?;
+    let items = repo.restore(&a.snapshot, &target, &opts, g.progress().as_ref())?;
     let total: u64 = items.iter().map(|i| i.size).sum();
     println!(
         "restored {} item(s), {} into {}",
         items.len(),
         bytes(total),
-        a.target.display()
+        target.display()
     );
     Ok(ExitCode::SUCCESS)
 }

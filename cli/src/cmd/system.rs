@@ -1,0 +1,257 @@
+//! Whole-platform operations over the configured plugins: system backup and restore,
+//! healthcheck and maintenance mode. `cairn` and `cso_backupnrestore` both call these.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use cairn_plugins::config::Loaded;
+use cairn_plugins::controller::{self, BackupRequest, RestoreRequest};
+use cairn_plugins::maintenance;
+use cairn_plugins::plugin::{Health, Mode};
+use cairn_store::{Repository, Status};
+use serde_json::json;
+
+use crate::common::{bytes, print_table, GlobalOpts};
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn open(g: &GlobalOpts) -> Result<(Loaded, Repository)> {
+    let loaded = g.require_config()?;
+    let repo = g.with_config(Some(&loaded)).open_exact()?;
+    Ok((loaded, repo))
+}
+
+/// `cairn backup --system`: every configured plugin (or `dbs`) into one snapshot.
+pub fn backup(g: &GlobalOpts, req: BackupRequest, json_out: bool) -> Result<ExitCode> {
+    let (loaded, repo) = open(g)?;
+    let (snap, outcomes) = runtime()?.block_on(controller::backup(&repo, &loaded, &req))?;
+    if json_out {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"snapshot": snap, "plugins": outcomes})).expect("serialises")
+        );
+    } else {
+        let rows: Vec<Vec<String>> = outcomes
+            .iter()
+            .map(|o| {
+                let prefix = format!("{}/", o.plugin);
+                let items: Vec<_> = snap.items.iter().filter(|i| i.name.starts_with(&prefix)).collect();
+                vec![
+                    o.plugin.clone(),
+                    o.kind.clone(),
+                    if o.ok { "ok".into() } else { "FAILED".into() },
+                    bytes(items.iter().map(|i| i.size).sum()),
+                    bytes(items.iter().map(|i| i.stats.bytes_added).sum()),
+                    format!("{:.1}s", o.duration_secs),
+                ]
+            })
+            .collect();
+        print_table(&["plugin", "kind", "status", "size", "added", "time"], &rows);
+        println!(
+            "snapshot {}: {}, {} logical, {} added",
+            snap.name,
+            if snap.is_complete() { "complete" } else { "FAILED" },
+            bytes(snap.size()),
+            bytes(snap.stats.bytes_added)
+        );
+    }
+    if let Some(w) = snap.meta.get("warnings").and_then(|w| w.as_array()) {
+        for w in w {
+            eprintln!("warning: {}", w.as_str().unwrap_or_default());
+        }
+    }
+    if let Status::Failed { reason } = &snap.status {
+        eprintln!(
+            "error: system backup {} failed and is kept as failed (never offered for restore): {reason}",
+            snap.name
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cairn restore SNAPSHOT` without `--target`: the databases themselves.
+pub fn restore(g: &GlobalOpts, req: RestoreRequest, json_out: bool) -> Result<ExitCode> {
+    let (loaded, repo) = open(g)?;
+    let report = runtime()?.block_on(controller::restore(&repo, &loaded, &req))?;
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    if json_out {
+        println!("{}", serde_json::to_string_pretty(&report).expect("serialises"));
+    } else {
+        if let Some(s) = &report.safety_snapshot {
+            println!("safety snapshot of what was replaced: {s}");
+        }
+        let rows: Vec<Vec<String>> = report
+            .outcomes
+            .iter()
+            .map(|o| {
+                vec![
+                    o.plugin.clone(),
+                    if o.ok { "restored".into() } else { "FAILED".into() },
+                    o.detail.clone().or_else(|| o.error.clone()).unwrap_or_default(),
+                ]
+            })
+            .collect();
+        print_table(&["plugin", "status", "verification"], &rows);
+        for (name, h) in &report.after {
+            if !h.healthy {
+                println!("after restore, {name} is unhealthy: {}", h.detail);
+            }
+        }
+    }
+    if !report.ok() {
+        for o in report.outcomes.iter().filter(|o| !o.ok) {
+            eprintln!(
+                "error: restore of {} failed: {}",
+                o.plugin,
+                o.error.as_deref().unwrap_or("unhealthy")
+            );
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "restored {} from snapshot {}{}",
+        report
+            .outcomes
+            .iter()
+            .map(|o| o.plugin.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        report.snapshot,
+        if req.mode == Mode::DisasterRecovery {
+            " (disaster recovery)"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Free bytes on the filesystem holding `path`, from `df`.
+fn free_space(path: &std::path::Path) -> Option<u64> {
+    let out = std::process::Command::new("df").arg("-Pk").arg(path).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let kib: u64 = text.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// `cairn healthcheck`: databases, repository, newest snapshot, maintenance mode.
+pub fn healthcheck(g: &GlobalOpts, json_out: bool) -> Result<ExitCode> {
+    let loaded = g.require_config()?;
+    let g2 = g.with_config(Some(&loaded));
+    let rt = runtime()?;
+    let mut checks: Vec<(String, Health)> = rt.block_on(controller::healthchecks(&loaded, &loaded.plugins))?;
+    let mut newest_age = None;
+    match g2.open_exact() {
+        Ok(repo) => {
+            let locks = repo.locks()?;
+            let live: Vec<String> = locks
+                .iter()
+                .filter_map(|(_, l)| l.as_ref().ok())
+                .filter(|l| !l.is_stale())
+                .map(|l| l.describe())
+                .collect();
+            let free = free_space(repo.path());
+            let mut detail = format!(
+                "{} reachable, {} free",
+                repo.path().display(),
+                free.map(bytes).unwrap_or_else(|| "?".into())
+            );
+            if !live.is_empty() {
+                detail.push_str(&format!("; in use: {}", live.join("; ")));
+            }
+            checks.push(("repository".into(), Health::ok(detail)));
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0);
+            let newest = repo
+                .snapshots()?
+                .into_iter()
+                .flatten()
+                .filter(|s| s.is_complete() && s.meta.contains_key(controller::PLUGINS_META))
+                .max_by_key(|s| s.time);
+            match newest {
+                Some(s) => {
+                    let age = now - s.time;
+                    newest_age = Some(age);
+                    checks.push((
+                        "newest snapshot".into(),
+                        Health::ok(format!("{} taken {} ago", s.name, human_age(age))),
+                    ));
+                }
+                None => checks.push(("newest snapshot".into(), Health::bad("no complete system snapshot yet"))),
+            }
+        }
+        Err(e) => checks.push(("repository".into(), Health::bad(format!("{e:#}")))),
+    }
+    let maint = maintenance::status(&loaded)?;
+    let maint_detail = match &maint {
+        Some(s) => format!("ON since {} ({})", s.since, s.reason),
+        None => "off".into(),
+    };
+    let healthy = checks.iter().all(|(_, h)| h.healthy);
+    if json_out {
+        let v = json!({
+            "healthy": healthy,
+            "checks": checks.iter().map(|(n, h)| json!({"name": n, "healthy": h.healthy, "detail": h.detail})).collect::<Vec<_>>(),
+            "newest_snapshot_age_secs": newest_age,
+            "maintenance": maint,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
+    } else {
+        let mut rows: Vec<Vec<String>> = checks
+            .iter()
+            .map(|(n, h)| {
+                vec![
+                    n.clone(),
+                    if h.healthy { "ok" } else { "UNHEALTHY" }.into(),
+                    h.detail.clone(),
+                ]
+            })
+            .collect();
+        rows.push(vec!["maintenance mode".into(), "-".into(), maint_detail]);
+        print_table(&["check", "status", "detail"], &rows);
+    }
+    Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn human_age(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// `cairn maintenance on|off|status`.
+pub fn maintenance_cmd(g: &GlobalOpts, action: &str) -> Result<ExitCode> {
+    let loaded = g.require_config()?;
+    let rt = runtime()?;
+    match action {
+        "on" => {
+            if !rt.block_on(maintenance::enter(&loaded, "operator"))? {
+                println!("maintenance mode was already on");
+            } else {
+                println!("maintenance mode on");
+            }
+        }
+        "off" => {
+            rt.block_on(maintenance::leave(&loaded))?;
+            println!("maintenance mode off");
+        }
+        _ => match maintenance::status(&loaded)? {
+            Some(s) => println!("maintenance mode ON since {} ({}, pid {})", s.since, s.reason, s.pid),
+            None => println!("maintenance mode off"),
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,252 @@
+//! The configuration file (`/etc/cairn/cairn.toml`, `--config`, `CAIRN_CONFIG`).
+//!
+//! One TOML file names the repository and its key, every database instance, the files to carry
+//! and the maintenance-mode commands; `examples/cairn.toml` shows every key. Unknown keys and
+//! wrong types are refused with the line they are on; each plugin then checks its own section
+//! and names the key that is wrong.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::plugin::Plugin;
+
+/// Where the configuration is looked for when none is named.
+pub const DEFAULT_PATH: &str = "/etc/cairn/cairn.toml";
+
+/// Declares the database plugins: each line adds a `[name]` section to the file and the plugin
+/// built from it. Adding a database is one module plus one line here.
+macro_rules! databases {
+    ($($name:ident => $module:ident),* $(,)?) => {
+        /// The whole configuration file.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Config {
+            /// Repository path (default `/backups`).
+            pub repository: Option<PathBuf>,
+            /// File whose first line is the repository passphrase.
+            pub password_file: Option<PathBuf>,
+            /// age identity file that unlocks the repository (instead of a passphrase).
+            pub identity_file: Option<PathBuf>,
+            /// Local index cache.
+            pub cache_dir: Option<PathBuf>,
+            /// Where plugins stage what cannot be streamed (default: the system temp dir).
+            pub work_dir: Option<PathBuf>,
+            /// Host state: maintenance status, schedule logs (default `/var/lib/cairn`).
+            pub state_dir: Option<PathBuf>,
+            #[serde(default)]
+            pub maintenance: MaintenanceConfig,
+            /// `[files.NAME]`: certificates, encrypted passwords and other files to carry.
+            #[serde(default)]
+            pub files: BTreeMap<String, crate::files::Config>,
+            /// `[[exec]]`: a database added by configuring its dump and restore commands.
+            #[serde(default)]
+            pub exec: Vec<crate::exec::Config>,
+            $(
+                pub $name: Option<crate::$module::Config>,
+            )*
+        }
+
+        /// The database kinds built in, in the order they are listed.
+        pub const DATABASES: &[&str] = &[$(stringify!($name)),*];
+
+        impl Config {
+            fn database_plugins(&self, text: &str) -> Vec<(Option<usize>, String, Result<Arc<dyn Plugin>, String>)> {
+                let mut out = Vec::new();
+                $(
+                    if let Some(c) = &self.$name {
+                        let name = stringify!($name);
+                        out.push((section_line(text, name, 0), name.to_string(), crate::$module::build(name, c)));
+                    }
+                )*
+                out
+            }
+        }
+    };
+}
+
+databases! {
+    mariadb => mariadb,
+    etcd => etcd,
+    zookeeper => zookeeper,
+}
+
+/// `[maintenance]`: what puts the platform in and out of maintenance mode.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceConfig {
+    /// Shell command run when entering maintenance mode (stop traffic, say).
+    pub enter: Option<String>,
+    /// Shell command run when leaving it; runs also after a failed restore.
+    pub leave: Option<String>,
+}
+
+/// A loaded configuration with its plugins built.
+pub struct Loaded {
+    pub path: PathBuf,
+    pub config: Config,
+    pub plugins: Vec<Arc<dyn Plugin>>,
+}
+
+impl Loaded {
+    pub fn state_dir(&self) -> PathBuf {
+        self.config
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/cairn"))
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.config.work_dir.clone().unwrap_or_else(std::env::temp_dir)
+    }
+
+    pub fn plugin(&self, name: &str) -> Option<&Arc<dyn Plugin>> {
+        self.plugins.iter().find(|p| p.name() == name)
+    }
+}
+
+/// Reads and checks a configuration file and builds its plugins.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+        path: path.into(),
+        line: None,
+        msg: format!("cannot read: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The line of the `nth` header that opens table `name` (`[name]`, `[name.x]`, `[[name]]`,
+/// `[[name.x]]`), for messages about a whole section.
+fn section_line(text: &str, name: &str, nth: usize) -> Option<usize> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let h = l.trim_start().trim_start_matches('[').trim_start();
+            l.trim_start().starts_with('[')
+                && h.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(']') || rest.starts_with('.'))
+        })
+        .map(|(i, _)| i + 1)
+        .nth(nth)
+}
+
+/// Parses configuration text (`path` is for messages).
+pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
+    let err = |line: Option<usize>, msg: String| Error::Config {
+        path: path.into(),
+        line,
+        msg,
+    };
+    let config: Config = toml::from_str(text).map_err(|e| {
+        // toml's message already quotes the offending text; keep its first line only.
+        let msg = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+        err(e.span().map(|s| line_of(text, s.start)), msg)
+    })?;
+    let mut built = config.database_plugins(text);
+    for (name, c) in &config.files {
+        built.push((
+            section_line(text, &format!("files.{name}"), 0),
+            "files".into(),
+            crate::files::build(name, c),
+        ));
+    }
+    for (i, c) in config.exec.iter().enumerate() {
+        built.push((section_line(text, "exec", i), "exec".into(), crate::exec::build(c)));
+    }
+    let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
+    for (line, section, plugin) in built {
+        let plugin = plugin.map_err(|m| err(line, format!("[{section}] {m}")))?;
+        if plugins.iter().any(|p| p.name() == plugin.name()) {
+            return Err(err(
+                line,
+                format!("[{section}] the name {:?} is used by two plugins", plugin.name()),
+            ));
+        }
+        plugins.push(plugin);
+    }
+    if config.password_file.is_some() && config.identity_file.is_some() {
+        return Err(err(None, "give password_file or identity_file, not both".into()));
+    }
+    Ok(Loaded {
+        path: path.into(),
+        config,
+        plugins,
+    })
+}
+
+/// Checks that a configured path is absolute; `key` names it in the message.
+pub fn absolute(key: &str, p: &Path) -> Result<(), String> {
+    if p.is_absolute() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} = {:?} must be an absolute path",
+            p.display().to_string()
+        ))
+    }
+}
+
+/// Checks a plugin or item name: letters, digits, `-`, `_`, `.`.
+pub fn plain_name(key: &str, name: &str) -> Result<(), String> {
+    if !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{key} = {name:?} must be 1-64 letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_err(text: &str) -> String {
+        match parse(Path::new("cairn.toml"), text) {
+            Ok(_) => panic!("accepted: {text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key_and_the_line() {
+        let e = parse_err("repository = \"/b\"\n\n[mariadb]\nsockett = \"/x\"\n");
+        assert!(e.starts_with("cairn.toml line 4:") && e.contains("sockett"), "{e}");
+        let e = parse_err("repository = 3\n");
+        assert!(e.contains("line 1") && e.contains("string"), "{e}");
+        let e = parse_err("[files.certs]\npaths = [\"relative/dir\"]\n");
+        assert!(
+            e.contains("line 1") && e.contains("[files] paths") && e.contains("absolute"),
+            "{e}"
+        );
+        let e =
+            parse_err("[files.certs]\npaths = [\"/a\"]\n\n[[exec]]\nname = \"certs\"\ndump = \"x\"\nrestore = \"y\"\n");
+        assert!(e.contains("line 4") && e.contains("used by two plugins"), "{e}");
+        let e = parse_err("[nosuchdb]\nx = 1\n");
+        assert!(e.contains("line 1") && e.contains("nosuchdb"), "{e}");
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/cairn.toml");
+        let loaded = load(&path).unwrap();
+        let names: Vec<&str> = loaded.plugins.iter().map(|p| p.name()).collect();
+        for db in DATABASES {
+            assert!(names.contains(db), "examples/cairn.toml lacks [{db}]: {names:?}");
+        }
+        assert!(loaded.plugins.iter().any(|p| p.kind() == "files"));
+        assert!(loaded.plugins.iter().any(|p| p.kind() == "exec"));
+    }
+}

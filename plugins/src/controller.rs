@@ -1,0 +1,412 @@
+//! Runs the configured plugins together: one snapshot for the whole system, one restore.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cairn_store::{BackupOptions, NoProgress, Repository, Snapshot, Status};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::Loaded;
+use crate::error::{Error, Result};
+use crate::maintenance;
+use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Mode, Plugin};
+
+/// Snapshot metadata key that lists the plugins of a system snapshot.
+pub const PLUGINS_META: &str = "plugins";
+
+/// What happened to one plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub plugin: String,
+    pub kind: String,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub detail: Option<String>,
+    pub duration_secs: f64,
+}
+
+/// The plugins named in `selection` (all configured ones if `None`).
+pub fn select(loaded: &Loaded, selection: Option<&[String]>) -> Result<Vec<Arc<dyn Plugin>>> {
+    let Some(names) = selection else {
+        return Ok(loaded.plugins.clone());
+    };
+    names
+        .iter()
+        .map(|n| {
+            loaded.plugin(n).cloned().ok_or_else(|| {
+                let known: Vec<&str> = loaded.plugins.iter().map(|p| p.name()).collect();
+                Error::Plugin(format!(
+                    "{n:?} is not configured in {} (configured: {})",
+                    loaded.path.display(),
+                    known.join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
+fn work_dir(loaded: &Loaded, plugin: &str) -> Result<tempfile::TempDir> {
+    let base = loaded.work_dir();
+    std::fs::create_dir_all(&base).map_err(Error::io(base.display().to_string()))?;
+    // tempfile creates the directory with mode 0700.
+    tempfile::Builder::new()
+        .prefix(&format!("cairn-{plugin}-"))
+        .tempdir_in(&base)
+        .map_err(Error::io(format!("creating a work directory in {}", base.display())))
+}
+
+/// Options of a system backup.
+#[derive(Debug, Clone, Default)]
+pub struct BackupRequest {
+    pub name: Option<String>,
+    pub tags: Vec<String>,
+    /// Plugin names (all configured if `None`).
+    pub plugins: Option<Vec<String>>,
+    /// Enter maintenance mode for the backup.
+    pub maintenance: bool,
+}
+
+/// Backs up the selected plugins concurrently into one snapshot. The snapshot is written also
+/// when a plugin fails, as a failed snapshot naming the plugin and its error; the caller turns
+/// that into a non-zero exit.
+pub async fn backup(repo: &Repository, loaded: &Loaded, req: &BackupRequest) -> Result<(Snapshot, Vec<Outcome>)> {
+    let plugins = select(loaded, req.plugins.as_deref())?;
+    if plugins.is_empty() {
+        return Err(Error::Plugin(format!(
+            "{} configures no database or files to back up",
+            loaded.path.display()
+        )));
+    }
+    let entered = if req.maintenance {
+        maintenance::enter(loaded, "backup").await?
+    } else {
+        false
+    };
+    let result = backup_inner(repo, loaded, req, plugins).await;
+    if entered {
+        maintenance::leave(loaded).await?;
+    }
+    result
+}
+
+async fn backup_inner(
+    repo: &Repository,
+    loaded: &Loaded,
+    req: &BackupRequest,
+    plugins: Vec<Arc<dyn Plugin>>,
+) -> Result<(Snapshot, Vec<Outcome>)> {
+    let opts = BackupOptions {
+        name: req.name.clone(),
+        tags: req.tags.clone(),
+        host: None,
+    };
+    let repo2 = repo.clone();
+    let backup = tokio::task::spawn_blocking(move || repo2.backup(opts, Arc::new(NoProgress)))
+        .await
+        .map_err(|e| Error::Plugin(e.to_string()))??;
+    let backup = Arc::new(backup);
+    let mut tasks = Vec::new();
+    for p in plugins {
+        let sink = ItemSink::new(backup.clone(), p.name());
+        let dir = work_dir(loaded, p.name())?;
+        tasks.push((
+            p.clone(),
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let ctx = Ctx::new(p.name(), Mode::Normal, dir.path().to_path_buf());
+                let r = backup_one(&*p, &ctx, &sink).await;
+                drop(dir);
+                (r, start.elapsed().as_secs_f64())
+            }),
+        ));
+    }
+    let mut outcomes = Vec::new();
+    for (p, t) in tasks {
+        let (r, secs) = t
+            .await
+            .unwrap_or_else(|e| (Err(Error::Plugin(format!("plugin task failed: {e}"))), 0.0));
+        outcomes.push(Outcome {
+            plugin: p.name().to_string(),
+            kind: p.kind().to_string(),
+            ok: r.is_ok(),
+            error: r.err().map(|e| e.to_string()),
+            detail: None,
+            duration_secs: secs,
+        });
+    }
+    let backup = Arc::try_unwrap(backup).map_err(|_| Error::Plugin("a plugin still holds the backup".into()))?;
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.error.as_ref().map(|e| format!("plugin {} failed: {e}", o.plugin)))
+        .collect();
+    let status = if failed.is_empty() {
+        Status::Complete
+    } else {
+        Status::Failed {
+            reason: failed.join("; "),
+        }
+    };
+    let mut meta = BTreeMap::new();
+    let plugins_meta: BTreeMap<&str, serde_json::Value> = outcomes
+        .iter()
+        .map(|o| {
+            (
+                o.plugin.as_str(),
+                json!({"kind": o.kind, "ok": o.ok, "error": o.error, "duration_secs": o.duration_secs}),
+            )
+        })
+        .collect();
+    meta.insert(PLUGINS_META.to_string(), json!(plugins_meta));
+    let warnings = backup.warnings();
+    if !warnings.is_empty() {
+        meta.insert("warnings".to_string(), json!(warnings));
+    }
+    let snap = tokio::task::spawn_blocking(move || backup.commit_with(status, meta))
+        .await
+        .map_err(|e| Error::Plugin(e.to_string()))??;
+    Ok((snap, outcomes))
+}
+
+async fn backup_one(p: &dyn Plugin, ctx: &Ctx, sink: &ItemSink) -> Result<()> {
+    let h = p.healthcheck(ctx).await;
+    if !h.healthy {
+        return Err(Error::Plugin(format!("unhealthy before backup: {}", h.detail)));
+    }
+    p.pre_backup(ctx).await?;
+    let r = p.backup(ctx, sink).await;
+    let post = p.post_backup(ctx).await;
+    r.and(post)
+}
+
+/// The plugins a system snapshot holds (name -> kind).
+pub fn snapshot_plugins(snap: &Snapshot) -> Result<BTreeMap<String, String>> {
+    let map = snap
+        .meta
+        .get(PLUGINS_META)
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| {
+            Error::Plugin(format!(
+                "snapshot {} is not a system snapshot (taken without --system); restore its items with `cairn restore --target`",
+                snap.name
+            ))
+        })?;
+    Ok(map
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.get("kind").and_then(|k| k.as_str()).unwrap_or("").to_string(),
+            )
+        })
+        .collect())
+}
+
+/// Options of a system restore.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    pub snapshot: String,
+    /// Plugin names (all in the snapshot if `None`).
+    pub plugins: Option<Vec<String>>,
+    pub mode: Mode,
+    /// Back up what a normal restore overwrites first.
+    pub safety_snapshot: bool,
+}
+
+/// What a restore did.
+#[derive(Debug, Clone, Serialize)]
+pub struct RestoreReport {
+    pub snapshot: String,
+    pub mode: Mode,
+    pub safety_snapshot: Option<String>,
+    pub warnings: Vec<String>,
+    pub before: Vec<(String, Health)>,
+    pub outcomes: Vec<Outcome>,
+    pub after: Vec<(String, Health)>,
+}
+
+impl RestoreReport {
+    pub fn ok(&self) -> bool {
+        self.outcomes.iter().all(|o| o.ok) && self.after.iter().all(|(_, h)| h.healthy)
+    }
+}
+
+/// Restores a system snapshot (or some of its plugins) in maintenance mode, which it always
+/// leaves again. A normal restore first takes a safety snapshot of what it will overwrite.
+pub async fn restore(repo: &Repository, loaded: &Loaded, req: &RestoreRequest) -> Result<RestoreReport> {
+    let repo2 = repo.clone();
+    let name = req.snapshot.clone();
+    let snap = tokio::task::spawn_blocking(move || repo2.restorable_snapshot(&name))
+        .await
+        .map_err(|e| Error::Plugin(e.to_string()))??;
+    let in_snapshot = snapshot_plugins(&snap)?;
+    let names: Vec<String> = match &req.plugins {
+        None => in_snapshot.keys().cloned().collect(),
+        Some(list) => {
+            for n in list {
+                if !in_snapshot.contains_key(n) {
+                    return Err(Error::Plugin(format!(
+                        "snapshot {} holds no {n:?} (it holds: {})",
+                        snap.name,
+                        in_snapshot.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+            }
+            list.clone()
+        }
+    };
+    let plugins = select(loaded, Some(&names))?;
+    for p in &plugins {
+        if in_snapshot.get(p.name()).map(String::as_str) != Some(p.kind()) {
+            return Err(Error::Plugin(format!(
+                "{} is a {} in the snapshot but configured as {}",
+                p.name(),
+                in_snapshot.get(p.name()).map(String::as_str).unwrap_or("?"),
+                p.kind()
+            )));
+        }
+    }
+    let mut warnings = Vec::new();
+    if names.len() < in_snapshot.len() {
+        warnings.push(format!(
+            "restoring only {} of the {} parts of system snapshot {}: they may not be in step with the parts not restored ({})",
+            names.join(", "),
+            in_snapshot.len(),
+            snap.name,
+            in_snapshot.keys().filter(|k| !names.contains(k)).cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let entered = maintenance::enter(loaded, &format!("restore of {}", snap.name)).await?;
+    let result = restore_inner(repo, loaded, req, Arc::new(snap), plugins, warnings).await;
+    let left = if entered {
+        maintenance::leave(loaded).await
+    } else {
+        Ok(())
+    };
+    let report = result?;
+    left?;
+    Ok(report)
+}
+
+async fn restore_inner(
+    repo: &Repository,
+    loaded: &Loaded,
+    req: &RestoreRequest,
+    snap: Arc<Snapshot>,
+    plugins: Vec<Arc<dyn Plugin>>,
+    warnings: Vec<String>,
+) -> Result<RestoreReport> {
+    let before = if req.mode == Mode::Normal {
+        healthchecks(loaded, &plugins).await?
+    } else {
+        Vec::new()
+    };
+    let mut safety = None;
+    if req.mode == Mode::Normal && req.safety_snapshot {
+        let name = format!(
+            "safety-{}-before-restore-of-{}",
+            cairn_store::format_rfc3339(snap_time_now()),
+            snap.name.replace('/', "_")
+        );
+        let breq = BackupRequest {
+            name: Some(name.clone()),
+            tags: vec!["safety".into()],
+            plugins: Some(plugins.iter().map(|p| p.name().to_string()).collect()),
+            maintenance: false,
+        };
+        let (s, _) = backup(repo, loaded, &breq).await?;
+        if let Status::Failed { reason } = &s.status {
+            return Err(Error::Plugin(format!(
+                "the safety snapshot of what the restore would overwrite failed, so nothing was restored: {reason} \
+                 (pass --no-safety-snapshot to restore without one)"
+            )));
+        }
+        safety = Some(name);
+    }
+    let mut tasks = Vec::new();
+    for p in &plugins {
+        let source = ItemSource::new(repo.clone(), snap.clone(), p.name());
+        let dir = work_dir(loaded, p.name())?;
+        let (p2, mode) = (p.clone(), req.mode);
+        tasks.push((
+            p.clone(),
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let ctx = Ctx::new(p2.name(), mode, dir.path().to_path_buf());
+                let r = restore_one(&*p2, &ctx, &source).await;
+                drop(dir);
+                (r, start.elapsed().as_secs_f64())
+            }),
+        ));
+    }
+    let mut outcomes = Vec::new();
+    for (p, t) in tasks {
+        let (r, secs) = t
+            .await
+            .unwrap_or_else(|e| (Err(Error::Plugin(format!("plugin task failed: {e}"))), 0.0));
+        let (ok, error, detail) = match r {
+            Ok(d) => (true, None, Some(d)),
+            Err(e) => (false, Some(e.to_string()), None),
+        };
+        outcomes.push(Outcome {
+            plugin: p.name().to_string(),
+            kind: p.kind().to_string(),
+            ok,
+            error,
+            detail,
+            duration_secs: secs,
+        });
+    }
+    let after = healthchecks(loaded, &plugins).await?;
+    Ok(RestoreReport {
+        snapshot: snap.name.clone(),
+        mode: req.mode,
+        safety_snapshot: safety,
+        warnings,
+        before,
+        outcomes,
+        after,
+    })
+}
+
+async fn restore_one(p: &dyn Plugin, ctx: &Ctx, source: &ItemSource) -> Result<String> {
+    ctx.log("restoring");
+    p.pre_restore(ctx).await?;
+    let r = p.restore(ctx, source).await;
+    let post = p.post_restore(ctx).await;
+    r.and(post)?;
+    let v = p.verify(ctx, source).await?;
+    ctx.log(format!("verified: {v}"));
+    Ok(v)
+}
+
+/// Runs every plugin's healthcheck concurrently.
+pub async fn healthchecks(loaded: &Loaded, plugins: &[Arc<dyn Plugin>]) -> Result<Vec<(String, Health)>> {
+    let mut tasks = Vec::new();
+    for p in plugins {
+        let dir = work_dir(loaded, p.name())?;
+        let p = p.clone();
+        tasks.push(tokio::spawn(async move {
+            let ctx = Ctx::new(p.name(), Mode::Normal, dir.path().to_path_buf());
+            let h = p.healthcheck(&ctx).await;
+            drop(dir);
+            (p.name().to_string(), h)
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(
+            t.await
+                .map_err(|e| Error::Plugin(format!("healthcheck task failed: {e}")))?,
+        );
+    }
+    Ok(out)
+}
+
+fn snap_time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,77 @@
+//! Maintenance mode: the operator's enter/leave commands plus a status file the healthcheck
+//! reports (`<state_dir>/maintenance.json`).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Loaded;
+use crate::error::{Error, Result};
+use crate::process;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub since: String,
+    pub reason: String,
+    pub pid: u32,
+}
+
+fn status_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("maintenance.json")
+}
+
+/// The current state: `Some` while in maintenance mode.
+pub fn status(loaded: &Loaded) -> Result<Option<Status>> {
+    let p = status_path(&loaded.state_dir());
+    match std::fs::read(&p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Plugin(format!("{} is damaged: {e}", p.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(p.display().to_string())(e)),
+    }
+}
+
+/// Enters maintenance mode: runs the enter command, then writes the status file. Returns false
+/// if it was already on (then whoever turned it on also turns it off).
+pub async fn enter(loaded: &Loaded, reason: &str) -> Result<bool> {
+    if status(loaded)?.is_some() {
+        return Ok(false);
+    }
+    let dir = loaded.state_dir();
+    std::fs::create_dir_all(&dir).map_err(Error::io(dir.display().to_string()))?;
+    process::run_configured(loaded.config.maintenance.enter.as_deref())
+        .await
+        .map_err(|e| Error::Plugin(format!("entering maintenance mode: {e}")))?;
+    let s = Status {
+        since: cairn_store::format_rfc3339(now()),
+        reason: reason.to_string(),
+        pid: std::process::id(),
+    };
+    let p = status_path(&dir);
+    let tmp = p.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&s).expect("serialises"))
+        .and_then(|_| std::fs::rename(&tmp, &p))
+        .map_err(Error::io(p.display().to_string()))?;
+    Ok(true)
+}
+
+/// Leaves maintenance mode: runs the leave command, then removes the status file (kept if the
+/// command fails, so the healthcheck still says so).
+pub async fn leave(loaded: &Loaded) -> Result<()> {
+    process::run_configured(loaded.config.maintenance.leave.as_deref())
+        .await
+        .map_err(|e| Error::Plugin(format!("leaving maintenance mode: {e}")))?;
+    let p = status_path(&loaded.state_dir());
+    match std::fs::remove_file(&p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(p.display().to_string())(e)),
+        _ => Ok(()),
+    }
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,297 @@
+//! The plugin standard: what a database plugin implements and what it is given.
+//!
+//! A plugin is one configured instance of a database (or of a set of files). The controller
+//! calls it in this order, and calls `post_*` also after a failure of the step before it:
+//!
+//! ```text
+//! backup:  healthcheck -> pre_backup -> backup(sink) -> post_backup
+//! restore: pre_restore -> restore(source) -> post_restore -> verify(source)
+//! ```
+//!
+//! `backup` streams one or more items into the snapshot through an [`ItemSink`] (item names are
+//! prefixed with the plugin's name); `restore` reads them back through an [`ItemSource`]. Facts
+//! to verify a restore against (row counts, checksums, revisions) go into item metadata at
+//! backup time.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cairn_store::{Backup, Item, NoProgress, Repository, Snapshot};
+use serde::Serialize;
+use tokio::io::AsyncRead;
+use tokio::process::Command;
+use tokio_util::io::SyncIoBridge;
+
+use crate::error::{Error, Result};
+use crate::process;
+
+/// How a restore treats the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Restore onto the running (or stopped) nodes that the snapshot came from.
+    Normal,
+    /// Rebuild onto fresh, empty nodes; checks that need the old nodes are skipped.
+    DisasterRecovery,
+}
+
+/// Result of a healthcheck.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    pub healthy: bool,
+    /// One line for the table ("ping ok, 12 tables", "leader 127.0.0.1:2181").
+    pub detail: String,
+}
+
+impl Health {
+    pub fn ok(detail: impl Into<String>) -> Self {
+        Self {
+            healthy: true,
+            detail: detail.into(),
+        }
+    }
+    pub fn bad(detail: impl Into<String>) -> Self {
+        Self {
+            healthy: false,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// What a plugin is given for each call.
+pub struct Ctx {
+    pub mode: Mode,
+    /// A private directory (mode 0700) for anything that must be staged; removed afterwards.
+    pub work_dir: PathBuf,
+    name: String,
+}
+
+impl Ctx {
+    pub fn new(name: &str, mode: Mode, work_dir: PathBuf) -> Self {
+        Self {
+            mode,
+            work_dir,
+            name: name.to_string(),
+        }
+    }
+
+    /// A progress line on stderr, prefixed with the plugin's name.
+    pub fn log(&self, msg: impl AsRef<str>) {
+        eprintln!("[{}] {}", self.name, msg.as_ref());
+    }
+}
+
+/// A database (or file set) Cairn backs up and restores.
+#[async_trait]
+pub trait Plugin: Send + Sync {
+    /// The instance name: items are `<name>/...`, and `--db` selects by it.
+    fn name(&self) -> &str;
+    /// The plugin kind (`mariadb`, `etcd`, `files`, `exec`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// Is the database reachable and healthy?
+    async fn healthcheck(&self, ctx: &Ctx) -> Health;
+
+    async fn pre_backup(&self, _ctx: &Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Streams the database's dump(s) into the snapshot.
+    async fn backup(&self, ctx: &Ctx, sink: &ItemSink) -> Result<()>;
+    async fn post_backup(&self, _ctx: &Ctx) -> Result<()> {
+        Ok(())
+    }
+
+    async fn pre_restore(&self, _ctx: &Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Puts the snapshot's items back.
+    async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()>;
+    async fn post_restore(&self, _ctx: &Ctx) -> Result<()> {
+        Ok(())
+    }
+    /// Proves the restored database equals what was backed up; returns what was compared.
+    async fn verify(&self, ctx: &Ctx, source: &ItemSource) -> Result<String>;
+}
+
+/// Where a plugin's backup writes: items of one snapshot, named `<plugin>/<item>`.
+#[derive(Clone)]
+pub struct ItemSink {
+    backup: Arc<Backup>,
+    prefix: String,
+}
+
+impl ItemSink {
+    pub fn new(backup: Arc<Backup>, plugin: &str) -> Self {
+        Self {
+            backup,
+            prefix: plugin.to_string(),
+        }
+    }
+
+    pub fn item_name(&self, item: &str) -> String {
+        format!("{}/{}", self.prefix, item)
+    }
+
+    /// Stores a byte stream as it is produced (chunking runs on a blocking thread).
+    pub async fn stream<R: AsyncRead + Unpin + Send + 'static>(&self, item: &str, reader: R) -> Result<Item> {
+        let (backup, name) = (self.backup.clone(), self.item_name(item));
+        let bridge = SyncIoBridge::new(reader);
+        tokio::task::spawn_blocking(move || backup.add_stream(&name, bridge))
+            .await
+            .map_err(|e| Error::Plugin(format!("backup thread failed: {e}")))?
+            .map_err(Error::from)
+    }
+
+    /// Streams a command's stdout into the snapshot; a non-zero exit fails with its stderr and
+    /// leaves no item.
+    pub async fn command_output(&self, item: &str, cmd: &mut Command) -> Result<Item> {
+        let what = process::describe(cmd);
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(Error::io(format!("cannot start {what}")))?;
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = tokio::spawn(process::read_tail(child.stderr.take().expect("piped")));
+        let stored = self.stream(item, stdout).await;
+        let status = child.wait().await.map_err(Error::io(format!("waiting for {what}")));
+        let stderr = stderr.await.unwrap_or_default();
+        let status = status?;
+        if !status.success() {
+            self.backup.remove_item(&self.item_name(item));
+            return Err(Error::Command {
+                what,
+                status: status.to_string(),
+                stderr,
+            });
+        }
+        stored
+    }
+
+    /// Stores a file or directory tree; `keep(relative path)` chooses entries (all if `None`).
+    pub async fn tree(&self, item: &str, path: &Path, keep: Option<Keep>) -> Result<Item> {
+        let (backup, name, path) = (self.backup.clone(), self.item_name(item), path.to_path_buf());
+        tokio::task::spawn_blocking(move || match keep {
+            Some(k) => backup.add_tree_filtered(&name, &path, &*k),
+            None => backup.add_tree(&name, &path),
+        })
+        .await
+        .map_err(|e| Error::Plugin(format!("backup thread failed: {e}")))?
+        .map_err(Error::from)
+    }
+
+    /// Records a fact about an item for the restore to verify against.
+    pub fn set_meta(&self, item: &str, key: &str, value: serde_json::Value) -> Result<()> {
+        Ok(self.backup.set_item_meta(&self.item_name(item), key, value)?)
+    }
+
+    pub fn warn(&self, msg: String) {
+        self.backup.warn(format!("{}: {msg}", self.prefix));
+    }
+}
+
+/// Chooses tree entries by their path relative to the tree's root.
+pub type Keep = Arc<dyn Fn(&Path) -> bool + Send + Sync>;
+
+/// Where a plugin's restore reads: its items of one snapshot.
+#[derive(Clone)]
+pub struct ItemSource {
+    repo: Repository,
+    snapshot: Arc<Snapshot>,
+    prefix: String,
+}
+
+impl ItemSource {
+    pub fn new(repo: Repository, snapshot: Arc<Snapshot>, plugin: &str) -> Self {
+        Self {
+            repo,
+            snapshot,
+            prefix: plugin.to_string(),
+        }
+    }
+
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// This plugin's item `item`, or an error naming what the snapshot lacks.
+    pub fn item(&self, item: &str) -> Result<&Item> {
+        let name = format!("{}/{}", self.prefix, item);
+        self.snapshot
+            .item(&name)
+            .ok_or_else(|| Error::Plugin(format!("snapshot {} has no item {name}", self.snapshot.name)))
+    }
+
+    /// This plugin's items, names without the prefix.
+    pub fn items(&self) -> Vec<(String, &Item)> {
+        let p = format!("{}/", self.prefix);
+        self.snapshot
+            .items
+            .iter()
+            .filter_map(|i| i.name.strip_prefix(&p).map(|n| (n.to_string(), i)))
+            .collect()
+    }
+
+    pub fn meta(&self, item: &str) -> Result<&BTreeMap<String, serde_json::Value>> {
+        Ok(&self.item(item)?.meta)
+    }
+
+    /// Feeds an item to a command's stdin; a non-zero exit fails with its stderr.
+    pub async fn pipe_to(&self, item: &str, cmd: &mut Command) -> Result<()> {
+        let full = self.item(item)?.name.clone();
+        let what = process::describe(cmd);
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(Error::io(format!("cannot start {what}")))?;
+        let stdin = SyncIoBridge::new(child.stdin.take().expect("piped"));
+        let stderr = tokio::spawn(process::read_tail(child.stderr.take().expect("piped")));
+        let (repo, snap) = (self.repo.clone(), self.snapshot.name.clone());
+        let fed = tokio::task::spawn_blocking(move || {
+            let mut stdin = stdin;
+            let r = repo.dump(&snap, &full, &mut stdin, &NoProgress);
+            drop(stdin); // end of input
+            r
+        })
+        .await
+        .map_err(|e| Error::Plugin(format!("restore thread failed: {e}")))?;
+        let status = child.wait().await.map_err(Error::io(format!("waiting for {what}")))?;
+        let stderr = stderr.await.unwrap_or_default();
+        if !status.success() {
+            return Err(Error::Command {
+                what,
+                status: status.to_string(),
+                stderr,
+            });
+        }
+        fed?;
+        Ok(())
+    }
+
+    /// The entries of a tree item as the snapshot recorded them.
+    pub async fn tree_entries(&self, item: &str) -> Result<Vec<cairn_store::snapshot::TreeEntry>> {
+        let listing = match &self.item(item)?.kind {
+            cairn_store::ItemKind::Tree { listing, .. } => listing.clone(),
+            _ => return Err(Error::Plugin(format!("item {item} is not a file tree"))),
+        };
+        let repo = self.repo.clone();
+        Ok(tokio::task::spawn_blocking(move || repo.tree_entries(&listing))
+            .await
+            .map_err(|e| Error::Plugin(format!("restore thread failed: {e}")))??)
+    }
+
+    /// Restores an item (tree or stream) to exactly `dest`; see
+    /// [`Repository::restore_item_to`].
+    pub async fn restore_to(&self, item: &str, dest: &Path, overwrite: bool) -> Result<()> {
+        let full = self.item(item)?.name.clone();
+        let (repo, snap, dest) = (self.repo.clone(), self.snapshot.name.clone(), dest.to_path_buf());
+        tokio::task::spawn_blocking(move || repo.restore_item_to(&snap, &full, &dest, overwrite, &NoProgress))
+            .await
+            .map_err(|e| Error::Plugin(format!("restore thread failed: {e}")))??;
+        Ok(())
+    }
+}
