@@ -107,35 +107,12 @@ async fn backup_inner(
         .await
         .map_err(|e| Error::Plugin(e.to_string()))??;
     let backup = Arc::new(backup);
-    let mut tasks = Vec::new();
-    for p in plugins {
+    let results = each_plugin(loaded, &plugins, Mode::Normal, |p, ctx| {
         let sink = ItemSink::new(backup.clone(), p.name());
-        let dir = work_dir(loaded, p.name())?;
-        tasks.push((
-            p.clone(),
-            tokio::spawn(async move {
-                let start = Instant::now();
-                let ctx = Ctx::new(p.name(), Mode::Normal, dir.path().to_path_buf());
-                let r = backup_one(&*p, &ctx, &sink).await;
-                drop(dir);
-                (r, start.elapsed().as_secs_f64())
-            }),
-        ));
-    }
-    let mut outcomes = Vec::new();
-    for (p, t) in tasks {
-        let (r, secs) = t
-            .await
-            .unwrap_or_else(|e| (Err(Error::Plugin(format!("plugin task failed: {e}"))), 0.0));
-        outcomes.push(Outcome {
-            plugin: p.name().to_string(),
-            kind: p.kind().to_string(),
-            ok: r.is_ok(),
-            error: r.err().map(|e| e.to_string()),
-            detail: None,
-            duration_secs: secs,
-        });
-    }
+        async move { backup_one(&*p, &ctx, &sink).await.map(|()| None) }
+    })
+    .await?;
+    let outcomes: Vec<Outcome> = results.into_iter().map(outcome).collect();
     let backup = Arc::try_unwrap(backup).map_err(|_| Error::Plugin("a plugin still holds the backup".into()))?;
     let failed: Vec<String> = outcomes
         .iter()
@@ -306,7 +283,7 @@ async fn restore_inner(
     if req.mode == Mode::Normal && req.safety_snapshot {
         let name = format!(
             "safety-{}-before-restore-of-{}",
-            cairn_store::format_rfc3339(snap_time_now()),
+            cairn_store::format_rfc3339(cairn_store::now_unix()),
             snap.name.replace('/', "_")
         );
         let breq = BackupRequest {
@@ -324,40 +301,12 @@ async fn restore_inner(
         }
         safety = Some(name);
     }
-    let mut tasks = Vec::new();
-    for p in &plugins {
+    let results = each_plugin(loaded, &plugins, req.mode, |p, ctx| {
         let source = ItemSource::new(repo.clone(), snap.clone(), p.name());
-        let dir = work_dir(loaded, p.name())?;
-        let (p2, mode) = (p.clone(), req.mode);
-        tasks.push((
-            p.clone(),
-            tokio::spawn(async move {
-                let start = Instant::now();
-                let ctx = Ctx::new(p2.name(), mode, dir.path().to_path_buf());
-                let r = restore_one(&*p2, &ctx, &source).await;
-                drop(dir);
-                (r, start.elapsed().as_secs_f64())
-            }),
-        ));
-    }
-    let mut outcomes = Vec::new();
-    for (p, t) in tasks {
-        let (r, secs) = t
-            .await
-            .unwrap_or_else(|e| (Err(Error::Plugin(format!("plugin task failed: {e}"))), 0.0));
-        let (ok, error, detail) = match r {
-            Ok(d) => (true, None, Some(d)),
-            Err(e) => (false, Some(e.to_string()), None),
-        };
-        outcomes.push(Outcome {
-            plugin: p.name().to_string(),
-            kind: p.kind().to_string(),
-            ok,
-            error,
-            detail,
-            duration_secs: secs,
-        });
-    }
+        async move { restore_one(&*p, &ctx, &source).await.map(Some) }
+    })
+    .await?;
+    let outcomes: Vec<Outcome> = results.into_iter().map(outcome).collect();
     let after = healthchecks(loaded, &plugins).await?;
     Ok(RestoreReport {
         snapshot: snap.name.clone(),
@@ -383,30 +332,65 @@ async fn restore_one(p: &dyn Plugin, ctx: &Ctx, source: &ItemSource) -> Result<S
 
 /// Runs every plugin's healthcheck concurrently.
 pub async fn healthchecks(loaded: &Loaded, plugins: &[Arc<dyn Plugin>]) -> Result<Vec<(String, Health)>> {
+    each_plugin(loaded, plugins, Mode::Normal, |p, ctx| async move {
+        Ok(p.healthcheck(&ctx).await)
+    })
+    .await?
+    .into_iter()
+    .map(|(p, h, _)| Ok((p.name().to_string(), h?)))
+    .collect()
+}
+
+/// Runs `work` for every plugin concurrently, each in its own task with a [`Ctx`] whose private
+/// work directory is removed when the work ends. Returns each plugin's result and seconds taken,
+/// in the plugins' order; a task that panicked counts as that plugin's error.
+async fn each_plugin<T, F, Fut>(
+    loaded: &Loaded,
+    plugins: &[Arc<dyn Plugin>],
+    mode: Mode,
+    work: F,
+) -> Result<Vec<(Arc<dyn Plugin>, Result<T>, f64)>>
+where
+    T: Send + 'static,
+    F: Fn(Arc<dyn Plugin>, Ctx) -> Fut,
+    Fut: std::future::Future<Output = Result<T>> + Send + 'static,
+{
     let mut tasks = Vec::new();
     for p in plugins {
         let dir = work_dir(loaded, p.name())?;
-        let p = p.clone();
-        tasks.push(tokio::spawn(async move {
-            let ctx = Ctx::new(p.name(), Mode::Normal, dir.path().to_path_buf());
-            let h = p.healthcheck(&ctx).await;
-            drop(dir);
-            (p.name().to_string(), h)
-        }));
+        let fut = work(p.clone(), Ctx::new(p.name(), mode, dir.path().to_path_buf()));
+        tasks.push((
+            p.clone(),
+            tokio::spawn(async move {
+                let start = Instant::now();
+                let r = fut.await;
+                drop(dir);
+                (r, start.elapsed().as_secs_f64())
+            }),
+        ));
     }
     let mut out = Vec::new();
-    for t in tasks {
-        out.push(
-            t.await
-                .map_err(|e| Error::Plugin(format!("healthcheck task failed: {e}")))?,
-        );
+    for (p, t) in tasks {
+        let (r, secs) = t
+            .await
+            .unwrap_or_else(|e| (Err(Error::Plugin(format!("plugin task failed: {e}"))), 0.0));
+        out.push((p, r, secs));
     }
     Ok(out)
 }
 
-fn snap_time_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+/// A plugin's result as reported: `detail` is what a restore verified.
+fn outcome((p, r, secs): (Arc<dyn Plugin>, Result<Option<String>>, f64)) -> Outcome {
+    let (ok, error, detail) = match r {
+        Ok(d) => (true, None, d),
+        Err(e) => (false, Some(e.to_string()), None),
+    };
+    Outcome {
+        plugin: p.name().to_string(),
+        kind: p.kind().to_string(),
+        ok,
+        error,
+        detail,
+        duration_secs: secs,
+    }
 }

@@ -44,7 +44,7 @@ pub async fn enter(loaded: &Loaded, reason: &str) -> Result<bool> {
         .await
         .map_err(|e| Error::Plugin(format!("entering maintenance mode: {e}")))?;
     let s = Status {
-        since: cairn_store::format_rfc3339(now()),
+        since: cairn_store::format_rfc3339(cairn_store::now_unix()),
         reason: reason.to_string(),
         pid: std::process::id(),
     };
@@ -67,11 +67,4 @@ pub async fn leave(loaded: &Loaded) -> Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(p.display().to_string())(e)),
         _ => Ok(()),
     }
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }

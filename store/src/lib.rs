@@ -61,4 +61,4 @@ pub use progress::{NoProgress, Progress};
 pub use repo::{default_cache_dir, OpenOptions, Repository};
 pub use restore::RestoreOptions;
 pub use snapshot::{Item, ItemKind, Snapshot, Stats, Status};
-pub use util::format_rfc3339;
+pub use util::{format_rfc3339, now_unix};

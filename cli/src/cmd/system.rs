@@ -168,10 +168,7 @@ pub fn healthcheck(g: &GlobalOpts, json_out: bool) -> Result<ExitCode> {
                 detail.push_str(&format!("; in use: {}", live.join("; ")));
             }
             checks.push(("repository".into(), Health::ok(detail)));
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs() as i64)
-                .unwrap_or(0);
+            let now = cairn_store::now_unix();
             let newest = repo
                 .snapshots()?
                 .into_iter()
