@@ -34,6 +34,9 @@ socket=$dir/mysqld.sock
 port=$port
 bind-address=127.0.0.1
 pid-file=$dir/mysqld.pid
+# a private tmpdir: servers bootstrapping side by side in a shared /tmp collide
+# on internal temp-table names (seen: "Unknown table 'mysql.tmp_user_sys'")
+tmpdir=$dir/tmp
 log-error=$dir/error.log
 skip-name-resolve
 innodb_buffer_pool_size=32M
@@ -47,10 +50,11 @@ EOF
 
 init() {
   [ -f "$cnf" ] || write_cnf
-  mkdir -p "$dir/data"
+  mkdir -p "$dir/data" "$dir/tmp"
   mariadb-install-db --defaults-file="$cnf" --user=root --datadir="$dir/data" \
     --auth-root-authentication-method=socket --skip-test-db >"$dir/install.log" 2>&1 \
-    || { cat "$dir/install.log" >&2; die "mariadb-install-db failed"; }
+    || { cat "$dir/install.log" >&2; tail -n 20 "$dir/error.log" >&2 || true
+         die "mariadb-install-db failed"; }
 }
 
 pid() { [ -s "$dir/mysqld.pid" ] && kill -0 "$(cat "$dir/mysqld.pid")" 2>/dev/null && cat "$dir/mysqld.pid"; }
@@ -59,6 +63,7 @@ case $cmd in
   init) init ;;
   start)
     [ -f "$cnf" ] || write_cnf
+    mkdir -p "$dir/tmp"
     [ -n "$(ls -A "$dir/data" 2>/dev/null)" ] || init
     if pid >/dev/null; then echo "mariadb.sh: already running" >&2; exit 0; fi
     setsid nohup mariadbd --defaults-file="$cnf" </dev/null >>"$dir/error.log" 2>&1 &
