@@ -40,6 +40,7 @@ enum Command {
     Unlock(cmd::unlock::Args),
     Healthcheck(cmd::healthcheck::Args),
     Maintenance(cmd::maintenance::Args),
+    Reindex(cmd::reindex::Args),
     Demo(cmd::demo::Args),
 }
 
@@ -58,6 +59,7 @@ fn main() -> ExitCode {
         Command::Unlock(a) => cmd::unlock::run(&cli.global, a),
         Command::Healthcheck(a) => cmd::healthcheck::run(&cli.global, a),
         Command::Maintenance(a) => cmd::maintenance::run(&cli.global, a),
+        Command::Reindex(a) => cmd::reindex::run(&cli.global, a),
         Command::Demo(a) => cmd::demo::run(&cli.global, a),
     };
     match result {

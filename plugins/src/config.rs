@@ -72,6 +72,9 @@ databases! {
     mariadb => mariadb,
     etcd => etcd,
     zookeeper => zookeeper,
+    cassandra => cassandra,
+    elasticsearch => elasticsearch,
+    arangodb => arangodb,
 }
 
 /// `[maintenance]`: what puts the platform in and out of maintenance mode.

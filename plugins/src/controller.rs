@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::config::Loaded;
 use crate::error::{Error, Result};
 use crate::maintenance;
-use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Mode, Plugin};
+use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Mode, Plugin, Reindexed};
 
 /// Snapshot metadata key that lists the plugins of a system snapshot.
 pub const PLUGINS_META: &str = "plugins";
@@ -339,6 +339,30 @@ pub async fn healthchecks(loaded: &Loaded, plugins: &[Arc<dyn Plugin>]) -> Resul
     .into_iter()
     .map(|(p, h, _)| Ok((p.name().to_string(), h?)))
     .collect()
+}
+
+/// Rebuilds the search indices of every plugin that has them (`cairn reindex`); `only` names
+/// indices or aliases (default: each plugin's configured list). Plugins without indices are
+/// skipped; it is an error when none has any.
+pub async fn reindex(loaded: &Loaded, only: &[String]) -> Result<Vec<(String, Result<Vec<Reindexed>>)>> {
+    let only = Arc::new(only.to_vec());
+    let results = each_plugin(loaded, &loaded.plugins, Mode::Normal, |p, ctx| {
+        let only = only.clone();
+        async move { p.reindex(&ctx, &only).await }
+    })
+    .await?;
+    let out: Vec<_> = results
+        .into_iter()
+        .filter_map(|(p, r, _)| match r {
+            Ok(None) => None,
+            Ok(Some(v)) => Some((p.name().to_string(), Ok(v))),
+            Err(e) => Some((p.name().to_string(), Err(e))),
+        })
+        .collect();
+    if out.is_empty() {
+        crate::bail!("no configured database has indices to rebuild (configure [elasticsearch])");
+    }
+    Ok(out)
 }
 
 /// Runs `work` for every plugin concurrently, each in its own task with a [`Ctx`] whose private

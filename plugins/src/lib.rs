@@ -8,13 +8,17 @@
 //!
 //! Adding a database: see README.md ("Adding a database").
 
+pub mod arangodb;
+pub mod cassandra;
 pub mod config;
 pub mod controller;
 pub mod datadir;
+pub mod elasticsearch;
 pub mod error;
 pub mod etcd;
 pub mod exec;
 pub mod files;
+pub mod http;
 pub mod maintenance;
 pub mod mariadb;
 pub mod plugin;

@@ -83,6 +83,24 @@ impl Ctx {
     }
 }
 
+/// A name for something a backup creates inside a database (a snapshot, a tag, an index):
+/// `prefix` + Unix milliseconds, so that backups in the same second do not collide.
+pub fn timestamped(prefix: &str) -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    format!("{prefix}{millis}")
+}
+
+/// How a verification qualifies its counts: exact when nothing changed while the backup ran.
+pub fn as_in_snapshot(exact: bool) -> &'static str {
+    if exact {
+        ", as in the snapshot"
+    } else {
+        " (written to during the backup, so not compared exactly)"
+    }
+}
+
 /// A database (or file set) Cairn backs up and restores.
 #[async_trait]
 pub trait Plugin: Send + Sync {
@@ -113,6 +131,26 @@ pub trait Plugin: Send + Sync {
     }
     /// Proves the restored database equals what was backed up; returns what was compared.
     async fn verify(&self, ctx: &Ctx, source: &ItemSource) -> Result<String>;
+
+    /// Rebuilds search indices in place (`cairn reindex`); `only` narrows the configured list.
+    /// `None` when the database has no such thing.
+    async fn reindex(&self, _ctx: &Ctx, _only: &[String]) -> Result<Option<Vec<Reindexed>>> {
+        Ok(None)
+    }
+}
+
+/// One index rebuilt by [`Plugin::reindex`].
+#[derive(Debug, Clone, Serialize)]
+pub struct Reindexed {
+    /// The alias or index name the operator configured (it names the new index afterwards).
+    pub name: String,
+    /// The index the documents were read from (removed after the switch).
+    pub from: String,
+    /// The new index.
+    pub to: String,
+    /// Documents before and after.
+    pub before: u64,
+    pub after: u64,
 }
 
 /// Where a plugin's backup writes: items of one snapshot, named `<plugin>/<item>`.

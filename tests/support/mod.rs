@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod servers;
+pub mod standins;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -167,4 +168,14 @@ pub fn write(path: &Path, data: &[u8]) {
         std::fs::create_dir_all(p).unwrap();
     }
     std::fs::write(path, data).unwrap();
+}
+
+/// Item names of a snapshot as `backup --json` prints it.
+pub fn item_names(backup_json: &serde_json::Value) -> Vec<String> {
+    backup_json["snapshot"]["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|i| i["name"].as_str().expect("name").to_string())
+        .collect()
 }

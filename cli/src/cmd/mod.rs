@@ -8,6 +8,7 @@ pub mod healthcheck;
 pub mod init;
 pub mod key;
 pub mod maintenance;
+pub mod reindex;
 pub mod repair;
 pub mod restore;
 pub mod show;

@@ -116,7 +116,15 @@ pub fn restore(g: &GlobalOpts, req: RestoreRequest, json_out: bool) -> Result<Ex
         }
         return Ok(ExitCode::FAILURE);
     }
-    println!(
+    // With --json, stdout holds the report alone; the summary line goes to stderr.
+    let say = |line: String| {
+        if json_out {
+            eprintln!("{line}")
+        } else {
+            println!("{line}")
+        }
+    };
+    say(format!(
         "restored {} from snapshot {}{}",
         report
             .outcomes
@@ -130,7 +138,7 @@ pub fn restore(g: &GlobalOpts, req: RestoreRequest, json_out: bool) -> Result<Ex
         } else {
             ""
         }
-    );
+    ));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -218,6 +226,46 @@ pub fn healthcheck(g: &GlobalOpts, json_out: bool) -> Result<ExitCode> {
         print_table(&["check", "status", "detail"], &rows);
     }
     Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `cairn reindex`: rebuild search indices and report document counts before and after.
+pub fn reindex(g: &GlobalOpts, only: &[String], json_out: bool) -> Result<ExitCode> {
+    let loaded = g.require_config()?;
+    let results = runtime()?.block_on(controller::reindex(&loaded, only))?;
+    let ok = results.iter().all(|(_, r)| r.is_ok());
+    if json_out {
+        let v: Vec<_> = results
+            .iter()
+            .map(|(p, r)| match r {
+                Ok(v) => json!({"plugin": p, "ok": true, "indices": v}),
+                Err(e) => json!({"plugin": p, "ok": false, "error": e.to_string()}),
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"ok": ok, "plugins": v})).expect("serialises")
+        );
+    } else {
+        let mut rows = Vec::new();
+        for (p, r) in &results {
+            match r {
+                Ok(v) => rows.extend(v.iter().map(|x| {
+                    vec![
+                        p.clone(),
+                        x.name.clone(),
+                        format!("{} -> {}", x.from, x.to),
+                        x.before.to_string(),
+                        x.after.to_string(),
+                    ]
+                })),
+                Err(e) => eprintln!("cairn: {p}: reindex failed: {e}"),
+            }
+        }
+        if !rows.is_empty() {
+            print_table(&["plugin", "name", "index", "docs before", "docs after"], &rows);
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn human_age(secs: i64) -> String {

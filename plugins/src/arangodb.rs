@@ -1,0 +1,316 @@
+//! ArangoDB (3.11): `arangodump` and `arangorestore`, one database at a time.
+//!
+//! arangodump writes a directory (structure and data files per collection) and cannot stream
+//! to stdout, so the dump is staged in the plugin's private work directory, uncompressed
+//! (`--compress-output false`) so it deduplicates, stored as a file tree and removed. The tools
+//! get the endpoint and credentials from a `--configuration` file of mode 0600 in that same
+//! private directory, never on their command line. Document counts of every collection are
+//! read over the HTTP API before and after the dump; when they agree, the restore is verified
+//! against them exactly (arangodump reads collections one after another; it is not a
+//! point-in-time snapshot of a database that is being written).
+//!
+//! Restore runs `arangorestore --create-database true --overwrite true` per database: the
+//! snapshot's collections replace those of the same names; other collections are left alone.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::process::Command;
+
+use crate::config::absolute;
+use crate::error::{Error, Result};
+use crate::http::{segment, Http};
+use crate::plugin::{as_in_snapshot, Ctx, Health, ItemSink, ItemSource, Plugin};
+use crate::process;
+
+/// `[arangodb]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The server as the tools name it: `tcp://host:8529` or `ssl://host:8529`.
+    pub endpoint: String,
+    /// `user:password` on the first line (mode 0600).
+    pub credentials_file: Option<PathBuf>,
+    /// CA certificate (PEM) Cairn's own HTTP calls (counts, healthcheck) trust for an `ssl://`
+    /// endpoint; arangodump and arangorestore do not verify server certificates.
+    pub cacert: Option<PathBuf>,
+    /// Databases to back up (default: every database the user can reach).
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Programs (default `arangodump`, `arangorestore`).
+    pub arangodump: Option<String>,
+    pub arangorestore: Option<String>,
+}
+
+pub struct ArangoDb {
+    name: String,
+    cfg: Config,
+}
+
+pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
+    http_url(&cfg.endpoint)?;
+    for (k, p) in [("credentials_file", &cfg.credentials_file), ("cacert", &cfg.cacert)] {
+        if let Some(p) = p {
+            absolute(k, p)?;
+        }
+    }
+    for d in &cfg.databases {
+        crate::config::plain_name("databases", d)?;
+    }
+    Ok(Arc::new(ArangoDb {
+        name: name.to_string(),
+        cfg: cfg.clone(),
+    }))
+}
+
+/// The HTTP URL of an arangod endpoint (`tcp://` and `http+tcp://` are plain HTTP, `ssl://`
+/// and `http+ssl://` HTTPS).
+fn http_url(endpoint: &str) -> Result<String, String> {
+    for (scheme, http) in [
+        ("tcp://", "http://"),
+        ("http+tcp://", "http://"),
+        ("ssl://", "https://"),
+        ("http+ssl://", "https://"),
+    ] {
+        if let Some(rest) = endpoint.strip_prefix(scheme) {
+            if !rest.is_empty() && !rest.contains('/') {
+                return Ok(format!("{http}{rest}"));
+            }
+        }
+    }
+    Err(format!(
+        "endpoint = {endpoint:?} must be tcp://host:port or ssl://host:port"
+    ))
+}
+
+/// The staged dump, one directory per database.
+const DUMP: &str = "dump";
+/// Document counts per database and collection.
+type Counts = BTreeMap<String, BTreeMap<String, u64>>;
+
+impl ArangoDb {
+    fn client(&self) -> Result<Http> {
+        let url = http_url(&self.cfg.endpoint).map_err(Error::Plugin)?;
+        Http::new(
+            &self.name,
+            &url,
+            self.cfg.credentials_file.as_deref(),
+            self.cfg.cacert.as_deref(),
+            Duration::from_secs(300),
+        )
+    }
+
+    async fn databases(&self, http: &Http) -> Result<Vec<String>> {
+        let all: Vec<String> = http.get("/_api/database/user").await?["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| d.as_str().map(str::to_string))
+            .collect();
+        if self.cfg.databases.is_empty() {
+            return Ok(all);
+        }
+        for d in &self.cfg.databases {
+            if !all.contains(d) {
+                crate::bail!("database {d:?} is configured but does not exist");
+            }
+        }
+        Ok(self.cfg.databases.clone())
+    }
+
+    async fn counts(&self, http: &Http, dbs: &[String]) -> Result<Counts> {
+        let mut out = Counts::new();
+        for db in dbs {
+            let d = segment(db);
+            let list = http
+                .get(&format!("/_db/{d}/_api/collection?excludeSystem=true"))
+                .await?;
+            let mut per = BTreeMap::new();
+            for c in list["result"].as_array().into_iter().flatten() {
+                let Some(name) = c["name"].as_str() else { continue };
+                let v = http
+                    .get(&format!("/_db/{d}/_api/collection/{}/count", segment(name)))
+                    .await?;
+                per.insert(name.to_string(), v["count"].as_u64().unwrap_or(0));
+            }
+            out.insert(db.clone(), per);
+        }
+        Ok(out)
+    }
+
+    /// Writes the tools' configuration file (endpoint and credentials), mode 0600.
+    fn tool_config(&self, dir: &Path) -> Result<PathBuf> {
+        let path = dir.join("arango-client.conf");
+        let mut text = format!("[server]\nendpoint = {}\n", self.cfg.endpoint);
+        match &self.cfg.credentials_file {
+            Some(f) => {
+                let cred =
+                    std::fs::read_to_string(f).map_err(Error::io(format!("credentials_file {}", f.display())))?;
+                let line = cred.lines().next().unwrap_or("");
+                let Some((user, password)) = line.split_once(':') else {
+                    crate::bail!("credentials_file {}: the first line must be user:password", f.display());
+                };
+                text.push_str(&format!("username = {user}\npassword = {password}\n"));
+            }
+            // Without credentials the tools would prompt for a password.
+            None => text.push_str("authentication = false\n"),
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(Error::io(path.display().to_string()))?;
+        f.write_all(text.as_bytes())
+            .map_err(Error::io(path.display().to_string()))?;
+        Ok(path)
+    }
+
+    fn tool(&self, program: &Option<String>, default: &str, conf: &Path, db: &str, dir: &Path) -> Command {
+        let mut c = process::command(program.as_deref().unwrap_or(default), &[]);
+        c.arg("--configuration")
+            .arg(conf)
+            .args(["--server.database", db])
+            .arg(if default == "arangodump" {
+                "--output-directory"
+            } else {
+                "--input-directory"
+            })
+            .arg(dir);
+        c
+    }
+}
+
+#[async_trait]
+impl Plugin for ArangoDb {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "arangodb"
+    }
+
+    async fn healthcheck(&self, _ctx: &Ctx) -> Health {
+        let r = async {
+            let http = self.client()?;
+            let v = http.get("/_api/version").await?;
+            let a = http.get("/_admin/server/availability").await?;
+            let dbs = self.databases(&http).await?;
+            Ok::<_, Error>(format!(
+                "ArangoDB {}, mode {}, {} databases",
+                v["version"].as_str().unwrap_or("?"),
+                a["mode"].as_str().unwrap_or("?"),
+                dbs.len()
+            ))
+        };
+        match r.await {
+            Ok(d) => Health::ok(d),
+            Err(e) => Health::bad(e.to_string()),
+        }
+    }
+
+    async fn backup(&self, ctx: &Ctx, sink: &ItemSink) -> Result<()> {
+        let http = self.client()?;
+        let dbs = self.databases(&http).await?;
+        let before = self.counts(&http, &dbs).await?;
+        let conf = self.tool_config(&ctx.work_dir)?;
+        let dump = ctx.work_dir.join(DUMP);
+        for db in &dbs {
+            ctx.log(format!("dumping database {db}"));
+            let mut c = self.tool(&self.cfg.arangodump, "arangodump", &conf, db, &dump.join(db));
+            c.args([
+                "--compress-output",
+                "false",
+                "--overwrite",
+                "true",
+                "--include-system-collections",
+                "false",
+            ]);
+            process::output(&mut c).await?;
+        }
+        let _ = std::fs::remove_file(&conf);
+        let after = self.counts(&http, &dbs).await?;
+        sink.tree(DUMP, &dump, None).await?;
+        std::fs::remove_dir_all(&dump).map_err(Error::io(dump.display().to_string()))?;
+        sink.set_meta(DUMP, "collections", json!(after))?;
+        sink.set_meta(DUMP, "exact", json!(before == after))?;
+        Ok(())
+    }
+
+    async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
+        let meta = source.meta(DUMP)?;
+        let counts: Counts = serde_json::from_value(meta["collections"].clone()).unwrap_or_default();
+        let dump = ctx.work_dir.join(DUMP);
+        source.restore_to(DUMP, &dump, false).await?;
+        let conf = self.tool_config(&ctx.work_dir)?;
+        let r = async {
+            for db in counts.keys() {
+                ctx.log(format!("restoring database {db}"));
+                let mut c = self.tool(&self.cfg.arangorestore, "arangorestore", &conf, db, &dump.join(db));
+                c.args([
+                    "--create-database",
+                    "true",
+                    "--overwrite",
+                    "true",
+                    "--include-system-collections",
+                    "false",
+                ]);
+                process::output(&mut c).await?;
+            }
+            Ok(())
+        }
+        .await;
+        let _ = std::fs::remove_file(&conf);
+        let _ = std::fs::remove_dir_all(&dump);
+        r
+    }
+
+    async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
+        let http = self.client()?;
+        let meta = source.meta(DUMP)?;
+        let want: Counts = serde_json::from_value(meta["collections"].clone()).unwrap_or_default();
+        let exact = meta["exact"].as_bool() == Some(true);
+        let dbs: Vec<String> = want.keys().cloned().collect();
+        let now = self.counts(&http, &dbs).await?;
+        let mut docs = 0;
+        for (db, colls) in &want {
+            for (c, n) in colls {
+                let got = now.get(db).and_then(|m| m.get(c)).copied();
+                if exact && got != Some(*n) {
+                    crate::bail!(
+                        "collection {db}/{c} holds {} documents; the snapshot had {n}",
+                        got.map_or("no".to_string(), |g| g.to_string())
+                    );
+                }
+                docs += got.unwrap_or(0);
+            }
+        }
+        Ok(format!(
+            "{} databases, {} collections, {docs} documents{}",
+            want.len(),
+            want.values().map(BTreeMap::len).sum::<usize>(),
+            as_in_snapshot(exact)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_map_to_http_urls() {
+        assert_eq!(http_url("tcp://127.0.0.1:8529").unwrap(), "http://127.0.0.1:8529");
+        assert_eq!(http_url("ssl://db:8530").unwrap(), "https://db:8530");
+        assert_eq!(http_url("http+tcp://db:1").unwrap(), "http://db:1");
+        assert!(http_url("http://db:8529").is_err());
+        assert!(http_url("tcp://").is_err());
+    }
+}

@@ -1,0 +1,529 @@
+//! Cassandra (4.x): `nodetool snapshot` on every node, the SSTables of the snapshot, and the
+//! schema from `cqlsh`.
+//!
+//! Backup: the schema (`DESCRIBE SCHEMA`) is stored as a stream; every node takes a snapshot
+//! with one tag (`nodetool snapshot -t cairn-<unix ms>`, which flushes memtables and hard-links
+//! the live SSTables), and each node's snapshot directories
+//! (`<data_dir>/<keyspace>/<table>-<id>/snapshots/<tag>/`) are stored as a file tree, after
+//! which the tag is cleared again. Row counts of every table (`SELECT COUNT(*)`) are taken
+//! before and after; when they agree, the restore is verified against them exactly. Snapshots
+//! on different nodes are taken one after another, not at one instant.
+//!
+//! Restore follows Cassandra's documented procedure for a snapshot restore: the schema is
+//! applied with `IF NOT EXISTS` (so dropped tables come back, existing ones stay), every
+//! table is truncated, each node's SSTables are copied into that node's live table directory
+//! (owned like the directory) and loaded with `nodetool refresh`. Disaster recovery does the
+//! same onto a fresh cluster (the schema creates the tables; nothing to truncate).
+//!
+//! Credentials: cqlsh reads them from a cqlshrc file (`--cqlshrc`, mode 0600), nodetool from
+//! a JMX password file (`-pwf`); neither is on a command line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::process::Command;
+
+use crate::config::absolute;
+use crate::error::{Error, Result};
+use crate::plugin::{as_in_snapshot, timestamped, Ctx, Health, ItemSink, ItemSource, Keep, Mode, Plugin};
+use crate::process;
+
+/// `[cassandra]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// cqlshrc file with `[authentication]` username and password (mode 0600).
+    pub cqlshrc: Option<PathBuf>,
+    /// JMX user for nodetool, with `jmx_password_file` (`user password` lines, mode 0600).
+    pub jmx_user: Option<String>,
+    pub jmx_password_file: Option<PathBuf>,
+    /// Keyspaces to back up (default: every keyspace but Cassandra's own).
+    #[serde(default)]
+    pub keyspaces: Vec<String>,
+    /// Programs (default `nodetool`, `cqlsh`).
+    pub nodetool: Option<String>,
+    pub cqlsh: Option<String>,
+    /// Every node of the cluster.
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    pub host: String,
+    /// CQL native port (default 9042).
+    pub cql_port: Option<u16>,
+    /// JMX port nodetool talks to (default 7199).
+    pub jmx_port: Option<u16>,
+    /// The node's `data_file_directories` entry.
+    pub data_dir: PathBuf,
+}
+
+pub struct Cassandra {
+    name: String,
+    cfg: Config,
+}
+
+/// Keyspaces Cassandra keeps for itself.
+const SYSTEM_KEYSPACES: [&str; 5] = [
+    "system",
+    "system_schema",
+    "system_auth",
+    "system_distributed",
+    "system_traces",
+];
+
+pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
+    if cfg.nodes.is_empty() {
+        return Err("nodes must list every node of the cluster ([[cassandra.nodes]])".into());
+    }
+    for (i, n) in cfg.nodes.iter().enumerate() {
+        crate::config::plain_name(&format!("nodes[{i}].name"), &n.name)?;
+        absolute(&format!("nodes[{i}].data_dir"), &n.data_dir)?;
+        if n.host.is_empty() || n.host.contains(char::is_whitespace) {
+            return Err(format!("nodes[{i}].host = {:?} is not a host name", n.host));
+        }
+    }
+    for (k, p) in [("cqlshrc", &cfg.cqlshrc), ("jmx_password_file", &cfg.jmx_password_file)] {
+        if let Some(p) = p {
+            absolute(k, p)?;
+        }
+    }
+    if cfg.jmx_user.is_some() != cfg.jmx_password_file.is_some() {
+        return Err("give jmx_user and jmx_password_file together".into());
+    }
+    for k in &cfg.keyspaces {
+        if SYSTEM_KEYSPACES.contains(&k.as_str()) || !is_identifier(k) {
+            return Err(format!("keyspaces: {k:?} cannot be backed up as a user keyspace"));
+        }
+    }
+    Ok(Arc::new(Cassandra {
+        name: name.to_string(),
+        cfg: cfg.clone(),
+    }))
+}
+
+/// An unquoted CQL identifier (what `nodetool` and the data directory names use).
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 48 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+const SCHEMA: &str = "schema.cql";
+const PREFIX: &str = "cairn-";
+
+/// Row counts per `keyspace.table`.
+type Counts = BTreeMap<String, u64>;
+
+impl Cassandra {
+    fn nodetool(&self, node: &Node, args: &[&str]) -> Command {
+        let mut c = process::command(self.cfg.nodetool.as_deref().unwrap_or("nodetool"), &[]);
+        c.args(["-h", &node.host, "-p", &node.jmx_port.unwrap_or(7199).to_string()]);
+        if let (Some(u), Some(f)) = (&self.cfg.jmx_user, &self.cfg.jmx_password_file) {
+            c.args(["-u", u]).arg("-pwf").arg(f);
+        }
+        c.args(args);
+        c
+    }
+
+    fn cqlsh(&self, node: &Node) -> Command {
+        let mut c = process::command(self.cfg.cqlsh.as_deref().unwrap_or("cqlsh"), &[]);
+        c.args([&node.host, &node.cql_port.unwrap_or(9042).to_string()]);
+        if let Some(rc) = &self.cfg.cqlshrc {
+            c.arg("--cqlshrc").arg(rc);
+        }
+        c.arg("--no-color");
+        c
+    }
+
+    /// Runs CQL statements on the first node that answers.
+    async fn cql(&self, statements: &str) -> Result<String> {
+        let mut last = None;
+        for n in &self.cfg.nodes {
+            match process::output(self.cqlsh(n).args(["-e", statements])).await {
+                Ok(out) => return Ok(out),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Plugin("no nodes".into())))
+    }
+
+    /// The user tables, as `keyspace.table`.
+    async fn tables(&self) -> Result<Vec<String>> {
+        let out = self
+            .cql("SELECT keyspace_name, table_name FROM system_schema.tables;")
+            .await?;
+        let wanted: BTreeSet<&str> = self.cfg.keyspaces.iter().map(String::as_str).collect();
+        let mut tables: Vec<String> = rows(&out)
+            .into_iter()
+            .filter_map(|r| match r.as_slice() {
+                [k, t]
+                    if !SYSTEM_KEYSPACES.contains(&k.as_str())
+                        && (wanted.is_empty() || wanted.contains(k.as_str())) =>
+                {
+                    Some(format!("{k}.{t}"))
+                }
+                _ => None,
+            })
+            .collect();
+        tables.sort();
+        for k in &wanted {
+            if !tables.iter().any(|t| t.split('.').next() == Some(k)) {
+                crate::bail!("keyspace {k:?} is configured but has no tables");
+            }
+        }
+        Ok(tables)
+    }
+
+    async fn counts(&self, tables: &[String]) -> Result<Counts> {
+        if tables.is_empty() {
+            return Ok(Counts::new());
+        }
+        let q: String = tables.iter().map(|t| format!("SELECT COUNT(*) FROM {t};")).collect();
+        let out = self.cql(&q).await?;
+        let counts: Vec<u64> = rows(&out)
+            .into_iter()
+            .filter_map(|r| r.first().and_then(|c| c.parse().ok()))
+            .collect();
+        if counts.len() != tables.len() {
+            crate::bail!(
+                "cqlsh answered {} counts for {} tables: {}",
+                counts.len(),
+                tables.len(),
+                out.chars().take(500).collect::<String>()
+            );
+        }
+        Ok(tables.iter().cloned().zip(counts).collect())
+    }
+
+    fn keyspaces_of(tables: &[String]) -> Vec<String> {
+        let set: BTreeSet<&str> = tables.iter().filter_map(|t| t.split('.').next()).collect();
+        set.into_iter().map(str::to_string).collect()
+    }
+
+    async fn clear(&self, tag: &str, keyspaces: &[String]) {
+        for n in &self.cfg.nodes {
+            let mut args = vec!["clearsnapshot", "-t", tag, "--"];
+            args.extend(keyspaces.iter().map(String::as_str));
+            let _ = process::output(&mut self.nodetool(n, &args)).await;
+        }
+    }
+
+    /// Copies one node's snapshot SSTables into its live table directories and loads them.
+    async fn load_node(&self, ctx: &Ctx, node: &Node, staged: &Path, tag: &str) -> Result<()> {
+        for ks in read_dirs(staged)? {
+            for table_dir in read_dirs(&staged.join(&ks))? {
+                let snap = staged.join(&ks).join(&table_dir).join("snapshots").join(tag);
+                if !snap.is_dir() {
+                    continue;
+                }
+                let table = table_name(&table_dir);
+                let live = live_table_dir(&node.data_dir.join(&ks), table)?;
+                let owner = std::fs::metadata(&live).map_err(Error::io(live.display().to_string()))?;
+                let mut copied = 0;
+                for f in std::fs::read_dir(&snap).map_err(Error::io(snap.display().to_string()))? {
+                    let f = f.map_err(Error::io(snap.display().to_string()))?;
+                    let name = f.file_name();
+                    let name_s = name.to_string_lossy();
+                    if !f.file_type().map(|t| t.is_file()).unwrap_or(false)
+                        || name_s == "manifest.json"
+                        || name_s == "schema.cql"
+                    {
+                        continue;
+                    }
+                    let dest = live.join(&name);
+                    std::fs::copy(f.path(), &dest).map_err(Error::io(dest.display().to_string()))?;
+                    std::os::unix::fs::chown(&dest, Some(owner.uid()), Some(owner.gid()))
+                        .map_err(Error::io(format!("chown {}", dest.display())))?;
+                    copied += 1;
+                }
+                ctx.log(format!("{}: {copied} SSTable files into {ks}.{table}", node.name));
+                process::output(&mut self.nodetool(node, &["refresh", "--", &ks, table])).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Rows of cqlsh's result tables: the lines between a `---+---` rule and the blank line
+/// that ends the table, split at ` | `.
+fn rows(out: &str) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let mut in_table = false;
+    for line in out.lines() {
+        let t = line.trim();
+        if !in_table {
+            in_table = !t.is_empty() && t.chars().all(|c| c == '-' || c == '+');
+        } else if t.is_empty() || (t.starts_with('(') && t.ends_with("rows)")) {
+            in_table = false;
+        } else {
+            rows.push(t.split(" | ").map(|c| c.trim().to_string()).collect());
+        }
+    }
+    rows
+}
+
+/// `users-5bc52802de2535edaeab188eecebb090` → `users`.
+fn table_name(dir: &str) -> &str {
+    dir.rsplit_once('-').map_or(dir, |(t, _)| t)
+}
+
+fn read_dirs(p: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(p).map_err(Error::io(p.display().to_string()))? {
+        let e = e.map_err(Error::io(p.display().to_string()))?;
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            out.push(e.file_name().to_string_lossy().into_owned());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The live directory of `table` in a keyspace directory: `<table>-<id>`. A dropped and
+/// recreated table leaves its old directory behind; the newest one is the live one.
+fn live_table_dir(ks_dir: &Path, table: &str) -> Result<PathBuf> {
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    for d in read_dirs(ks_dir)? {
+        if table_name(&d) == table {
+            let p = ks_dir.join(&d);
+            let t = std::fs::metadata(&p)
+                .and_then(|m| m.created().or_else(|_| m.modified()))
+                .map_err(Error::io(p.display().to_string()))?;
+            if best.as_ref().is_none_or(|(bt, _)| t > *bt) {
+                best = Some((t, p));
+            }
+        }
+    }
+    best.map(|(_, p)| p)
+        .ok_or_else(|| Error::Plugin(format!("no directory for table {table} in {}", ks_dir.display())))
+}
+
+/// Makes `DESCRIBE SCHEMA` output safe to replay onto a cluster that has part of it.
+fn if_not_exists(schema: &str) -> String {
+    let mut out = String::with_capacity(schema.len() + 256);
+    for line in schema.lines() {
+        let mut l = line.to_string();
+        for kind in [
+            "KEYSPACE",
+            "TABLE",
+            "TYPE",
+            "INDEX",
+            "CUSTOM INDEX",
+            "MATERIALIZED VIEW",
+            "FUNCTION",
+            "AGGREGATE",
+        ] {
+            let head = format!("CREATE {kind} ");
+            if l.starts_with(&head) && !l[head.len()..].starts_with("IF NOT EXISTS") {
+                l = format!("{head}IF NOT EXISTS {}", &l[head.len()..]);
+                break;
+            }
+        }
+        out.push_str(&l);
+        out.push('\n');
+    }
+    out
+}
+
+fn keep_snapshot(keyspaces: Vec<String>, tag: String) -> Keep {
+    let keyspaces: BTreeSet<String> = keyspaces.into_iter().collect();
+    Arc::new(move |p: &Path| {
+        let parts: Vec<_> = p.iter().map(|c| c.to_string_lossy()).collect();
+        match parts.len() {
+            0 => true,
+            1 => keyspaces.contains(parts[0].as_ref()),
+            2 => keyspaces.contains(parts[0].as_ref()),
+            3 => parts[2] == "snapshots",
+            _ => parts[2] == "snapshots" && parts[3] == tag.as_str(),
+        }
+    })
+}
+
+#[async_trait]
+impl Plugin for Cassandra {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "cassandra"
+    }
+
+    async fn healthcheck(&self, _ctx: &Ctx) -> Health {
+        let r = async {
+            let mut up = 0;
+            for n in &self.cfg.nodes {
+                let out = process::output(&mut self.nodetool(n, &["status"])).await?;
+                let down: Vec<&str> = out
+                    .lines()
+                    .filter(|l| l.starts_with('D') && l.len() > 2 && l.as_bytes()[1].is_ascii_uppercase())
+                    .collect();
+                if !down.is_empty() {
+                    crate::bail!("node {} reports nodes down: {}", n.name, down.join("; "));
+                }
+                up = up.max(out.lines().filter(|l| l.starts_with("UN ")).count());
+            }
+            let tables = self.tables().await?;
+            Ok::<_, Error>(format!("{up} nodes up/normal, {} user tables", tables.len()))
+        };
+        match r.await {
+            Ok(d) => Health::ok(d),
+            Err(e) => Health::bad(e.to_string()),
+        }
+    }
+
+    async fn backup(&self, ctx: &Ctx, sink: &ItemSink) -> Result<()> {
+        let tables = self.tables().await?;
+        let keyspaces = Self::keyspaces_of(&tables);
+        let before = self.counts(&tables).await?;
+        let mut describe = self.cqlsh(&self.cfg.nodes[0]);
+        describe.args(["-e", "DESCRIBE SCHEMA"]);
+        sink.command_output(SCHEMA, &mut describe).await?;
+        let tag = timestamped(PREFIX);
+        let r = async {
+            for n in &self.cfg.nodes {
+                ctx.log(format!("nodetool snapshot -t {tag} on {}", n.name));
+                let mut args = vec!["snapshot", "-t", &tag, "--"];
+                args.extend(keyspaces.iter().map(String::as_str));
+                process::output(&mut self.nodetool(n, &args)).await?;
+            }
+            for n in &self.cfg.nodes {
+                let item = format!("{}/sstables", n.name);
+                sink.tree(&item, &n.data_dir, Some(keep_snapshot(keyspaces.clone(), tag.clone())))
+                    .await?;
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        self.clear(&tag, &keyspaces).await;
+        r?;
+        let after = self.counts(&tables).await?;
+        sink.set_meta(SCHEMA, "tag", json!(tag))?;
+        sink.set_meta(SCHEMA, "tables", json!(after))?;
+        sink.set_meta(SCHEMA, "exact", json!(before == after))?;
+        sink.set_meta(
+            SCHEMA,
+            "nodes",
+            json!(self.cfg.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>()),
+        )?;
+        Ok(())
+    }
+
+    async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
+        let meta = source.meta(SCHEMA)?;
+        let tag = meta["tag"].as_str().unwrap_or_default().to_string();
+        let tables: Counts = serde_json::from_value(meta["tables"].clone()).unwrap_or_default();
+        let schema_file = ctx.work_dir.join(SCHEMA);
+        source.restore_to(SCHEMA, &schema_file, false).await?;
+        let schema = std::fs::read_to_string(&schema_file).map_err(Error::io(schema_file.display().to_string()))?;
+        let replay = ctx.work_dir.join("schema-if-not-exists.cql");
+        std::fs::write(&replay, if_not_exists(&schema)).map_err(Error::io(replay.display().to_string()))?;
+        ctx.log("applying the schema (IF NOT EXISTS)");
+        process::output(self.cqlsh(&self.cfg.nodes[0]).arg("-f").arg(&replay)).await?;
+        let names: Vec<String> = tables.keys().cloned().collect();
+        if ctx.mode == Mode::Normal && !names.is_empty() {
+            ctx.log(format!("truncating {} tables", names.len()));
+            let q: String = names.iter().map(|t| format!("TRUNCATE {t};")).collect();
+            self.cql(&q).await?;
+        }
+        for n in &self.cfg.nodes {
+            let item = format!("{}/sstables", n.name);
+            if source.item(&item).is_err() {
+                crate::bail!(
+                    "the snapshot has no SSTables of node {}; nodes must match the backup's",
+                    n.name
+                );
+            }
+            let staged = ctx.work_dir.join(&n.name);
+            source.restore_to(&item, &staged, false).await?;
+            // A fresh node creates table directories when the schema reaches it.
+            process::wait_until(60, || async {
+                for t in &names {
+                    let (ks, table) = t.split_once('.').unwrap_or((t, ""));
+                    live_table_dir(&n.data_dir.join(ks), table)?;
+                }
+                Ok(())
+            })
+            .await?;
+            self.load_node(ctx, n, &staged, &tag).await?;
+            let _ = std::fs::remove_dir_all(&staged);
+        }
+        Ok(())
+    }
+
+    async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
+        let meta = source.meta(SCHEMA)?;
+        let want: Counts = serde_json::from_value(meta["tables"].clone()).unwrap_or_default();
+        let exact = meta["exact"].as_bool() == Some(true);
+        let names: Vec<String> = want.keys().cloned().collect();
+        let now = self.counts(&names).await?;
+        if exact {
+            for (t, n) in &want {
+                if now.get(t) != Some(n) {
+                    crate::bail!(
+                        "table {t} holds {} rows; the snapshot had {n}",
+                        now.get(t).copied().unwrap_or(0)
+                    );
+                }
+            }
+        }
+        Ok(format!(
+            "{} tables, {} rows{}",
+            now.len(),
+            now.values().sum::<u64>(),
+            as_in_snapshot(exact)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cqlsh_tables_are_parsed() {
+        let out = "\n keyspace_name | table_name\n---------------+------------\n        shop |      users\n  system |   local\n\n(2 rows)\n\n count\n-------\n  1234\n\n(1 rows)\n";
+        assert_eq!(
+            rows(out),
+            vec![
+                vec!["shop".to_string(), "users".to_string()],
+                vec!["system".into(), "local".into()],
+                vec!["1234".into()]
+            ]
+        );
+    }
+
+    #[test]
+    fn schema_replays_with_if_not_exists() {
+        let s = "CREATE KEYSPACE shop WITH replication = {'class': 'SimpleStrategy'};\n\nCREATE TABLE shop.users (\n    id int PRIMARY KEY\n);\nCREATE TABLE IF NOT EXISTS shop.x (id int PRIMARY KEY);\n";
+        let r = if_not_exists(s);
+        assert!(r.contains("CREATE KEYSPACE IF NOT EXISTS shop WITH"));
+        assert!(r.contains("CREATE TABLE IF NOT EXISTS shop.users ("));
+        assert!(r.contains("CREATE TABLE IF NOT EXISTS shop.x"));
+        assert!(!r.contains("IF NOT EXISTS IF NOT EXISTS"));
+        assert_eq!(table_name("users-5bc52802de2535edaeab188eecebb090"), "users");
+        assert_eq!(table_name("user_events-0a"), "user_events");
+    }
+
+    #[test]
+    fn only_the_tagged_snapshot_is_kept() {
+        let keep = keep_snapshot(vec!["shop".into()], "cairn-1".into());
+        for (p, want) in [
+            ("shop", true),
+            ("system", false),
+            ("shop/users-ab", true),
+            ("shop/users-ab/nb-1-big-Data.db", false),
+            ("shop/users-ab/snapshots", true),
+            ("shop/users-ab/snapshots/cairn-1", true),
+            ("shop/users-ab/snapshots/cairn-1/nb-1-big-Data.db", true),
+            ("shop/users-ab/snapshots/other", false),
+        ] {
+            assert_eq!(keep(Path::new(p)), want, "{p}");
+        }
+    }
+}
