@@ -33,6 +33,8 @@ enum Command {
     Restore(cmd::restore::Args),
     Dump(cmd::dump::Args),
     Check(cmd::check::Args),
+    Forget(cmd::forget::Args),
+    Prune(cmd::prune::Args),
     #[command(subcommand)]
     Repair(cmd::repair::Command),
     #[command(subcommand)]
@@ -54,6 +56,8 @@ fn main() -> ExitCode {
         Command::Restore(a) => cmd::restore::run(&cli.global, a),
         Command::Dump(a) => cmd::dump::run(&cli.global, a),
         Command::Check(a) => cmd::check::run(&cli.global, a),
+        Command::Forget(a) => cmd::forget::run(&cli.global, a),
+        Command::Prune(a) => cmd::prune::run(&cli.global, a),
         Command::Repair(c) => cmd::repair::run(&cli.global, c),
         Command::Key(c) => cmd::key::run(&cli.global, c),
         Command::Unlock(a) => cmd::unlock::run(&cli.global, a),

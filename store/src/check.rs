@@ -17,7 +17,6 @@ use crate::pack::{self, pack_path};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::BlobReader;
-use crate::snapshot::{ContentRef, ItemKind};
 
 /// How much pack data to read.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -153,17 +152,13 @@ impl Repository {
             };
             let mut problems = Vec::new();
             for item in &snap.items {
-                let mut contents: Vec<ContentRef> = Vec::new();
-                match &item.kind {
-                    ItemKind::Stream { content } => contents.push(content.clone()),
-                    ItemKind::Tree { listing, .. } => {
-                        contents.push(listing.clone());
-                        match self.tree_entries(listing) {
-                            Ok(entries) => contents.extend(entries.into_iter().filter_map(|e| e.content)),
-                            Err(e) => problems.push(format!("item {:?}: tree listing: {e}", item.name)),
-                        }
+                let contents = match self.item_contents(item) {
+                    Ok(c) => c,
+                    Err((c, e)) => {
+                        problems.push(format!("item {:?}: tree listing: {e}", item.name));
+                        c
                     }
-                }
+                };
                 for c in &contents {
                     // (count, up to three example chunk ids) of missing and of damaged chunks.
                     let missing = std::cell::RefCell::new((0u64, Vec::new()));

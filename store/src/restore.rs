@@ -361,6 +361,24 @@ impl Repository {
     }
 
     /// Loads a snapshot that may be restored.
+    /// Every chunk list an item reads: a stream's content, or a tree's listing and each of its
+    /// files' contents. When the listing cannot be read, returns what was found with the error.
+    pub(crate) fn item_contents(&self, item: &Item) -> std::result::Result<Vec<ContentRef>, (Vec<ContentRef>, Error)> {
+        match &item.kind {
+            ItemKind::Stream { content } => Ok(vec![content.clone()]),
+            ItemKind::Tree { listing, .. } => {
+                let mut out = vec![listing.clone()];
+                match self.tree_entries(listing) {
+                    Ok(entries) => {
+                        out.extend(entries.into_iter().filter_map(|e| e.content));
+                        Ok(out)
+                    }
+                    Err(e) => Err((out, e)),
+                }
+            }
+        }
+    }
+
     pub fn restorable_snapshot(&self, name: &str) -> Result<Snapshot> {
         let snap = self.snapshot(name)?;
         if let crate::snapshot::Status::Failed { reason } = &snap.status {

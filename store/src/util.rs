@@ -11,7 +11,7 @@ pub fn now_unix() -> i64 {
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's civil_from_days).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -33,6 +33,20 @@ pub fn format_rfc3339(unix: i64) -> String {
         secs / 60 % 60,
         secs % 60
     )
+}
+
+/// Crash tests: when `CAIRN_CRASH_POINT` names this point, the process SIGKILLs itself here,
+/// so a test can stop an operation at an exact step, as a power cut or `kill -9` would.
+pub(crate) fn crash_point(name: &str) {
+    if std::env::var("CAIRN_CRASH_POINT").is_ok_and(|v| v == name) {
+        eprintln!("cairn: CAIRN_CRASH_POINT={name}: killing myself");
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", &std::process::id().to_string()])
+            .status();
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,157 @@
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use cairn_store::{format_rfc3339, Decision, Policy, PruneOptions, Repository, RetentionEntry};
+
+use crate::common::{print_table, GlobalOpts};
+
+/// Remove snapshots: the named ones, or those a retention policy does not keep (failed
+/// snapshots are never kept). Data goes with the next `prune` (or `--prune`).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Snapshots to forget by name (instead of a policy).
+    pub names: Vec<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+    /// Show what would go and why each kept snapshot is kept; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Prune right after forgetting.
+    #[arg(long)]
+    pub prune: bool,
+    /// Print the decisions as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct PolicyArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_hourly: u32,
+    /// ... of each of the last N days.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_daily: u32,
+    /// ... of each of the last N ISO weeks.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_weekly: u32,
+    /// ... of each of the last N months.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_monthly: u32,
+    /// ... of each of the last N years.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Keep every snapshot up to this much older than the newest (7d, 36h, 2w, 1y6m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_within)]
+    pub keep_within: Option<i64>,
+    /// Keep every snapshot with this tag (repeatable).
+    #[arg(long, value_name = "TAG")]
+    pub keep_tag: Vec<String>,
+}
+
+fn parse_within(s: &str) -> Result<i64, String> {
+    cairn_store::parse_duration(s)
+}
+
+impl PolicyArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: self.keep_within,
+            tags: self.keep_tag.clone(),
+        }
+    }
+}
+
+/// Applies a policy to every snapshot and forgets what it does not keep (unless `dry_run`).
+pub fn apply(repo: &Repository, policy: &Policy, dry_run: bool) -> Result<Vec<Decision>> {
+    if policy.is_empty() {
+        bail!("no keep rule given: that would forget every snapshot (use --keep-last, --keep-daily, ... or name snapshots)");
+    }
+    let mut entries = Vec::new();
+    for s in repo.snapshots()? {
+        let s = s.map_err(|e| anyhow::anyhow!("{e}; run `cairn check` before forgetting by policy"))?;
+        entries.push(RetentionEntry {
+            name: s.name.clone(),
+            time: s.time,
+            tags: s.tags.clone(),
+            complete: s.is_complete(),
+        });
+    }
+    let decisions = policy.apply(&entries);
+    if !dry_run {
+        let gone: Vec<String> = decisions.iter().filter(|d| !d.keep).map(|d| d.name.clone()).collect();
+        repo.forget(&gone)?;
+    }
+    Ok(decisions)
+}
+
+pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
+    let repo = g.open()?;
+    let policy = a.policy.policy();
+    let decisions = if !a.names.is_empty() {
+        if !policy.is_empty() {
+            bail!("give snapshot names or keep rules, not both");
+        }
+        for n in &a.names {
+            if !repo.snapshot_exists(n) {
+                bail!("no snapshot named {n:?}");
+            }
+        }
+        if !a.dry_run {
+            repo.forget(&a.names)?;
+        }
+        a.names
+            .iter()
+            .map(|n| Decision {
+                name: n.clone(),
+                time: 0,
+                keep: false,
+                reasons: vec!["named".into()],
+            })
+            .collect()
+    } else {
+        apply(&repo, &policy, a.dry_run)?
+    };
+    let forgotten = decisions.iter().filter(|d| !d.keep).count();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&decisions)?);
+    } else {
+        let rows: Vec<Vec<String>> = decisions
+            .iter()
+            .map(|d| {
+                vec![
+                    d.name.clone(),
+                    if d.time == 0 {
+                        String::new()
+                    } else {
+                        format_rfc3339(d.time)
+                    },
+                    if d.keep { "keep" } else { "forget" }.into(),
+                    d.reasons.join(", "),
+                ]
+            })
+            .collect();
+        print_table(&["snapshot", "time", "action", "why"], &rows);
+        println!(
+            "{} {forgotten} of {} snapshot(s)",
+            if a.dry_run { "would forget" } else { "forgot" },
+            decisions.len()
+        );
+    }
+    if a.prune && !a.dry_run {
+        let r = repo.prune(&PruneOptions::default(), g.progress().as_ref())?;
+        if !a.json {
+            super::prune::print(&r);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
