@@ -5,17 +5,11 @@
 
 mod support;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use serde_json::Value;
-use support::standins::{http, http_ok, tool, Server};
+use support::standins::{http, http_ok, secret_file, tool, Es, Server, ES_AUTH};
 use support::Env;
-
-fn secret_file(path: &Path, text: &str) {
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 fn base_config(env: &Env) -> String {
     std::fs::write(env.path("password"), format!("{}\n", support::PASSWORD)).unwrap();
@@ -60,85 +54,6 @@ fn verified(report: &Value) -> String {
 }
 
 // ---------------------------------------------------------------- Elasticsearch
-
-/// 96 hex digits that differ per document, so stored data does not compress to nothing.
-fn hex_noise(seed: u64) -> String {
-    support::random_bytes(48, seed)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-struct Es {
-    server: Server,
-    auth: &'static str,
-}
-
-const ES_AUTH: &str = "elastic:es-secret-pw";
-
-impl Es {
-    fn start(env: &Env, data: &str) -> Es {
-        let cred = env.path("es-server.cred");
-        secret_file(&cred, &format!("{ES_AUTH}\n"));
-        let dir = env.path(data);
-        let args = [
-            "--port-file".to_string(),
-            dir.join("port").display().to_string(),
-            "--data-dir".into(),
-            dir.join("data").display().to_string(),
-            "--path-repo".into(),
-            env.path("es-snapshots").display().to_string(),
-            "--credentials-file".into(),
-            cred.display().to_string(),
-        ];
-        Es {
-            server: Server::start("elasticsearch", &dir, &args, &["port"]),
-            auth: ES_AUTH,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.server.port())
-    }
-
-    fn call(&self, method: &str, path: &str, body: Option<&str>) -> Value {
-        http_ok(method, &self.url(path), Some(self.auth), body)
-    }
-
-    fn count(&self, index: &str) -> u64 {
-        self.call("GET", &format!("/{index}/_count"), None)["count"]
-            .as_u64()
-            .unwrap()
-    }
-
-    fn bulk(&self, index: &str, from: usize, n: usize) {
-        let mut body = String::new();
-        for i in from..from + n {
-            body.push_str(&format!(
-                "{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"{i}\"}}}}\n{{\"n\":{i},\"msg\":\"event {i} {}\"}}\n",
-                hex_noise(i as u64)
-            ));
-        }
-        let r = self.call("POST", "/_bulk?refresh=true", Some(&body));
-        assert_eq!(r["errors"], false, "{r}");
-    }
-
-    /// Index -> (count, aliases), for every index.
-    fn state(&self) -> Vec<(String, u64, Vec<String>)> {
-        let list = self.call("GET", "/_cat/indices?format=json&h=index", None);
-        let mut out = Vec::new();
-        for row in list.as_array().unwrap() {
-            let idx = row["index"].as_str().unwrap().to_string();
-            let aliases = self.call("GET", &format!("/{idx}/_alias"), None)[&idx]["aliases"]
-                .as_object()
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
-            out.push((idx.clone(), self.count(&idx), aliases));
-        }
-        out.sort();
-        out
-    }
-}
 
 fn es_config(env: &Env, es: &Es) -> String {
     let cred = env.path("es-client.cred");

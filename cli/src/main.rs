@@ -8,11 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod cmd;
-mod common;
-mod progress;
-
-use common::GlobalOpts;
+use cairn_cli::cmd;
+use cairn_cli::common::GlobalOpts;
 
 /// Cairn: consistent, deduplicated, encrypted backups of a whole platform.
 #[derive(Parser, Debug)]
@@ -43,6 +40,8 @@ enum Command {
     Healthcheck(cmd::healthcheck::Args),
     Maintenance(cmd::maintenance::Args),
     Reindex(cmd::reindex::Args),
+    #[command(subcommand)]
+    Schedule(cmd::schedule::Command),
     Demo(cmd::demo::Args),
 }
 
@@ -64,19 +63,10 @@ fn main() -> ExitCode {
         Command::Healthcheck(a) => cmd::healthcheck::run(&cli.global, a),
         Command::Maintenance(a) => cmd::maintenance::run(&cli.global, a),
         Command::Reindex(a) => cmd::reindex::run(&cli.global, a),
+        Command::Schedule(c) => cmd::schedule::run(&cli.global, c),
         Command::Demo(a) => cmd::demo::run(&cli.global, a),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) if common::is_broken_pipe(&e) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
-            }
-            ExitCode::FAILURE
-        }
-    }
+    result.unwrap_or_else(|e| cairn_cli::report(&e))
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ macro_rules! databases {
             pub state_dir: Option<PathBuf>,
             #[serde(default)]
             pub maintenance: MaintenanceConfig,
+            /// `[retention]`: applied after each scheduled backup.
+            pub retention: Option<crate::schedule::RetentionConfig>,
             /// `[files.NAME]`: certificates, encrypted passwords and other files to carry.
             #[serde(default)]
             pub files: BTreeMap<String, crate::files::Config>,
@@ -174,6 +176,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         }
         plugins.push(plugin);
     }
+    if let Some(r) = &config.retention {
+        r.policy()
+            .map_err(|m| err(section_line(text, "retention", 0), format!("[retention] {m}")))?;
+    }
     if config.password_file.is_some() && config.identity_file.is_some() {
         return Err(err(None, "give password_file or identity_file, not both".into()));
     }
@@ -237,6 +243,10 @@ mod tests {
         let e =
             parse_err("[files.certs]\npaths = [\"/a\"]\n\n[[exec]]\nname = \"certs\"\ndump = \"x\"\nrestore = \"y\"\n");
         assert!(e.contains("line 4") && e.contains("used by two plugins"), "{e}");
+        let e = parse_err("repository = \"/b\"\n[retention]\nkeep_within = \"7x\"\n");
+        assert!(e.contains("line 2") && e.contains("keep_within"), "{e}");
+        let e = parse_err("[retention]\nprune = true\n");
+        assert!(e.contains("no keep_* rule"), "{e}");
         let e = parse_err("[nosuchdb]\nx = 1\n");
         assert!(e.contains("line 1") && e.contains("nosuchdb"), "{e}");
     }

@@ -23,6 +23,7 @@ pub mod maintenance;
 pub mod mariadb;
 pub mod plugin;
 pub mod process;
+pub mod schedule;
 pub mod zookeeper;
 
 pub use cairn_store as store;

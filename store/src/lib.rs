@@ -65,4 +65,4 @@ pub use repo::{default_cache_dir, OpenOptions, Repository};
 pub use restore::RestoreOptions;
 pub use retention::{parse_duration, Decision, Entry as RetentionEntry, Policy};
 pub use snapshot::{Item, ItemKind, Snapshot, Stats, Status};
-pub use util::{format_rfc3339, now_unix};
+pub use util::{civil, format_rfc3339, now_unix, Civil};

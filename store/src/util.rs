@@ -23,6 +23,31 @@ pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// A UTC instant broken down (for schedules and retention).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Civil {
+    pub year: i64,
+    pub month: u32,
+    pub day: u32,
+    pub hour: u32,
+    pub minute: u32,
+    /// 0 = Sunday ... 6 = Saturday, as cron counts.
+    pub weekday: u32,
+}
+
+pub fn civil(unix: i64) -> Civil {
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    Civil {
+        year,
+        month,
+        day,
+        hour: (secs / 3600) as u32,
+        minute: (secs / 60 % 60) as u32,
+        weekday: (days + 4).rem_euclid(7) as u32, // 1970-01-01 was a Thursday
+    }
+}
+
 /// `2026-11-22T18:38:43Z`
 pub fn format_rfc3339(unix: i64) -> String {
     let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));

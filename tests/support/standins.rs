@@ -139,3 +139,89 @@ pub fn http_ok(method: &str, url: &str, auth: Option<&str>, body: Option<&str>) 
     assert!((200..300).contains(&s), "{method} {url} answered {s}: {v}");
     v
 }
+
+/// Writes a file of mode 0600 (credentials).
+pub fn secret_file(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// 96 hex digits that differ per document, so stored data does not compress to nothing.
+pub fn hex_noise(seed: u64) -> String {
+    super::random_bytes(48, seed)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// An Elasticsearch stand-in with Basic auth, its snapshot repositories under `<env>/es-snapshots`.
+pub struct Es {
+    pub server: Server,
+    pub auth: &'static str,
+}
+
+pub const ES_AUTH: &str = "elastic:es-secret-pw";
+
+impl Es {
+    pub fn start(env: &super::Env, data: &str) -> Es {
+        let cred = env.path("es-server.cred");
+        secret_file(&cred, &format!("{ES_AUTH}\n"));
+        let dir = env.path(data);
+        let args = [
+            "--port-file".to_string(),
+            dir.join("port").display().to_string(),
+            "--data-dir".into(),
+            dir.join("data").display().to_string(),
+            "--path-repo".into(),
+            env.path("es-snapshots").display().to_string(),
+            "--credentials-file".into(),
+            cred.display().to_string(),
+        ];
+        Es {
+            server: Server::start("elasticsearch", &dir, &args, &["port"]),
+            auth: ES_AUTH,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.server.port())
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> serde_json::Value {
+        http_ok(method, &self.url(path), Some(self.auth), body)
+    }
+
+    pub fn count(&self, index: &str) -> u64 {
+        self.call("GET", &format!("/{index}/_count"), None)["count"]
+            .as_u64()
+            .unwrap()
+    }
+
+    pub fn bulk(&self, index: &str, from: usize, n: usize) {
+        let mut body = String::new();
+        for i in from..from + n {
+            body.push_str(&format!(
+                "{{\"index\":{{\"_index\":\"{index}\",\"_id\":\"{i}\"}}}}\n{{\"n\":{i},\"msg\":\"event {i} {}\"}}\n",
+                hex_noise(i as u64)
+            ));
+        }
+        let r = self.call("POST", "/_bulk?refresh=true", Some(&body));
+        assert_eq!(r["errors"], false, "{r}");
+    }
+
+    /// Index -> (count, aliases), for every index.
+    pub fn state(&self) -> Vec<(String, u64, Vec<String>)> {
+        let list = self.call("GET", "/_cat/indices?format=json&h=index", None);
+        let mut out = Vec::new();
+        for row in list.as_array().unwrap() {
+            let idx = row["index"].as_str().unwrap().to_string();
+            let aliases = self.call("GET", &format!("/{idx}/_alias"), None)[&idx]["aliases"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            out.push((idx.clone(), self.count(&idx), aliases));
+        }
+        out.sort();
+        out
+    }
+}

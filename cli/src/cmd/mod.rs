@@ -13,6 +13,7 @@ pub mod prune;
 pub mod reindex;
 pub mod repair;
 pub mod restore;
+pub mod schedule;
 pub mod show;
 pub mod snapshots;
 pub mod system;

@@ -1,0 +1,185 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use cairn_plugins::controller::{self, BackupRequest};
+use cairn_plugins::schedule::{self, CronExpr, RunGuard};
+use cairn_store::{now_unix, PruneOptions, Status};
+
+use crate::common::{bytes, GlobalOpts};
+
+/// Scheduled backups: the system cron entry, one scheduled run, or a foreground scheduler.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Install (or replace) the cron entry `/etc/cron.d/cairn` (`CAIRN_CRON_DIR` overrides).
+    Install(When),
+    /// Remove the cron entry.
+    Remove,
+    /// Print the cron entry, if any.
+    Show,
+    /// One scheduled run: back up everything as `DAILY/<UTC time>`, apply `[retention]`, log to
+    /// `<state_dir>/schedule.log`. Skips (and logs) if the previous run is still going.
+    Fire(FireArgs),
+    /// Run in the foreground, firing on the cron expression (UTC), for hosts without cron.
+    Run(When),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct When {
+    /// Cron expression: `m h dom mon dow` (quoted) or `m-h-dom-mon-dow`.
+    #[arg(long, value_parser = parse_cron)]
+    pub cron: CronExpr,
+    /// Scheduled runs put the platform in maintenance mode.
+    #[arg(long)]
+    pub maintenance: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FireArgs {
+    /// Put the platform in maintenance mode during the backup.
+    #[arg(long)]
+    pub maintenance: bool,
+}
+
+pub fn parse_cron(s: &str) -> Result<CronExpr, String> {
+    CronExpr::parse(s)
+}
+
+pub fn run(g: &GlobalOpts, c: Command) -> Result<ExitCode> {
+    match c {
+        Command::Install(w) => install(g, &w.cron, w.maintenance),
+        Command::Remove => {
+            let dir = schedule::cron_dir();
+            if schedule::remove(&dir).with_context(|| format!("removing {}", schedule::cron_file(&dir).display()))? {
+                println!("removed {}", schedule::cron_file(&dir).display());
+            } else {
+                println!(
+                    "no scheduled backup installed ({} absent)",
+                    schedule::cron_file(&dir).display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Show => {
+            let f = schedule::cron_file(&schedule::cron_dir());
+            match std::fs::read_to_string(&f) {
+                Ok(t) => print!("{t}"),
+                Err(_) => println!("no scheduled backup installed ({} absent)", f.display()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Fire(a) => fire(g, a.maintenance),
+        Command::Run(w) => loop {
+            let now = now_unix();
+            let next = w
+                .cron
+                .next_after(now)
+                .ok_or_else(|| anyhow::anyhow!("{} never fires", w.cron.crontab()))?;
+            eprintln!(
+                "cairn: next scheduled backup at {} ({})",
+                cairn_store::format_rfc3339(next),
+                w.cron.crontab()
+            );
+            std::thread::sleep(std::time::Duration::from_secs((next - now).max(0) as u64));
+            let _ = fire(g, w.maintenance);
+        },
+    }
+}
+
+/// Writes the cron entry; the configuration must load (a schedule that cannot run is refused).
+pub fn install(g: &GlobalOpts, cron: &CronExpr, maintenance: bool) -> Result<ExitCode> {
+    let loaded = g.require_config()?;
+    let config = std::fs::canonicalize(&loaded.path).unwrap_or(loaded.path.clone());
+    let exe = std::env::current_exe().context("locating the cairn binary")?;
+    // The entry runs `cairn`, which sits beside `cso_backupnrestore`.
+    let cairn: PathBuf = exe.with_file_name("cairn");
+    let dir = schedule::cron_dir();
+    let path = schedule::install(&dir, cron, &cairn, &config, maintenance)
+        .with_context(|| format!("writing {}", schedule::cron_file(&dir).display()))?;
+    println!(
+        "scheduled backup installed in {}: `{}`{} (UTC on hosts without a time zone), named DAILY/<UTC time>; log: {}",
+        path.display(),
+        cron.crontab(),
+        if maintenance { " in maintenance mode" } else { "" },
+        loaded.state_dir().join("schedule.log").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One scheduled run; every outcome goes to the schedule log.
+pub fn fire(g: &GlobalOpts, maintenance: bool) -> Result<ExitCode> {
+    let loaded = g.require_config()?;
+    let state = loaded.state_dir();
+    let log = |line: &str| {
+        if let Err(e) = schedule::log(&state, line) {
+            eprintln!("cairn: cannot write {}: {e}", state.join("schedule.log").display());
+        }
+        eprintln!("cairn: {line}");
+    };
+    let _guard = match RunGuard::acquire(&state).context("taking the scheduled-run slot")? {
+        Ok(g) => g,
+        Err(pid) => {
+            log(&format!(
+                "skipped: the previous scheduled run (pid {pid}) is still running"
+            ));
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let name = schedule::run_name(now_unix());
+    log(&format!(
+        "start {name}{}",
+        if maintenance { " (maintenance mode)" } else { "" }
+    ));
+    let result = (|| -> Result<ExitCode> {
+        let g2 = g.with_config(Some(&loaded));
+        let repo = g2.open_exact()?;
+        let req = BackupRequest {
+            name: Some(name.clone()),
+            tags: vec!["scheduled".into()],
+            plugins: None,
+            maintenance,
+        };
+        let (snap, _) = super::system::runtime()?.block_on(controller::backup(&repo, &loaded, &req))?;
+        if let Status::Failed { reason } = &snap.status {
+            log(&format!("FAILED {name}: {reason}"));
+            return Ok(ExitCode::FAILURE);
+        }
+        log(&format!(
+            "done {name}: complete, {} logical, {} added",
+            bytes(snap.size()),
+            bytes(snap.stats.bytes_added)
+        ));
+        if let Some(r) = &loaded.config.retention {
+            let policy = r.policy().map_err(anyhow::Error::msg)?;
+            let decisions = super::forget::apply(&repo, &policy, false)?;
+            let gone: Vec<&str> = decisions.iter().filter(|d| !d.keep).map(|d| d.name.as_str()).collect();
+            log(&format!(
+                "retention: forgot {} snapshot(s){}",
+                gone.len(),
+                if gone.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", gone.join(", "))
+                }
+            ));
+            if r.prune.unwrap_or(true) {
+                let p = repo.prune(&PruneOptions::default(), &cairn_store::NoProgress)?;
+                log(&format!(
+                    "prune: deleted {} pack(s), repacked {}, {} -> {}",
+                    p.packs_deleted,
+                    p.packs_repacked,
+                    bytes(p.bytes_before),
+                    bytes(p.bytes_after)
+                ));
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })();
+    match result {
+        Ok(code) => Ok(code),
+        Err(e) => {
+            log(&format!("FAILED {name}: {e:#}"));
+            Err(e)
+        }
+    }
+}

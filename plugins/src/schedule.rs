@@ -1,0 +1,402 @@
+//! Scheduled backups: cron expressions, the system cron entry, and one scheduled run.
+//!
+//! `cso_backupnrestore -b scheduledbackup -z 0-13-*-*-0 [-m yes]` (or `cairn schedule install`)
+//! writes `/etc/cron.d/cairn` (`CAIRN_CRON_DIR` overrides the directory) with one line that
+//! runs `cairn schedule fire`. Each fired run backs the platform up as `DAILY/<UTC time>`,
+//! applies the configured retention, and appends what happened to `<state_dir>/schedule.log`;
+//! a run that finds the previous one still going skips and says so there. `cairn schedule run`
+//! is the same without cron: a foreground loop firing on the expression (UTC).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// `[retention]`: the policy applied after each scheduled backup (see `cairn forget`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(default)]
+    pub keep_last: u32,
+    #[serde(default)]
+    pub keep_hourly: u32,
+    #[serde(default)]
+    pub keep_daily: u32,
+    #[serde(default)]
+    pub keep_weekly: u32,
+    #[serde(default)]
+    pub keep_monthly: u32,
+    #[serde(default)]
+    pub keep_yearly: u32,
+    /// A duration such as `30d`.
+    pub keep_within: Option<String>,
+    #[serde(default)]
+    pub keep_tags: Vec<String>,
+    /// Prune after forgetting (default true).
+    pub prune: Option<bool>,
+}
+
+impl RetentionConfig {
+    pub fn policy(&self) -> Result<cairn_store::Policy, String> {
+        let p = cairn_store::Policy {
+            last: self.keep_last,
+            hourly: self.keep_hourly,
+            daily: self.keep_daily,
+            weekly: self.keep_weekly,
+            monthly: self.keep_monthly,
+            yearly: self.keep_yearly,
+            within: match &self.keep_within {
+                Some(d) => Some(cairn_store::parse_duration(d).map_err(|e| format!("keep_within: {e}"))?),
+                None => None,
+            },
+            tags: self.keep_tags.clone(),
+        };
+        if p.is_empty() {
+            return Err("no keep_* rule: it would forget every snapshot".into());
+        }
+        Ok(p)
+    }
+}
+
+/// A five-field cron expression: minute, hour, day of month, month, day of week.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronExpr {
+    minutes: u64,
+    hours: u32,
+    days: u32,
+    months: u16,
+    weekdays: u8,
+    /// Day of month and day of week both restricted: cron fires when either matches.
+    either_day: bool,
+    fields: [String; 5],
+}
+
+const FIELDS: [(&str, u32, u32); 5] = [
+    ("minute", 0, 59),
+    ("hour", 0, 23),
+    ("day of month", 1, 31),
+    ("month", 1, 12),
+    ("day of week", 0, 7),
+];
+
+impl CronExpr {
+    /// Parses `m h dom mon dow` (spaces, as in crontab) or the operator tool's `m-h-dom-mon-dow`
+    /// (dashes; there a field can be a number, `*`, `*/step` or a list `a,b`, since `-` is
+    /// taken: ranges need the space form).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let dashed = !s.contains(char::is_whitespace);
+        let parts: Vec<&str> = if dashed {
+            s.split('-').collect()
+        } else {
+            s.split_whitespace().collect()
+        };
+        if parts.len() != 5 {
+            return Err(format!(
+                "{s:?} has {} fields; a schedule is minute-hour-day_of_month-month-day_of_week, e.g. 0-13-*-*-0 \
+                 (or quoted with spaces and ranges: '0 13 * * 1-5')",
+                parts.len()
+            ));
+        }
+        let mut sets = [0u64; 5];
+        for (i, (p, (name, lo, hi))) in parts.iter().zip(FIELDS).enumerate() {
+            sets[i] = field(p, name, lo, hi)?;
+        }
+        // Day of week 7 is Sunday, as 0.
+        let weekdays = (sets[4] | (sets[4] >> 7)) as u8 & 0x7f;
+        Ok(CronExpr {
+            minutes: sets[0],
+            hours: sets[1] as u32,
+            days: sets[2] as u32,
+            months: sets[3] as u16,
+            weekdays,
+            either_day: parts[2] != "*" && parts[4] != "*",
+            fields: std::array::from_fn(|i| parts[i].to_string()),
+        })
+    }
+
+    /// The expression as a crontab line's first five fields.
+    pub fn crontab(&self) -> String {
+        self.fields.join(" ")
+    }
+
+    /// Does the minute starting at `unix` (UTC) match?
+    pub fn matches(&self, unix: i64) -> bool {
+        let c = cairn_store::civil(unix);
+        let bit = |set: u64, v: u32| set >> v & 1 == 1;
+        let dom = bit(u64::from(self.days), c.day);
+        let dow = bit(u64::from(self.weekdays), c.weekday);
+        let day = if self.either_day { dom || dow } else { dom && dow };
+        bit(self.minutes, c.minute) && bit(u64::from(self.hours), c.hour) && bit(u64::from(self.months), c.month) && day
+    }
+
+    /// The first matching minute after `unix`, within the next five years.
+    pub fn next_after(&self, unix: i64) -> Option<i64> {
+        let mut t = (unix.div_euclid(60) + 1) * 60;
+        let end = t + 5 * 366 * 86_400;
+        while t < end {
+            if self.matches(t) {
+                return Some(t);
+            }
+            t += 60;
+        }
+        None
+    }
+}
+
+/// One field: `*`, `*/n`, `a`, `a-b`, `a-b/n`, or a list of those; a bit set of the values.
+fn field(text: &str, name: &str, lo: u32, hi: u32) -> Result<u64, String> {
+    let bad = |why: String| format!("{name} field {text:?}: {why} (allowed: {lo}-{hi}, *, */step, lists a,b)");
+    let mut set = 0u64;
+    for part in text.split(',') {
+        let (range, step) = match part.split_once('/') {
+            Some((r, s)) => (
+                r,
+                s.parse::<u32>()
+                    .map_err(|_| bad(format!("step {s:?} is not a number")))?,
+            ),
+            None => (part, 1),
+        };
+        if step == 0 {
+            return Err(bad("step 0".into()));
+        }
+        let num = |v: &str| -> Result<u32, String> {
+            let n: u32 = v.parse().map_err(|_| bad(format!("{v:?} is not a number")))?;
+            if n < lo || n > hi {
+                return Err(bad(format!("{n} is out of range")));
+            }
+            Ok(n)
+        };
+        let (a, b) = match range {
+            "*" => (lo, hi),
+            r => match r.split_once('-') {
+                Some((a, b)) => (num(a)?, num(b)?),
+                None if part.contains('/') => (num(r)?, hi),
+                None => {
+                    let n = num(r)?;
+                    (n, n)
+                }
+            },
+        };
+        if a > b {
+            return Err(bad(format!("range {a}-{b} runs backwards")));
+        }
+        for v in (a..=b).step_by(step as usize) {
+            set |= 1 << v;
+        }
+    }
+    Ok(set)
+}
+
+/// Where cron entries go (`CAIRN_CRON_DIR`, else `/etc/cron.d`).
+pub fn cron_dir() -> PathBuf {
+    std::env::var_os("CAIRN_CRON_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/etc/cron.d"))
+}
+
+/// The cron file Cairn owns in `dir` (cron ignores names with dots, so it has none).
+pub fn cron_file(dir: &Path) -> PathBuf {
+    dir.join("cairn")
+}
+
+/// Writes (or replaces, atomically) the cron entry in `dir` that fires `cairn schedule fire`.
+pub fn install(
+    dir: &Path,
+    expr: &CronExpr,
+    cairn: &Path,
+    config: &Path,
+    maintenance: bool,
+) -> std::io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let text = format!(
+        "# Cairn scheduled backup, written by `cso_backupnrestore -b scheduledbackup` / `cairn schedule install`.\n\
+         # Replace it the same way; remove it with `cairn schedule remove`. Runs log to the state dir's schedule.log.\n\
+         SHELL=/bin/sh\n\
+         PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n\
+         {} root {} --config {} schedule fire{}\n",
+        expr.crontab(),
+        shell_quote(&cairn.to_string_lossy()),
+        shell_quote(&config.to_string_lossy()),
+        if maintenance { " --maintenance" } else { "" }
+    );
+    let tmp = dir.join(".cairn.tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    let path = cron_file(dir);
+    std::fs::rename(&tmp, &path)?;
+    Ok(path)
+}
+
+/// Removes the cron entry from `dir`; `Ok(false)` if there was none.
+pub fn remove(dir: &Path) -> std::io::Result<bool> {
+    match std::fs::remove_file(cron_file(dir)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+=:".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// Appends a timestamped line to `<state_dir>/schedule.log`.
+pub fn log(state_dir: &Path, line: &str) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(state_dir.join("schedule.log"))?;
+    writeln!(
+        f,
+        "{} [{}] {line}",
+        cairn_store::format_rfc3339(cairn_store::now_unix()),
+        std::process::id()
+    )
+}
+
+/// Held while a scheduled run goes: `<state_dir>/schedule.pid`, removed on drop.
+pub struct RunGuard {
+    path: PathBuf,
+}
+
+impl RunGuard {
+    /// Takes the run slot, or returns the pid of a live run that holds it. A pid file whose
+    /// process is gone (a crashed run) is taken over.
+    pub fn acquire(state_dir: &Path) -> std::io::Result<Result<RunGuard, u32>> {
+        std::fs::create_dir_all(state_dir)?;
+        let path = state_dir.join("schedule.pid");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    writeln!(f, "{}", std::process::id())?;
+                    return Ok(Ok(RunGuard { path }));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid = std::fs::read_to_string(&path)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u32>().ok());
+                    match pid {
+                        Some(p) if Path::new(&format!("/proc/{p}")).exists() => return Ok(Err(p)),
+                        _ => {
+                            let _ = std::fs::remove_file(&path);
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::other("could not take the schedule.pid slot"))
+    }
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The name of a scheduled backup started at `unix`.
+pub fn run_name(unix: i64) -> String {
+    format!("DAILY/{}", cairn_store::format_rfc3339(unix))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-11-22 (a Sunday) 13:00 UTC.
+    const SUN_1300: i64 = 1_795_352_400;
+
+    #[test]
+    fn parses_both_forms() {
+        let e = CronExpr::parse("0-13-*-*-0").unwrap();
+        assert_eq!(e.crontab(), "0 13 * * 0");
+        assert!(e.matches(SUN_1300));
+        assert!(!e.matches(SUN_1300 + 60));
+        assert!(!e.matches(SUN_1300 + 86_400));
+        assert_eq!(e.next_after(SUN_1300), Some(SUN_1300 + 7 * 86_400));
+        assert_eq!(e.next_after(SUN_1300 - 1), Some(SUN_1300));
+        let e = CronExpr::parse("*/15 9-17 * * 1-5").unwrap();
+        assert_eq!(e.next_after(SUN_1300), Some(SUN_1300 + 86_400 - 4 * 3600));
+        let e = CronExpr::parse("30-2-1,15-*-*").unwrap();
+        assert!(e.matches(SUN_1300 - 13 * 3600 - 21 * 86_400 + 2 * 3600 + 1800)); // 2026-11-01 02:30
+                                                                                  // Sunday as 7; day of month or day of week when both are given.
+        assert!(CronExpr::parse("0 13 * * 7").unwrap().matches(SUN_1300));
+        assert!(CronExpr::parse("0 13 1 * 0").unwrap().matches(SUN_1300));
+    }
+
+    #[test]
+    fn refuses_bad_fields_naming_them() {
+        for (expr, want) in [
+            ("0-25-*-*-0", "hour field \"25\": 25 is out of range"),
+            ("60-1-*-*-*", "minute field"),
+            ("0-13-0-*-*", "day of month field"),
+            ("0-13-*-13-*", "month field"),
+            ("0-13-*-*-8", "day of week field"),
+            ("0-13-*-*", "has 4 fields"),
+            ("0 13 * * 5-1", "runs backwards"),
+            ("x-13-*-*-0", "\"x\" is not a number"),
+            ("*/0 * * * *", "step 0"),
+        ] {
+            let e = CronExpr::parse(expr).unwrap_err();
+            assert!(e.contains(want), "{expr}: {e}");
+        }
+    }
+
+    #[test]
+    fn cron_file_round_trip_and_run_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let cron = dir.path().join("cron.d");
+        let e = CronExpr::parse("0-13-*-*-0").unwrap();
+        let p = install(
+            &cron,
+            &e,
+            Path::new("/usr/bin/cairn"),
+            Path::new("/etc/cairn/cairn.toml"),
+            true,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains(
+                "\n0 13 * * 0 root /usr/bin/cairn --config /etc/cairn/cairn.toml schedule fire --maintenance\n"
+            ),
+            "{text}"
+        );
+        install(
+            &cron,
+            &CronExpr::parse("5 1 * * *").unwrap(),
+            Path::new("/usr/bin/cairn"),
+            Path::new("/c"),
+            false,
+        )
+        .unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        assert!(
+            text.contains("\n5 1 * * * root") && !text.contains("13 * * 0"),
+            "{text}"
+        );
+        assert!(remove(&cron).unwrap());
+        assert!(!remove(&cron).unwrap());
+
+        let state = dir.path().join("state");
+        let g = RunGuard::acquire(&state).unwrap().unwrap();
+        assert_eq!(RunGuard::acquire(&state).unwrap().err(), Some(std::process::id()));
+        drop(g);
+        std::fs::write(state.join("schedule.pid"), "999999999\n").unwrap();
+        assert!(
+            RunGuard::acquire(&state).unwrap().is_ok(),
+            "a dead run's slot is taken over"
+        );
+        assert_eq!(run_name(SUN_1300), "DAILY/2026-11-22T13:00:00Z");
+    }
+}
