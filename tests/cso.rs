@@ -338,3 +338,59 @@ fn scheduled_runs_replace_remove_skip_and_apply_retention() {
     let log = std::fs::read_to_string(env.path("state/schedule.log")).unwrap();
     assert!(log.contains("FAILED DAILY/"), "{log}");
 }
+
+/// `cairn schedule run`: the foreground scheduler fires at the next matching minute.
+#[test]
+fn the_foreground_scheduler_fires_on_its_expression() {
+    let env = Env::empty();
+    std::fs::write(env.path("password"), format!("{}\n", support::PASSWORD)).unwrap();
+    let db = env.path("db");
+    std::fs::create_dir_all(&db).unwrap();
+    std::fs::write(db.join("data"), b"some data").unwrap();
+    let config = env.path("cairn.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "repository = \"{}\"\npassword_file = \"{}\"\nstate_dir = \"{}\"\n[files.db]\npaths = [\"{}\"]\n",
+            env.repo.display(),
+            env.path("password").display(),
+            env.path("state").display(),
+            db.display()
+        ),
+    )
+    .unwrap();
+    let cso = Cso {
+        env: &env,
+        config,
+        cron_dir: env.path("cron.d"),
+    };
+    assert!(cso.cairn(&["init"]).status.success());
+    let mut child = cso
+        .cmd(env!("CARGO_BIN_EXE_cairn"), &["schedule", "run", "--cron", "* * * * *"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = env.path("state/schedule.log");
+    let start = std::time::Instant::now();
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(" done DAILY/")
+    {
+        assert!(start.elapsed().as_secs() < 120, "no scheduled run within two minutes");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(stderr(&out).contains("next scheduled backup at"), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let name = text
+        .split(" start ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(name.starts_with("DAILY/") && name.ends_with('Z'), "{name}");
+    assert!(cso.ok("-b listbackups").contains(&name));
+}
