@@ -8,7 +8,8 @@
 //!    chunks, tree listings and their files' chunks) plus, transitively, the bases of every live
 //!    delta. Failed snapshots are roots of nothing and are removed. Each pack is then *kept*
 //!    (enough of it is live), *repacked* (less than `repack_below` of its bytes are live) or
-//!    *deleted* (nothing live).
+//!    *deleted* (nothing live). A kept pack that holds a dead delta whose base would go is
+//!    repacked as well, so that every blob left in the repository can still be decoded.
 //! 2. *Copy.* Live blobs of repacked packs that no kept pack also holds are copied, still
 //!    sealed (each one authenticated on the way), into new packs, which are published and
 //!    fsynced like any pack.
@@ -157,7 +158,8 @@ impl Repository {
         report.packs_before = packs.len() as u64;
         report.bytes_before = packs.iter().map(|p| p.1).sum();
         let mut fates: Vec<(PackId, u64, Fate)> = Vec::with_capacity(packs.len());
-        let mut secured: HashSet<ChunkId> = HashSet::new();
+        // Of each kept pack: every blob in it, and the bases of its dead deltas.
+        let mut kept_blobs: Vec<(usize, Vec<ChunkId>, Vec<Vec<ChunkId>>)> = Vec::new();
         for (id, size) in &packs {
             let entries = idx.pack_entries(id)?;
             let live_bytes: u64 = entries
@@ -174,10 +176,49 @@ impl Repository {
                 Fate::Keep
             };
             if fate == Fate::Keep {
-                secured.extend(entries.iter().filter(|e| live.contains(&e.id)).map(|e| e.id));
+                let dead_deltas = entries
+                    .iter()
+                    .filter(|e| !e.bases.is_empty() && !live.contains(&e.id))
+                    .map(|e| e.bases.clone())
+                    .collect();
+                kept_blobs.push((fates.len(), entries.iter().map(|e| e.id).collect(), dead_deltas));
             }
             fates.push((*id, *size, fate));
         }
+        // A kept pack may hold dead deltas whose bases go with the packs deleted or repacked.
+        // Such a blob could never be read again, so its pack is repacked (dropping it) too;
+        // that can strand dead deltas elsewhere, hence the loop. Live blobs never strand: their
+        // bases are live.
+        loop {
+            let survivors: HashSet<ChunkId> = kept_blobs
+                .iter()
+                .filter(|(i, _, _)| fates[*i].2 == Fate::Keep)
+                .flat_map(|(_, ids, _)| ids.iter().copied())
+                .collect();
+            let mut changed = false;
+            for (i, _, dead_deltas) in &kept_blobs {
+                if fates[*i].2 == Fate::Keep
+                    && dead_deltas
+                        .iter()
+                        .flatten()
+                        .any(|b| !survivors.contains(b) && !live.contains(b))
+                {
+                    fates[*i].2 = Fate::Repack;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let secured: HashSet<ChunkId> = kept_blobs
+            .iter()
+            .filter(|(i, _, _)| fates[*i].2 == Fate::Keep)
+            .flat_map(|(_, ids, _)| ids.iter().copied())
+            .filter(|id| live.contains(id))
+            .collect();
+        drop(kept_blobs);
+        let mut secured = secured;
         for (_, size, fate) in &fates {
             match fate {
                 Fate::Delete => report.packs_deleted += 1,
