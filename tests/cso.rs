@@ -289,6 +289,8 @@ fn scheduled_runs_replace_remove_skip_and_apply_retention() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(stderr(&bad).contains("minute field"), "{}", stderr(&bad));
 
+    // A manual backup: scheduled retention is not allowed to remove it.
+    cso.ok("-b backup -s MANUAL");
     // Three runs (a second apart, so their names differ); retention keeps the last two.
     for i in 0..3 {
         std::fs::write(db.join("data"), support::random_bytes(300_000, 10 + i)).unwrap();
@@ -298,29 +300,40 @@ fn scheduled_runs_replace_remove_skip_and_apply_retention() {
     }
     let list = cso.ok("-b listbackups");
     assert_eq!(list.matches("DAILY/").count(), 2, "{list}");
+    assert!(
+        list.contains("MANUAL"),
+        "scheduled retention removed a manual snapshot: {list}"
+    );
     let log = std::fs::read_to_string(env.path("state/schedule.log")).unwrap();
     assert_eq!(log.matches(" start DAILY/").count(), 3, "{log}");
     assert_eq!(log.matches(" done DAILY/").count(), 3, "{log}");
     assert!(log.contains("retention: forgot 1 snapshot(s): DAILY/"), "{log}");
     assert!(log.contains("prune: deleted"), "{log}");
 
-    // A run that finds the previous one still going skips, logs it, and exits 0.
-    let mut holder = Command::new("sleep").arg("30").spawn().unwrap();
-    std::fs::write(env.path("state/schedule.pid"), format!("{}\n", holder.id())).unwrap();
+    // A run that finds the previous one still going (holding the run lock) skips, logs it, and
+    // exits 0. Here this test process plays the previous run.
+    let mut lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(env.path("state/schedule.lock"))
+        .unwrap();
+    lock.try_lock().unwrap();
+    std::io::Write::write_all(&mut lock, format!("{}\n", std::process::id()).as_bytes()).unwrap();
     let out = cso.cairn(&["schedule", "fire"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    holder.kill().unwrap();
-    holder.wait().unwrap();
+    drop(lock);
     let log = std::fs::read_to_string(env.path("state/schedule.log")).unwrap();
     assert!(
         log.contains(&format!(
             "skipped: the previous scheduled run (pid {}) is still running",
-            holder.id()
+            std::process::id()
         )),
         "{log}"
     );
     assert_eq!(cso.ok("-b listbackups").matches("DAILY/").count(), 2);
-    // Once the previous run is gone, the next one runs (the stale pid file is taken over).
+    // Once the previous run is gone (its lock released), the next one runs.
     let out = cso.cairn(&["schedule", "fire"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(

@@ -3,8 +3,9 @@
 //! `cso_backupnrestore -b scheduledbackup -z 0-13-*-*-0 [-m yes]` (or `cairn schedule install`)
 //! writes `/etc/cron.d/cairn` (`CAIRN_CRON_DIR` overrides the directory) with one line that
 //! runs `cairn schedule fire`. Each fired run backs the platform up as `DAILY/<UTC time>`,
-//! applies the configured retention, and appends what happened to `<state_dir>/schedule.log`;
-//! a run that finds the previous one still going skips and says so there. `cairn schedule run`
+//! applies the configured retention to the scheduled snapshots, and appends what happened to
+//! `<state_dir>/schedule.log`; a run that finds the previous one still going (it holds the lock
+//! on `<state_dir>/schedule.lock`) skips and says so there. `cairn schedule run`
 //! is the same without cron: a foreground loop firing on the expression (UTC).
 
 use std::io::Write;
@@ -110,7 +111,8 @@ impl CronExpr {
             days: sets[2] as u32,
             months: sets[3] as u16,
             weekdays,
-            either_day: parts[2] != "*" && parts[4] != "*",
+            // As cron does: a field starting with `*` (also `*/2`) leaves the day unrestricted.
+            either_day: !parts[2].starts_with('*') && !parts[4].starts_with('*'),
             fields: std::array::from_fn(|i| parts[i].to_string()),
         })
     }
@@ -171,7 +173,11 @@ fn field(text: &str, name: &str, lo: u32, hi: u32) -> Result<u64, String> {
             "*" => (lo, hi),
             r => match r.split_once('-') {
                 Some((a, b)) => (num(a)?, num(b)?),
-                None if part.contains('/') => (num(r)?, hi),
+                None if part.contains('/') => {
+                    return Err(bad(format!(
+                        "a step needs * or a range before it, as in */{step} or {r}-{hi}/{step}"
+                    )))
+                }
                 None => {
                     let n = num(r)?;
                     (n, n)
@@ -263,44 +269,40 @@ pub fn log(state_dir: &Path, line: &str) -> std::io::Result<()> {
     )
 }
 
-/// Held while a scheduled run goes: `<state_dir>/schedule.pid`, removed on drop.
+/// Held while a scheduled run goes: an exclusive lock on `<state_dir>/schedule.lock`, which
+/// also names the holder's pid. The kernel drops the lock when the process ends, however it
+/// ends, so a crashed run never blocks the next one and a reused pid means nothing.
 pub struct RunGuard {
-    path: PathBuf,
+    _file: std::fs::File,
 }
 
 impl RunGuard {
-    /// Takes the run slot, or returns the pid of a live run that holds it. A pid file whose
-    /// process is gone (a crashed run) is taken over.
+    /// Takes the run slot, or returns the pid written by the live run that holds it (0 if it
+    /// has not written it yet).
     pub fn acquire(state_dir: &Path) -> std::io::Result<Result<RunGuard, u32>> {
         std::fs::create_dir_all(state_dir)?;
-        let path = state_dir.join("schedule.pid");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut f) => {
-                    writeln!(f, "{}", std::process::id())?;
-                    return Ok(Ok(RunGuard { path }));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid = std::fs::read_to_string(&path)
-                        .ok()
-                        .and_then(|t| t.trim().parse::<u32>().ok());
-                    match pid {
-                        Some(p) if Path::new(&format!("/proc/{p}")).exists() => return Ok(Err(p)),
-                        _ => {
-                            let _ = std::fs::remove_file(&path);
-                        }
-                    }
-                }
-                Err(e) => return Err(e),
+        let path = state_dir.join("schedule.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0)?;
+                writeln!(file, "{}", std::process::id())?;
+                Ok(Ok(RunGuard { _file: file }))
             }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let pid = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok())
+                    .unwrap_or(0);
+                Ok(Err(pid))
+            }
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
-        Err(std::io::Error::other("could not take the schedule.pid slot"))
-    }
-}
-
-impl Drop for RunGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -332,6 +334,9 @@ mod tests {
                                                                                   // Sunday as 7; day of month or day of week when both are given.
         assert!(CronExpr::parse("0 13 * * 7").unwrap().matches(SUN_1300));
         assert!(CronExpr::parse("0 13 1 * 0").unwrap().matches(SUN_1300));
+        // `*/2` for the day of month leaves it unrestricted: only Mondays match (as in cron).
+        let e = CronExpr::parse("0 13 */2 * 1").unwrap();
+        assert!(!e.matches(SUN_1300) && e.matches(SUN_1300 + 86_400));
     }
 
     #[test]
@@ -346,6 +351,7 @@ mod tests {
             ("0 13 * * 5-1", "runs backwards"),
             ("x-13-*-*-0", "\"x\" is not a number"),
             ("*/0 * * * *", "step 0"),
+            ("5/15 * * * *", "a step needs * or a range"),
         ] {
             let e = CronExpr::parse(expr).unwrap_err();
             assert!(e.contains(want), "{expr}: {e}");
@@ -392,7 +398,10 @@ mod tests {
         let g = RunGuard::acquire(&state).unwrap().unwrap();
         assert_eq!(RunGuard::acquire(&state).unwrap().err(), Some(std::process::id()));
         drop(g);
-        std::fs::write(state.join("schedule.pid"), "999999999\n").unwrap();
+        assert!(
+            RunGuard::acquire(&state).unwrap().is_ok(),
+            "a finished run's slot is free again"
+        );
         assert!(
             RunGuard::acquire(&state).unwrap().is_ok(),
             "a dead run's slot is taken over"

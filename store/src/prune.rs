@@ -249,13 +249,15 @@ impl Repository {
                 let sealed = data
                     .get(e.offset as usize..e.offset as usize + e.length as usize)
                     .ok_or_else(|| crate::error::corrupt(format!("pack {id}"), "a blob lies outside the file"))?;
-                // Authenticate before copying, so prune never spreads a damaged blob.
-                blob::open_blob(&self.keys, &e.id, sealed)?;
+                // Authenticate before copying, so prune never spreads a damaged blob; the bases
+                // recorded in the new trailer are the blob's own (the index's `bases` table is
+                // keyed by chunk id and may mix several stored versions of one chunk).
+                let opened = blob::open_blob(&self.keys, &e.id, sealed)?;
                 let w = match &mut writer {
                     Some(w) => w,
                     None => writer.insert(PackWriter::new(self.backend.as_ref())?),
                 };
-                w.add(e.id, e.kind, e.raw_len, sealed, &e.bases, e.depth)?;
+                w.add(e.id, e.kind, e.raw_len, sealed, &opened.bases, e.depth)?;
                 report.bytes_copied += u64::from(e.length);
                 secured.insert(e.id);
                 if w.len() >= self.config.pack_size {

@@ -204,11 +204,16 @@ fn snapshot_name(g: &GlobalOpts, s: &str) -> Result<String> {
     }
     let g = g.with_config(g.load_config()?.as_ref());
     let repo = g.repo_path();
-    let repo = std::fs::canonicalize(&repo).unwrap_or(repo);
-    match std::path::Path::new(s).strip_prefix(&repo) {
-        Ok(rest) if !rest.as_os_str().is_empty() => Ok(rest.to_string_lossy().trim_end_matches('/').to_string()),
-        _ => bail!("-s {s}: a path must lie under the repository {}", repo.display()),
+    let canonical = std::fs::canonicalize(&repo).unwrap_or(repo.clone());
+    let path = std::path::Path::new(s);
+    for root in [&repo, &canonical] {
+        if let Ok(rest) = path.strip_prefix(root) {
+            if !rest.as_os_str().is_empty() {
+                return Ok(rest.to_string_lossy().trim_end_matches('/').to_string());
+            }
+        }
     }
+    bail!("-s {s}: a path must lie under the repository {}", repo.display())
 }
 
 fn databases_of(s: &Snapshot) -> String {

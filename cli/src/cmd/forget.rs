@@ -71,14 +71,18 @@ impl PolicyArgs {
     }
 }
 
-/// Applies a policy to every snapshot and forgets what it does not keep (unless `dry_run`).
-pub fn apply(repo: &Repository, policy: &Policy, dry_run: bool) -> Result<Vec<Decision>> {
+/// Applies a policy to every snapshot (or only those tagged `only_tag`) and forgets what it
+/// does not keep (unless `dry_run`).
+pub fn apply(repo: &Repository, policy: &Policy, dry_run: bool, only_tag: Option<&str>) -> Result<Vec<Decision>> {
     if policy.is_empty() {
         bail!("no keep rule given: that would forget every snapshot (use --keep-last, --keep-daily, ... or name snapshots)");
     }
     let mut entries = Vec::new();
     for s in repo.snapshots()? {
         let s = s.map_err(|e| anyhow::anyhow!("{e}; run `cairn check` before forgetting by policy"))?;
+        if only_tag.is_some_and(|t| !s.tags.iter().any(|x| x == t)) {
+            continue;
+        }
         entries.push(RetentionEntry {
             name: s.name.clone(),
             time: s.time,
@@ -119,7 +123,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
             })
             .collect()
     } else {
-        apply(&repo, &policy, a.dry_run)?
+        apply(&repo, &policy, a.dry_run, None)?
     };
     let forgotten = decisions.iter().filter(|d| !d.keep).count();
     if a.json {

@@ -8,6 +8,9 @@ use cairn_store::{now_unix, PruneOptions, Status};
 
 use crate::common::{bytes, GlobalOpts};
 
+/// The tag of scheduled backups; `[retention]` applies to these alone.
+pub const SCHEDULED_TAG: &str = "scheduled";
+
 /// Scheduled backups: the system cron entry, one scheduled run, or a foreground scheduler.
 #[derive(clap::Subcommand, Debug)]
 pub enum Command {
@@ -93,6 +96,14 @@ pub fn install(g: &GlobalOpts, cron: &CronExpr, maintenance: bool) -> Result<Exi
     let exe = std::env::current_exe().context("locating the cairn binary")?;
     // The entry runs `cairn`, which sits beside `cso_backupnrestore`.
     let cairn: PathBuf = exe.with_file_name("cairn");
+    if !cairn.is_file() {
+        anyhow::bail!("{} not found: the cron entry would run nothing", cairn.display());
+    }
+    for p in [&cairn, &config] {
+        if p.to_string_lossy().contains('%') {
+            anyhow::bail!("{}: cron treats % as a newline; use a path without it", p.display());
+        }
+    }
     let dir = schedule::cron_dir();
     let path = schedule::install(&dir, cron, &cairn, &config, maintenance)
         .with_context(|| format!("writing {}", schedule::cron_file(&dir).display()))?;
@@ -135,7 +146,7 @@ pub fn fire(g: &GlobalOpts, maintenance: bool) -> Result<ExitCode> {
         let repo = g2.open_exact()?;
         let req = BackupRequest {
             name: Some(name.clone()),
-            tags: vec!["scheduled".into()],
+            tags: vec![SCHEDULED_TAG.into()],
             plugins: None,
             maintenance,
         };
@@ -151,7 +162,9 @@ pub fn fire(g: &GlobalOpts, maintenance: bool) -> Result<ExitCode> {
         ));
         if let Some(r) = &loaded.config.retention {
             let policy = r.policy().map_err(anyhow::Error::msg)?;
-            let decisions = super::forget::apply(&repo, &policy, false)?;
+            // Only scheduled snapshots: manual, safety and other hosts' snapshots are not the
+            // schedule's to remove.
+            let decisions = super::forget::apply(&repo, &policy, false, Some(SCHEDULED_TAG))?;
             let gone: Vec<&str> = decisions.iter().filter(|d| !d.keep).map(|d| d.name.as_str()).collect();
             log(&format!(
                 "retention: forgot {} snapshot(s){}",
