@@ -348,12 +348,14 @@ impl Index {
         let mut stats = SyncStats::default();
         for b in 0..=255u8 {
             let dir = format!("packs/{b:02x}");
+            // The index first, then the directory: a pack another process publishes (and
+            // indexes) in between is then merely found on disk again, never taken for deleted.
+            let known = self.packs_with_prefix(b)?;
             let on_disk: Vec<PackId> = backend
                 .list(&dir)?
                 .iter()
                 .filter_map(|n| pack::parse_pack_name(n))
                 .collect();
-            let known = self.packs_with_prefix(b)?;
             let known_set: std::collections::HashSet<PackId> = known.iter().map(|k| k.0).collect();
             let disk_set: std::collections::HashSet<PackId> = on_disk.iter().copied().collect();
             for id in &on_disk {
