@@ -32,14 +32,7 @@ days=$(ls "$dumps"/day*.sql | sort -V)
 ndays=$(echo "$days" | wc -l)
 newest=$(echo "$days" | tail -1)
 
-# run CMD...: runs CMD (stdin from $IN if set), prints "seconds peak_rss_kb"
-run() {
-  local out="$work/time.out"
-  if [ -n "${IN:-}" ]; then /usr/bin/time -o "$out" -f "%e %M" "$@" < "$IN" > /dev/null 2>"$work/err.log" || { cat "$work/err.log" >&2; return 1; }
-  else /usr/bin/time -o "$out" -f "%e %M" "$@" > /dev/null 2>"$work/err.log" || { cat "$work/err.log" >&2; return 1; }; fi
-  cat "$out"
-}
-size() { du -sb "$1" | cut -f1; }
+. "$here/benches/lib.sh"   # run, size, median
 
 "$cairn" -q -r "$work/cairn" init > /dev/null
 restic init -q --repo "$work/restic" > /dev/null

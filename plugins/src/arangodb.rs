@@ -151,12 +151,7 @@ impl ArangoDb {
         let mut text = format!("[server]\nendpoint = {}\n", self.cfg.endpoint);
         match &self.cfg.credentials_file {
             Some(f) => {
-                let cred =
-                    std::fs::read_to_string(f).map_err(Error::io(format!("credentials_file {}", f.display())))?;
-                let line = cred.lines().next().unwrap_or("");
-                let Some((user, password)) = line.split_once(':') else {
-                    crate::bail!("credentials_file {}: the first line must be user:password", f.display());
-                };
+                let (user, password) = crate::http::read_credentials(f)?;
                 text.push_str(&format!("username = {user}\npassword = {password}\n"));
             }
             // Without credentials the tools would prompt for a password.
@@ -173,16 +168,12 @@ impl ArangoDb {
         Ok(path)
     }
 
-    fn tool(&self, program: &Option<String>, default: &str, conf: &Path, db: &str, dir: &Path) -> Command {
-        let mut c = process::command(program.as_deref().unwrap_or(default), &[]);
+    /// `program --configuration CONF --server.database DB DIR_OPTION DIR`.
+    fn tool(program: &str, conf: &Path, db: &str, dir_option: &str, dir: &Path) -> Command {
+        let mut c = process::command(program, &[]);
         c.arg("--configuration")
             .arg(conf)
-            .args(["--server.database", db])
-            .arg(if default == "arangodump" {
-                "--output-directory"
-            } else {
-                "--input-directory"
-            })
+            .args(["--server.database", db, dir_option])
             .arg(dir);
         c
     }
@@ -210,10 +201,7 @@ impl Plugin for ArangoDb {
                 dbs.len()
             ))
         };
-        match r.await {
-            Ok(d) => Health::ok(d),
-            Err(e) => Health::bad(e.to_string()),
-        }
+        Health::from_result(r.await)
     }
 
     async fn backup(&self, ctx: &Ctx, sink: &ItemSink) -> Result<()> {
@@ -224,7 +212,13 @@ impl Plugin for ArangoDb {
         let dump = ctx.work_dir.join(DUMP);
         for db in &dbs {
             ctx.log(format!("dumping database {db}"));
-            let mut c = self.tool(&self.cfg.arangodump, "arangodump", &conf, db, &dump.join(db));
+            let mut c = Self::tool(
+                self.cfg.arangodump.as_deref().unwrap_or("arangodump"),
+                &conf,
+                db,
+                "--output-directory",
+                &dump.join(db),
+            );
             c.args([
                 "--compress-output",
                 "false",
@@ -253,7 +247,13 @@ impl Plugin for ArangoDb {
         let r = async {
             for db in counts.keys() {
                 ctx.log(format!("restoring database {db}"));
-                let mut c = self.tool(&self.cfg.arangorestore, "arangorestore", &conf, db, &dump.join(db));
+                let mut c = Self::tool(
+                    self.cfg.arangorestore.as_deref().unwrap_or("arangorestore"),
+                    &conf,
+                    db,
+                    "--input-directory",
+                    &dump.join(db),
+                );
                 c.args([
                     "--create-database",
                     "true",

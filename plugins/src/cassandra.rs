@@ -371,10 +371,7 @@ impl Plugin for Cassandra {
             let tables = self.tables().await?;
             Ok::<_, Error>(format!("{up} nodes up/normal, {} user tables", tables.len()))
         };
-        match r.await {
-            Ok(d) => Health::ok(d),
-            Err(e) => Health::bad(e.to_string()),
-        }
+        Health::from_result(r.await)
     }
 
     async fn backup(&self, ctx: &Ctx, sink: &ItemSink) -> Result<()> {

@@ -188,10 +188,7 @@ impl Plugin for Etcd {
                 out.lines().filter(|l| l.contains("is healthy")).count()
             ))
         };
-        match r.await {
-            Ok(d) => Health::ok(d),
-            Err(e) => Health::bad(e.to_string()),
-        }
+        Health::from_result(r.await)
     }
 
     async fn backup(&self, ctx: &Ctx, sink: &ItemSink) -> Result<()> {

@@ -174,15 +174,21 @@ impl Http {
 
 /// `Basic base64(user:password)` from the first line of a credentials file.
 fn basic_auth(file: &Path) -> Result<String> {
+    let (user, password) = read_credentials(file)?;
+    Ok(format!("Basic {}", base64(format!("{user}:{password}").as_bytes())))
+}
+
+/// (user, password) from the first line, `user:password`, of a credentials file.
+pub fn read_credentials(file: &Path) -> Result<(String, String)> {
     let text = std::fs::read_to_string(file).map_err(Error::io(format!("credentials_file {}", file.display())))?;
     let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
-    if !line.contains(':') {
-        crate::bail!(
+    match line.split_once(':') {
+        Some((u, p)) => Ok((u.to_string(), p.to_string())),
+        None => crate::bail!(
             "credentials_file {}: the first line must be user:password",
             file.display()
-        );
+        ),
     }
-    Ok(format!("Basic {}", base64(line.as_bytes())))
 }
 
 /// Standard base64 with padding (RFC 4648), for the Basic auth header.

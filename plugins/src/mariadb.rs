@@ -298,10 +298,7 @@ impl Plugin for MariaDb {
     }
 
     async fn healthcheck(&self, _ctx: &Ctx) -> Health {
-        match self.ping().await {
-            Ok(d) => Health::ok(d),
-            Err(e) => Health::bad(e.to_string()),
-        }
+        Health::from_result(self.ping().await)
     }
 
     async fn backup(&self, ctx: &Ctx, sink: &ItemSink) -> Result<()> {

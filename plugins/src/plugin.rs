@@ -58,6 +58,13 @@ impl Health {
             detail: detail.into(),
         }
     }
+    /// Healthy with the check's detail, or unhealthy with its error.
+    pub fn from_result(r: Result<String>) -> Self {
+        match r {
+            Ok(d) => Self::ok(d),
+            Err(e) => Self::bad(e.to_string()),
+        }
+    }
 }
 
 /// What a plugin is given for each call.

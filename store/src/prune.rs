@@ -211,14 +211,13 @@ impl Repository {
                 break;
             }
         }
-        let secured: HashSet<ChunkId> = kept_blobs
+        let mut secured: HashSet<ChunkId> = kept_blobs
             .iter()
             .filter(|(i, _, _)| fates[*i].2 == Fate::Keep)
             .flat_map(|(_, ids, _)| ids.iter().copied())
             .filter(|id| live.contains(id))
             .collect();
         drop(kept_blobs);
-        let mut secured = secured;
         for (_, size, fate) in &fates {
             match fate {
                 Fate::Delete => report.packs_deleted += 1,
