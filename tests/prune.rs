@@ -81,6 +81,7 @@ fn forget_by_policy_then_prune_keeps_delta_bases_and_frees_space() {
     );
 
     let before = repo_bytes(&env);
+    let packs_before = env.pack_files();
     let dry = env.ok(&["prune", "--dry-run", "--json"]);
     let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
     assert_eq!(repo_bytes(&env), before, "a dry-run prune changed the repository");
@@ -88,6 +89,22 @@ fn forget_by_policy_then_prune_keeps_delta_bases_and_frees_space() {
 
     let out = env.ok(&["forget", "--keep-last", "2", "--prune", "--json"]);
     assert!(out.contains("\"keep\": false"), "{out}");
+    // Two phases: this prune only marks; a prune after the grace period deletes.
+    for p in &packs_before {
+        assert!(p.exists(), "a first prune deleted {} at once", p.display());
+    }
+    assert_eq!(env.repo.join("deletions").read_dir().unwrap().count(), 1);
+    let waiting: serde_json::Value = serde_json::from_str(&env.ok(&["prune", "--json"])).unwrap();
+    assert_eq!(json_u64(&waiting, "packs_deleted"), 0, "{waiting}");
+    assert!(json_u64(&waiting, "packs_waiting") > 0, "{waiting}");
+    assert!(waiting["waiting"][0].as_str().unwrap().contains("grace"), "{waiting}");
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&["prune", "--grace-period", "0", "--json"])).unwrap();
+    assert!(json_u64(&r, "packs_deleted") > 0, "{r}");
+    assert_eq!(
+        env.repo.join("deletions").read_dir().unwrap().count(),
+        0,
+        "markers left"
+    );
     let after = repo_bytes(&env);
     assert!(after * 2 < before, "prune left {after} of {before} bytes");
     let snaps = env.ok(&["snapshots"]);
@@ -105,7 +122,7 @@ fn forget_by_policy_then_prune_keeps_delta_bases_and_frees_space() {
     env.ok(&["forget", "day4"]);
     let err = env.fails(&["forget", "nosuch"]);
     assert!(err.contains("nosuch"), "{err}");
-    env.ok(&["prune"]);
+    env.ok(&["prune", "--grace-period", "0"]);
     assert_eq!(env.dump("day5", "db.sql"), days[5]);
     let r: serde_json::Value = serde_json::from_str(&env.ok(&["prune", "--json"])).unwrap();
     assert_eq!(json_u64(&r, "packs_deleted") + json_u64(&r, "packs_repacked"), 0, "{r}");
@@ -160,9 +177,9 @@ fn sigkill_at_each_step_of_a_prune_loses_nothing() {
     let days = six_days(&env);
     env.ok(&["forget", "--keep-last", "2"]);
     // Repack everything that has a dead blob, so every step (copy, index, delete) happens.
-    for point in ["prune-copying", "prune-indexed", "prune-deleting"] {
+    for point in ["prune-copying", "prune-indexed", "prune-marked", "prune-deleting"] {
         let out = env
-            .cmd(&["prune", "--repack-below", "100"])
+            .cmd(&["prune", "--repack-below", "100", "--grace-period", "0"])
             .env("CAIRN_CRASH_POINT", point)
             .output()
             .unwrap();
@@ -182,7 +199,8 @@ fn sigkill_at_each_step_of_a_prune_loses_nothing() {
         assert_eq!(env.dump("day4", "db.sql"), days[4], "after a kill at {point}");
         assert_eq!(env.dump("day5", "db.sql"), days[5], "after a kill at {point}");
     }
-    let r: serde_json::Value = serde_json::from_str(&env.ok(&["prune", "--repack-below", "100", "--json"])).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&env.ok(&["prune", "--repack-below", "100", "--grace-period", "0", "--json"])).unwrap();
     assert!(json_u64(&r, "packs_before") >= json_u64(&r, "packs_deleted"), "{r}");
     assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
     assert_eq!(env.dump("day4", "db.sql"), days[4]);
@@ -192,47 +210,155 @@ fn sigkill_at_each_step_of_a_prune_loses_nothing() {
     assert_eq!(json_u64(&r, "packs_deleted"), 0, "{r}");
 }
 
-#[test]
-fn a_backup_running_during_a_prune_is_not_harmed() {
-    let env = Env::new();
-    let days = six_days(&env);
-    env.ok(&["forget", "--keep-last", "1"]);
-    // A backup whose source is slow and shares most chunks with the snapshots being pruned.
-    let src = env.path("slow.sql");
-    let next = dump_text(3 << 20, 99);
-    std::fs::write(&src, &next).unwrap();
-    let slow = format!("sleep 2; cat {}; sleep 1", src.display());
-    let mut backup = env
-        .cmd(&[
-            "backup",
-            "--name",
-            "during",
-            "--stdin-from-command",
-            "db.sql",
-            "--",
-            "sh",
-            "-c",
-            &slow,
-        ])
+/// A `sh -c` script for `--stdin-from-command` that writes `file`, then waits `secs` seconds.
+fn slow_source(file: &std::path::Path, secs: u32) -> String {
+    format!("cat {}; sleep {secs}", file.display())
+}
+
+fn spawn_backup(env: &Env, name: &str, script: &str, wrap: &[&str]) -> std::process::Child {
+    let base = env.cmd(&[
+        "backup",
+        "--name",
+        name,
+        "--stdin-from-command",
+        "db.sql",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let mut c = match wrap.split_first() {
+        None => base,
+        Some((prog, args)) => {
+            let mut c = std::process::Command::new(prog);
+            c.args(args).arg(base.get_program()).args(base.get_args());
+            for (k, v) in base.get_envs() {
+                match v {
+                    Some(v) => c.env(k, v),
+                    None => c.env_remove(k),
+                };
+            }
+            c
+        }
+    };
+    c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn wait_for_lock(env: &Env) {
     let start = Instant::now();
     while env.repo.join("locks").read_dir().unwrap().next().is_none() {
         assert!(start.elapsed() < Duration::from_secs(30), "the backup took no lock");
         std::thread::sleep(Duration::from_millis(20));
     }
-    // The prune waits for the backup's lock, then runs.
-    let out = env.run(&["prune", "--repack-below", "100", "--lock-wait", "60"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let b = backup.wait().unwrap();
-    assert!(b.success());
-    assert!(
-        start.elapsed() >= Duration::from_secs(3),
-        "prune did not wait for the backup"
-    );
-    assert_eq!(env.dump("during", "db.sql"), next);
+}
+
+/// A backup running while a prune deletes: the prune does not wait for it, and deletes nothing
+/// the backup may reference until the backup is done; then it deletes the rest.
+#[test]
+fn a_backup_running_during_a_prune_is_not_harmed() {
+    let env = Env::new();
+    let days = six_days(&env);
+    env.ok(&["forget", "--keep-last", "1"]);
+    // A backup whose source shares most chunks with the snapshots being pruned, and is slow.
+    let src = env.path("old.sql");
+    std::fs::write(&src, &days[0]).unwrap();
+    let mut backup = spawn_backup(&env, "during", &slow_source(&src, 4), &[]);
+    wait_for_lock(&env);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = repo_bytes(&env);
+    let r: serde_json::Value =
+        serde_json::from_str(&env.ok(&["prune", "--repack-below", "100", "--grace-period", "0", "--json"])).unwrap();
+    assert!(backup.try_wait().unwrap().is_none(), "prune waited for the backup");
+    assert_eq!(json_u64(&r, "packs_deleted"), 0, "deleted under a running backup: {r}");
+    assert!(r["waiting"][0].as_str().unwrap().contains("backup during"), "{r}");
+    assert!(repo_bytes(&env) >= before);
+    let b = backup.wait_with_output().unwrap();
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert_eq!(env.dump("during", "db.sql"), days[0]);
     assert_eq!(env.dump("day5", "db.sql"), days[5]);
+    // Now the backup is done: what it does not reference goes.
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&["prune", "--grace-period", "0", "--json"])).unwrap();
+    assert!(json_u64(&r, "packs_deleted") > 0, "{r}");
+    assert_eq!(env.dump("during", "db.sql"), days[0]);
+    assert_eq!(env.dump("day5", "db.sql"), days[5]);
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
+}
+
+/// A backup stopped (SIGSTOP, as a paused VM or a dump blocked on a lock) for longer than any
+/// timeout, while a prune whose clock runs 2 hours ahead marks and tries to delete the packs it
+/// deduplicated against: nothing it references is deleted, and its snapshot restores.
+#[test]
+fn a_stopped_backup_and_a_skewed_clock_lose_nothing() {
+    let env = Env::new();
+    let days = six_days(&env);
+    env.ok(&["forget", "--keep-last", "1"]);
+    let src = env.path("old.sql");
+    std::fs::write(&src, &days[1]).unwrap();
+    let backup = spawn_backup(&env, "stopped", &slow_source(&src, 3), &[]);
+    wait_for_lock(&env);
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = backup.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    for _ in 0..2 {
+        let out = env
+            .cmd(&["prune", "--grace-period", "1h", "--json"])
+            .env("CAIRN_TEST_CLOCK_OFFSET", "7200")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json_u64(&r, "packs_deleted"), 0, "deleted under a stopped backup: {r}");
+    }
+    // Nor does `cairn unlock` take the lock of a process that is merely stopped.
+    assert!(env.ok(&["unlock"]).contains("0 lock(s) removed"));
+    assert!(std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let b = backup.wait_with_output().unwrap();
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert_eq!(env.dump("stopped", "db.sql"), days[1]);
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&["prune", "--grace-period", "0", "--json"])).unwrap();
+    assert!(json_u64(&r, "packs_deleted") > 0, "{r}");
+    assert_eq!(env.dump("stopped", "db.sql"), days[1]);
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
+}
+
+/// A backup in another pid namespace with the same host name (a container): its lock is not
+/// judged by this namespace's pids, so neither `unlock` nor prune takes it for dead.
+#[test]
+fn a_backup_in_another_pid_namespace_keeps_its_lock() {
+    if !support::is_root() {
+        eprintln!("skipped: needs root for unshare");
+        return;
+    }
+    let env = Env::new();
+    let days = six_days(&env);
+    env.ok(&["forget", "--keep-last", "1"]);
+    let src = env.path("old.sql");
+    std::fs::write(&src, &days[2]).unwrap();
+    let backup = spawn_backup(
+        &env,
+        "contained",
+        &slow_source(&src, 4),
+        &["unshare", "--pid", "--fork", "--mount-proc"],
+    );
+    wait_for_lock(&env);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(env.ok(&["unlock"]).contains("0 lock(s) removed"));
+    let r: serde_json::Value = serde_json::from_str(&env.ok(&["prune", "--grace-period", "0", "--json"])).unwrap();
+    assert_eq!(json_u64(&r, "packs_deleted"), 0, "{r}");
+    let b = backup.wait_with_output().unwrap();
+    assert!(b.status.success(), "{}", stderr(&b));
+    assert_eq!(env.dump("contained", "db.sql"), days[2]);
     assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
 }

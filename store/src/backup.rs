@@ -43,10 +43,10 @@ use crate::cache::ChunkCache;
 use crate::chunker::Chunker;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
-use crate::id::ChunkId;
+use crate::id::{ChunkId, PackId};
 use crate::index::Index;
-use crate::lock::LockGuard;
-use crate::pack::PackWriter;
+use crate::lock::{LockGuard, LockMode};
+use crate::pack::{pack_path, Copier, PackEntry, PackWriter};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::{BlobReader, CACHE_BYTES};
@@ -54,6 +54,7 @@ use crate::snapshot::{
     encode_record, ChunkRef, ContentRef, EntryType, Item, ItemKind, Snapshot, Stats, Status, TreeEntry, INLINE_MAX,
     LIST_RECORD, MANIFEST_VERSION,
 };
+use crate::trust::Trust;
 use crate::util::{format_rfc3339, now_unix};
 
 /// Options for one backup run.
@@ -136,7 +137,7 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    fn start(repo: &Repository, index: Index) -> Pipeline {
+    fn start(repo: &Repository, index: Index, trust: Arc<Trust>) -> Pipeline {
         let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let (tx, job_rx) = bounded::<Job>(2 * n);
         let (blob_tx, blob_rx) = bounded::<Encoded>(2 * n);
@@ -164,7 +165,12 @@ impl Pipeline {
         );
         let pack_size = repo.config.pack_size;
         let packer = std::thread::spawn(move || {
-            if let Err(e) = packer(blob_rx, backend.as_ref(), &keys, index, pack_size, pending2, &failure2) {
+            let published = Published {
+                index,
+                pending: pending2,
+                trust,
+            };
+            if let Err(e) = packer(blob_rx, backend.as_ref(), &keys, published, pack_size, &failure2) {
                 fail(&failure2, e);
             }
         });
@@ -264,13 +270,19 @@ fn delta_for(enc: &mut Encoder, keys: &Keys, reader: &BlobReader, job: &Job) -> 
     )
 }
 
+/// Where the publisher records a published pack.
+struct Published {
+    index: Index,
+    pending: Arc<Mutex<HashSet<ChunkId>>>,
+    trust: Arc<Trust>,
+}
+
 fn packer(
     rx: Receiver<Encoded>,
     backend: &dyn Backend,
     keys: &Keys,
-    index: Index,
+    published: Published,
     pack_size: u64,
-    pending: Arc<Mutex<HashSet<ChunkId>>>,
     failure: &Failure,
 ) -> Result<()> {
     // Publishing (trailer, fsync, rename, index) runs in its own thread so an fsync never stalls
@@ -279,12 +291,17 @@ fn packer(
     let keys2 = keys.clone();
     let failure2 = failure.clone();
     let publisher = std::thread::spawn(move || {
-        let mut index = index;
+        let Published {
+            mut index,
+            pending,
+            trust,
+        } = published;
         for w in pub_rx {
             // Crash-safety steps 2 and 3: publish the pack, index it, then stop treating its
             // blobs as pending.
             let r = w.finish(&keys2).and_then(|fin| {
                 index.add_pack(&fin)?;
+                trust.wrote(fin.id);
                 let mut p = pending.lock().unwrap();
                 for e in &fin.entries {
                     p.remove(&e.id);
@@ -339,6 +356,7 @@ struct Sink<'a> {
     offset: u64,
     prev: Option<PrevTracker>,
     index: &'a Index,
+    trust: &'a Trust,
     pipeline: &'a Pipeline,
     chunker: &'a Chunker,
     counters: Arc<Counters>,
@@ -358,11 +376,11 @@ impl Sink<'_> {
             self.offset += data.len() as u64;
         }
         // `pending` is checked before the index: the packer indexes a pack before removing its
-        // blobs from `pending`, so a blob is always in at least one of the two.
-        let is_new = {
-            let mut p = self.pipeline.pending.lock().unwrap();
-            !p.contains(&id) && !self.index.contains(&id)? && p.insert(id)
-        };
+        // blobs from `pending`, so a blob is always in at least one of the two. The index is
+        // only believed for packs the repository confirms (`trust.rs`).
+        let is_new = !self.pipeline.pending.lock().unwrap().contains(&id)
+            && self.trust.resolve(self.index, &id)?.is_none()
+            && self.pipeline.pending.lock().unwrap().insert(id);
         if is_new {
             self.counters.chunks_new.fetch_add(1, Relaxed);
             self.counters.bytes_new.fetch_add(data.len() as u64, Relaxed);
@@ -396,7 +414,7 @@ impl Sink<'_> {
         let limit = max - id.0[0] % (max / 2 + 1);
         let mut depth = 0u8;
         for b in &candidates {
-            match self.index.lookup(b)? {
+            match self.trust.resolve(self.index, b)? {
                 Some(loc) => depth = depth.max(loc.depth),
                 None => return Ok((Vec::new(), 0)),
             }
@@ -587,7 +605,8 @@ pub struct Backup {
     in_flight: Mutex<HashSet<String>>,
     /// Item name -> content of its newest complete version (loaded on first use).
     previous: Mutex<Option<std::collections::HashMap<String, ContentRef>>>,
-    warnings: Mutex<Vec<String>>,
+    warnings: Arc<Mutex<Vec<String>>>,
+    trust: Arc<Trust>,
     progress: Arc<dyn Progress>,
 }
 
@@ -603,10 +622,20 @@ impl Repository {
         if self.snapshot_exists(&name) {
             return Err(Error::SnapshotExists(name));
         }
-        let lock = self.lock(false, &format!("backup {name}"))?;
+        let lock = self.lock(LockMode::Backup, &format!("backup {name}"))?;
         self.local.clean_stale_temp()?;
+        // Markers after the lock: a marker written later records this backup's lock.
+        let marked = crate::deletion::marked_set(self.backend.as_ref(), &self.keys)?;
         let index = self.index()?;
-        let pipeline = Pipeline::start(self, index.reopen()?);
+        let warnings: Arc<Mutex<Vec<String>>> = Arc::default();
+        let trust = Arc::new(Trust::new(
+            self.backend.clone(),
+            self.keys.clone(),
+            marked,
+            index.reopen()?,
+            warnings.clone(),
+        ));
+        let pipeline = Pipeline::start(self, index.reopen()?, trust.clone());
         Ok(Backup {
             repo: self.clone(),
             _lock: lock,
@@ -620,7 +649,8 @@ impl Repository {
             items: Mutex::default(),
             in_flight: Mutex::default(),
             previous: Mutex::default(),
-            warnings: Mutex::default(),
+            warnings,
+            trust,
             progress,
         })
     }
@@ -682,6 +712,7 @@ impl Backup {
             offset: 0,
             prev: None,
             index,
+            trust: &self.trust,
             pipeline: &self.pipeline,
             chunker: &self.chunker,
             counters: counters.clone(),
@@ -959,8 +990,73 @@ impl Backup {
             stats: total,
             meta,
         };
+        // Never commit what would not restore: packs relied on must still be there and not
+        // about to go (`trust.rs`); blobs in packs at risk are copied first.
+        let at_risk = self.trust.at_risk(self._lock.name())?;
+        if !at_risk.is_empty() {
+            self.rescue(&at_risk, &snap.items)?;
+        }
         self.repo.write_manifest(&snap)?;
         Ok(snap)
+    }
+
+    /// Copies the blobs the snapshot needs out of packs at risk (marked for deletion without
+    /// this backup's lock, or gone) into new packs; fails, naming why, if one is gone everywhere.
+    fn rescue(&self, at_risk: &HashSet<PackId>, items: &[Item]) -> Result<()> {
+        let mut idx = self.repo.index()?;
+        let needed = self.repo.live_set(items.iter(), &idx)?;
+        let marked_now = crate::deletion::marked_set(self.repo.backend.as_ref(), &self.repo.keys)?;
+        let mut copier = Copier::new(self.repo.backend.as_ref(), &self.repo.keys, self.repo.config.pack_size);
+        let mut copied = 0u64;
+        for id in &needed {
+            let locs = idx.locations(id)?;
+            if locs
+                .iter()
+                .any(|l| !at_risk.contains(&l.pack) && !marked_now.contains(&l.pack))
+            {
+                continue;
+            }
+            let mut sealed = None;
+            for l in &locs {
+                if let Ok(b) = self
+                    .repo
+                    .backend
+                    .read_at(&pack_path(&l.pack), l.offset as u64, l.length as usize)
+                {
+                    sealed = Some((l, b));
+                    break;
+                }
+            }
+            let Some((l, bytes)) = sealed else {
+                return Err(Error::Concurrent(format!(
+                    "blob {id}, which this backup found stored, was deleted meanwhile (by a prune \
+                     that did not see this backup); nothing was committed: run the backup again"
+                )));
+            };
+            let e = PackEntry {
+                id: *id,
+                kind: l.kind,
+                offset: l.offset,
+                length: l.length,
+                raw_len: l.raw_len,
+                bases: Vec::new(),
+                depth: l.depth,
+            };
+            if let Some(fin) = copier.add(&e, &bytes)? {
+                idx.add_pack(&fin)?;
+            }
+            copied += 1;
+        }
+        if let Some(fin) = copier.finish()? {
+            idx.add_pack(&fin)?;
+        }
+        if copied > 0 {
+            self.warn(format!(
+                "copied {copied} blob(s) out of {} pack(s) a prune marked for deletion while this backup ran",
+                at_risk.len()
+            ));
+        }
+        Ok(())
     }
 
     /// Sets plugin metadata on an added item.
@@ -1036,6 +1132,68 @@ mod tests {
             let mut out = Vec::new();
             repo.dump(&snap.name, &format!("s{i}"), &mut out, &NoProgress).unwrap();
             assert!(out == *d, "stream s{i} differs");
+        }
+    }
+
+    /// The one race deletion markers leave open (`deletion.rs`): a marker written after the
+    /// backup read the markers, without its lock. The commit copies what it needs out of the
+    /// marked packs; if they are gone already, it commits nothing and says why.
+    #[test]
+    fn commit_rescues_blobs_from_packs_marked_meanwhile_or_fails_if_they_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = repo(dir.path());
+        let data: Vec<u8> = (0..2_000_000u32)
+            .map(|n| (n.wrapping_mul(2654435761) >> 7) as u8)
+            .collect();
+        let named = |n: &str| BackupOptions {
+            name: Some(n.into()),
+            ..Default::default()
+        };
+        let b = repo.backup(named("old"), Arc::new(NoProgress)).unwrap();
+        b.add_stream("s", &data[..]).unwrap();
+        b.commit().unwrap();
+        repo.forget(&["old".into()]).unwrap();
+        let packs = || {
+            let idx = repo.index().unwrap();
+            (0..=255u8)
+                .flat_map(|b| idx.packs_with_prefix(b).unwrap())
+                .map(|p| p.0)
+                .collect::<Vec<_>>()
+        };
+        for gone in [false, true] {
+            let name = if gone { "late" } else { "rescued" };
+            let old_packs = packs();
+            let b = repo.backup(named(name), Arc::new(NoProgress)).unwrap();
+            let item = b.add_stream("s", &data[..]).unwrap();
+            assert_eq!(
+                item.stats.chunks_new, 0,
+                "everything deduplicated against the old packs"
+            );
+            // A prune that did not see this backup marks the old packs (and, later, deletes them).
+            crate::deletion::write(
+                repo.backend.as_ref(),
+                &repo.keys,
+                &crate::deletion::Marker::new(now_unix(), old_packs.clone(), Vec::new()),
+            )
+            .unwrap();
+            if gone {
+                for p in &old_packs {
+                    repo.backend.remove(&pack_path(p)).unwrap();
+                }
+                let err = b.commit().unwrap_err();
+                assert!(matches!(err, Error::Concurrent(_)), "{err}");
+                assert!(err.to_string().contains("nothing was committed"), "{err}");
+                assert!(!repo.snapshot_exists(name));
+            } else {
+                let snap = b.commit().unwrap();
+                assert!(repo.snapshot_exists(name));
+                for p in &old_packs {
+                    repo.backend.remove(&pack_path(p)).unwrap();
+                }
+                let mut out = Vec::new();
+                repo.dump(&snap.name, "s", &mut out, &NoProgress).unwrap();
+                assert!(out == data, "the rescued snapshot restores");
+            }
         }
     }
 }

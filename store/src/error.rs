@@ -54,6 +54,8 @@ pub enum Error {
     },
     #[error("invalid input: {0}")]
     Invalid(String),
+    #[error("{0}")]
+    Concurrent(String),
     #[error("the backup pipeline stopped: {0}")]
     Pipeline(String),
 }

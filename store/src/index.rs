@@ -153,6 +153,37 @@ impl Index {
         .map_err(|e| self.err(e))
     }
 
+    /// Every indexed copy of a blob, the shortest delta chain first.
+    pub fn locations(&self, id: &ChunkId) -> Result<Vec<BlobLocation>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT p.id, b.kind, b.offset, b.length, b.raw_len, b.depth FROM blobs b JOIN packs p ON p.pid = b.pid
+                 WHERE b.id = ?1 ORDER BY b.depth, p.id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([&id.0[..]], |r| {
+                let pack: Vec<u8> = r.get(0)?;
+                Ok(BlobLocation {
+                    pack: PackId::from_slice(&pack).unwrap_or(PackId([0; 32])),
+                    kind: BlobKind::from_u8(r.get::<_, u8>(1)?).unwrap_or(BlobKind::Data),
+                    offset: r.get(2)?,
+                    length: r.get(3)?,
+                    raw_len: r.get(4)?,
+                    depth: r.get(5)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))
+    }
+
+    /// Replaces what the index says of a pack by what its trailer says.
+    pub fn replace_pack(&mut self, id: &PackId, size: u64, entries: &[PackEntry]) -> Result<()> {
+        self.remove_pack(id)?;
+        self.add_entries(id, size, entries)
+    }
+
     pub fn contains(&self, id: &ChunkId) -> Result<bool> {
         let mut st = self
             .conn

@@ -38,6 +38,7 @@ pub mod check;
 pub mod chunker;
 pub mod config;
 pub mod crypto;
+pub mod deletion;
 pub mod error;
 pub mod id;
 pub mod index;
@@ -50,6 +51,7 @@ pub(crate) mod repo;
 pub mod restore;
 pub mod retention;
 pub mod snapshot;
+pub(crate) mod trust;
 pub(crate) mod util;
 
 pub use backup::{validate_name, Backup, BackupOptions};

@@ -146,6 +146,54 @@ impl PackWriter {
     }
 }
 
+/// Copies sealed blobs into new packs, authenticating each on the way so a damaged blob is
+/// never spread (prune's repacking, a backup's rescue of blobs from packs marked for deletion).
+pub(crate) struct Copier<'a> {
+    backend: &'a dyn Backend,
+    keys: &'a Keys,
+    pack_size: u64,
+    writer: Option<PackWriter>,
+    /// Sealed bytes copied so far.
+    pub bytes: u64,
+}
+
+impl<'a> Copier<'a> {
+    pub fn new(backend: &'a dyn Backend, keys: &'a Keys, pack_size: u64) -> Self {
+        Self {
+            backend,
+            keys,
+            pack_size,
+            writer: None,
+            bytes: 0,
+        }
+    }
+
+    /// Adds one blob (`sealed`, as `e` in its pack describes it); returns a pack it filled and
+    /// published. The bases recorded in the new trailer are the blob's own (the index's `bases`
+    /// table is keyed by chunk id and may mix several stored versions of one chunk).
+    pub fn add(&mut self, e: &PackEntry, sealed: &[u8]) -> Result<Option<FinishedPack>> {
+        let opened = crate::blob::open_blob(self.keys, &e.id, sealed)?;
+        let w = match &mut self.writer {
+            Some(w) => w,
+            None => self.writer.insert(PackWriter::new(self.backend)?),
+        };
+        w.add(e.id, e.kind, e.raw_len, sealed, &opened.bases, e.depth)?;
+        self.bytes += sealed.len() as u64;
+        if w.len() >= self.pack_size {
+            return Ok(Some(self.writer.take().expect("present").finish(self.keys)?));
+        }
+        Ok(None)
+    }
+
+    /// Publishes the last, partly filled pack, if any.
+    pub fn finish(mut self) -> Result<Option<FinishedPack>> {
+        match self.writer.take() {
+            Some(w) if !w.is_empty() => Ok(Some(w.finish(self.keys)?)),
+            _ => Ok(None),
+        }
+    }
+}
+
 /// Reads and authenticates a pack's trailer.
 pub fn read_trailer(backend: &dyn Backend, keys: &Keys, id: &PackId) -> Result<(u64, Vec<PackEntry>)> {
     let path = pack_path(id);

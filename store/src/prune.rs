@@ -1,42 +1,55 @@
 //! Forgetting snapshots and pruning the data no snapshot needs any more.
 //!
-//! `forget` deletes snapshot manifests (the roots). `prune` then works under an exclusive
-//! lock, so no backup, restore or check runs beside it (a backup that starts meanwhile waits for
-//! the lock, and prune waits for backups already running):
+//! `forget` deletes snapshot manifests (the roots). `prune` then deletes what no remaining
+//! snapshot needs, in two phases (`deletion.rs`): a pack found unreferenced is first *marked*,
+//! and deleted by a later prune once the mark is older than the grace period, no backup that was
+//! running when it was marked still holds its lock, and the pack is still unreferenced. Prune
+//! holds a prune lock: no other prune, repair, restore, check or forget runs beside it, but
+//! backups do, since nothing they may reference is deleted under them.
 //!
-//! 1. *Plan.* The live set is every blob a complete snapshot references (leaves, chunk-list
-//!    chunks, tree listings and their files' chunks) plus, transitively, the bases of every live
-//!    delta. Failed snapshots are roots of nothing and are removed. Each pack is then *kept*
-//!    (enough of it is live), *repacked* (less than `repack_below` of its bytes are live) or
-//!    *deleted* (nothing live). A kept pack that holds a dead delta whose base would go is
-//!    repacked as well, so that every blob left in the repository can still be decoded.
-//! 2. *Copy.* Live blobs of repacked packs that no kept pack also holds are copied, still
-//!    sealed (each one authenticated on the way), into new packs, which are published and
-//!    fsynced like any pack.
-//! 3. *Index.* The new packs are added to the index cache and the old ones removed from it.
-//! 4. *Delete.* Only now are the manifests of failed snapshots and the old pack files deleted.
+//! One prune run, in this order (the order is what the safety argument in `deletion.rs` needs):
 //!
-//! A crash at any point leaves every blob a kept snapshot needs in some pack on disk: before
-//! step 4 nothing was deleted, and in step 4 every live blob of a deleted pack already sits in a
-//! published new pack or in a kept one. What a crash can leave behind is extra copies (packs
-//! that a next prune deletes) and files in `tmp/`.
+//! 1. *Markers and locks.* Read every deletion marker, then the locks: a marker is *due* when it
+//!    is old enough and none of the locks it recorded remains (unless its owner is proven dead).
+//! 2. *Plan.* List the snapshots. The live set is every blob a complete snapshot references
+//!    (leaves, chunk-list chunks, tree listings and their files' chunks) plus, transitively, the
+//!    bases of every live delta. Failed snapshots are roots of nothing and are removed. Each pack
+//!    is then *kept* (enough of it is live), *repacked* (less than `repack_below` of its bytes
+//!    are live) or *dropped* (nothing live). A kept pack that holds a dead delta whose base would
+//!    go is repacked as well, so that every blob left in the repository can still be decoded.
+//! 3. *Copy.* Live blobs of repacked packs that no kept pack also holds are copied, still sealed
+//!    (each one authenticated on the way), into new packs, published and indexed like any pack.
+//! 4. *Delete.* Packs of due markers that are not kept are removed from the index cache, then
+//!    deleted, then their markers. Markers naming a kept pack are replaced by one without it.
+//!    Failed snapshots' manifests are deleted.
+//! 5. *Mark.* Packs repacked or dropped that no marker names yet are written into a new marker,
+//!    with the names of the locks present now. With a grace period of zero the run then starts
+//!    again from 1, so that what it marked and what no backup holds goes at once.
+//!
+//! A crash at any point leaves every blob a kept snapshot needs in some pack on disk: a pack is
+//! deleted only when its live blobs sit in a kept or newly published pack. What a crash can leave
+//! behind is extra copies and markers (a later prune finishes them) and files in `tmp/`.
 //!
 //! Memory follows the live set (one 32-byte id per live blob, a few tens of bytes with the set's
 //! overhead) plus one pack being copied; time follows the kept snapshots' chunk lists (read to
 //! find the live set) and the bytes deleted and copied, not the repository's size.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::blob;
+use crate::deletion::{self, Marker};
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
-use crate::pack::{pack_path, FinishedPack, PackEntry, PackWriter};
+use crate::index::Index;
+use crate::lock::LockMode;
+use crate::pack::{pack_path, Copier, FinishedPack, PackEntry};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::restore::BlobReader;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Item, Snapshot};
+use crate::util::now_unix;
 
 /// How prune decides.
 #[derive(Debug, Clone, Copy)]
@@ -46,13 +59,20 @@ pub struct PruneOptions {
     /// Repack a pack when less than this fraction of its bytes is live (0 never repacks,
     /// 1 repacks every pack with any dead blob).
     pub repack_below: f64,
+    /// How long a pack stays marked before a prune may delete it. Zero deletes in the same run
+    /// what no running backup may need.
+    pub grace: Duration,
 }
+
+/// The default grace period: an hour.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(3600);
 
 impl Default for PruneOptions {
     fn default() -> Self {
         Self {
             dry_run: false,
             repack_below: 0.5,
+            grace: DEFAULT_GRACE,
         }
     }
 }
@@ -67,12 +87,23 @@ pub struct PruneReport {
     pub live_blobs: u64,
     pub packs_before: u64,
     pub bytes_before: u64,
+    /// Packs deleted (their mark was due).
     pub packs_deleted: u64,
+    pub bytes_deleted: u64,
+    /// Packs newly marked for deletion by a later prune.
+    pub packs_marked: u64,
+    pub bytes_marked: u64,
+    /// Marked packs not deleted yet, and why.
+    pub packs_waiting: u64,
+    pub bytes_waiting: u64,
+    pub waiting: Vec<String>,
     pub packs_repacked: u64,
     pub packs_written: u64,
     /// Live bytes copied out of repacked packs.
     pub bytes_copied: u64,
+    /// Bytes of packs in the repository afterwards (marked ones included until deleted).
     pub bytes_after: u64,
+    pub warnings: Vec<String>,
 }
 
 /// One pack's fate.
@@ -80,13 +111,20 @@ pub struct PruneReport {
 enum Fate {
     Keep,
     Repack,
-    Delete,
+    Drop,
+}
+
+/// A readable marker and whether its packs may go now.
+struct MarkerState {
+    name: String,
+    marker: Marker,
+    due: bool,
 }
 
 impl Repository {
     /// Deletes the manifests of the named snapshots. Their data stays until `prune`.
     pub fn forget(&self, names: &[String]) -> Result<()> {
-        let _lock = self.lock(false, "forget")?;
+        let _lock = self.lock(LockMode::Shared, "forget")?;
         for n in names {
             if !self.snapshot_exists(n) {
                 return Err(Error::UnknownSnapshot(n.clone()));
@@ -99,37 +137,13 @@ impl Repository {
         Ok(())
     }
 
-    /// Removes failed snapshots and every blob no remaining snapshot needs; see the module
-    /// documentation for the order that keeps this crash-safe.
-    pub fn prune(&self, opts: &PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
-        let _lock = self.lock(true, "prune")?;
-        let mut idx = self.index()?;
-        let mut report = PruneReport {
-            dry_run: opts.dry_run,
-            ..Default::default()
-        };
-        let mut kept: Vec<Snapshot> = Vec::new();
-        for s in self.snapshots()? {
-            // An unreadable manifest may name blobs we cannot see: refuse rather than guess.
-            let s = s.map_err(|e| {
-                Error::Invalid(format!(
-                    "prune needs every snapshot manifest readable: {e} (run `cairn check`)"
-                ))
-            })?;
-            if s.is_complete() {
-                kept.push(s);
-            } else {
-                report.failed_snapshots.push(s.name.clone());
-            }
-        }
-        report.snapshots_kept = kept.len();
-
-        // 1. Plan.
-        progress.start("prune: find live data", None);
+    /// Every blob the given items need: what they reference and, transitively, the bases of
+    /// every delta among those.
+    pub(crate) fn live_set<'i>(&self, items: impl Iterator<Item = &'i Item>, idx: &Index) -> Result<HashSet<ChunkId>> {
         let reader = BlobReader::new(self, idx.reopen()?);
         let mut live: HashSet<ChunkId> = HashSet::new();
-        for s in &kept {
-            for item in &s.items {
+        {
+            for item in items {
                 for c in &self.item_contents(item).map_err(|(_, e)| e)? {
                     let mut meta = Vec::new();
                     reader.for_each_leaf(c, &mut |id| meta.push(*id), &mut |r| {
@@ -148,6 +162,114 @@ impl Repository {
                 }
             }
         }
+        Ok(live)
+    }
+
+    /// Removes failed snapshots and every blob no remaining snapshot needs; see the module
+    /// documentation for the order that keeps this safe beside backups and against crashes.
+    pub fn prune(&self, opts: &PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
+        let lock = self.lock(LockMode::Prune, "prune")?;
+        let mut report = self.prune_once(opts, lock.name(), progress)?;
+        if opts.grace.is_zero() && !opts.dry_run && report.packs_marked > 0 {
+            let again = self.prune_once(opts, lock.name(), progress)?;
+            report.packs_deleted += again.packs_deleted;
+            report.bytes_deleted += again.bytes_deleted;
+            report.packs_waiting = again.packs_waiting;
+            report.bytes_waiting = again.bytes_waiting;
+            report.waiting = again.waiting;
+            report.bytes_after = again.bytes_after;
+            report.warnings.extend(again.warnings);
+        }
+        Ok(report)
+    }
+
+    fn prune_once(&self, opts: &PruneOptions, own_lock: &str, progress: &dyn Progress) -> Result<PruneReport> {
+        let mut report = PruneReport {
+            dry_run: opts.dry_run,
+            ..Default::default()
+        };
+
+        // 1. Markers, then locks: which marks are due.
+        let now = now_unix();
+        let locks: HashMap<String, Option<crate::lock::LockInfo>> =
+            self.locks()?.into_iter().map(|(n, i)| (n, i.ok())).collect();
+        let mut markers: Vec<MarkerState> = Vec::new();
+        for (name, m) in deletion::list(self.backend.as_ref(), &self.keys)? {
+            let marker = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    report.warnings.push(format!(
+                        "{e}; its packs stay until `cairn repair snapshots` removes the marker"
+                    ));
+                    continue;
+                }
+            };
+            // A marker dated in the future (its prune's clock ran ahead) is dated again by this
+            // clock: a wrong clock may delay a deletion, never hasten one or block it for good.
+            let (name, marker) = if marker.time > now && !opts.dry_run {
+                report.warnings.push(format!(
+                    "deletion marker {name} is dated {}s ahead of this host's clock; dated it again",
+                    marker.time - now
+                ));
+                let mut redated = marker.clone();
+                redated.time = now;
+                let new = deletion::write(self.backend.as_ref(), &self.keys, &redated)?;
+                deletion::remove(self.backend.as_ref(), &name)?;
+                (new, redated)
+            } else {
+                (name, marker)
+            };
+            let age = now - marker.time;
+            let holders: Vec<String> = marker
+                .locks
+                .iter()
+                .filter(|l| *l != own_lock)
+                .filter_map(|l| match locks.get(l) {
+                    None => None,
+                    Some(Some(i)) if i.is_dead() => None,
+                    Some(Some(i)) => Some(i.describe()),
+                    Some(None) => Some(format!("unreadable lock {l}")),
+                })
+                .collect();
+            let mut why = Vec::new();
+            if age < opts.grace.as_secs() as i64 {
+                why.push(format!("marked {}s ago, grace {}s", age.max(0), opts.grace.as_secs()));
+            }
+            if !holders.is_empty() {
+                why.push(format!("held by {}", holders.join(", ")));
+            }
+            if !why.is_empty() {
+                report
+                    .waiting
+                    .push(format!("{} pack(s): {}", marker.packs.len(), why.join("; ")));
+            }
+            markers.push(MarkerState {
+                name,
+                marker,
+                due: why.is_empty(),
+            });
+        }
+
+        // 2. Plan, from the snapshots as they are now (listed after the locks were looked at).
+        let mut idx = self.index()?;
+        let mut kept: Vec<Snapshot> = Vec::new();
+        for s in self.snapshots()? {
+            // An unreadable manifest may name blobs we cannot see: refuse rather than guess.
+            let s = s.map_err(|e| {
+                Error::Invalid(format!(
+                    "prune needs every snapshot manifest readable: {e} (`cairn repair snapshots` \
+                     removes unreadable manifests)"
+                ))
+            })?;
+            if s.is_complete() {
+                kept.push(s);
+            } else {
+                report.failed_snapshots.push(s.name.clone());
+            }
+        }
+        report.snapshots_kept = kept.len();
+        progress.start("prune: find live data", None);
+        let live = self.live_set(kept.iter().flat_map(|s| s.items.iter()), &idx)?;
         report.live_blobs = live.len() as u64;
         progress.finish();
 
@@ -169,7 +291,7 @@ impl Repository {
                 .sum();
             let total: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
             let fate = if live_bytes == 0 {
-                Fate::Delete
+                Fate::Drop
             } else if (live_bytes as f64) < opts.repack_below * total as f64 {
                 Fate::Repack
             } else {
@@ -185,7 +307,7 @@ impl Repository {
             }
             fates.push((*id, *size, fate));
         }
-        // A kept pack may hold dead deltas whose bases go with the packs deleted or repacked.
+        // A kept pack may hold dead deltas whose bases go with the packs dropped or repacked.
         // Such a blob could never be read again, so its pack is repacked (dropping it) too;
         // that can strand dead deltas elsewhere, hence the loop. Live blobs never strand: their
         // bases are live.
@@ -218,19 +340,35 @@ impl Repository {
             .filter(|id| live.contains(id))
             .collect();
         drop(kept_blobs);
-        for (_, size, fate) in &fates {
-            match fate {
-                Fate::Delete => report.packs_deleted += 1,
-                Fate::Repack => report.packs_repacked += 1,
-                Fate::Keep => report.bytes_after += size,
+        let fate_of: HashMap<PackId, (u64, Fate)> = fates.iter().map(|(p, s, f)| (*p, (*s, *f))).collect();
+        let marked: HashSet<PackId> = markers.iter().flat_map(|m| m.marker.packs.iter().copied()).collect();
+        let due: HashSet<PackId> = markers
+            .iter()
+            .filter(|m| m.due)
+            .flat_map(|m| m.marker.packs.iter().copied())
+            .filter(|p| fate_of.get(p).is_none_or(|(_, f)| *f != Fate::Keep))
+            .collect();
+        for (id, size, fate) in &fates {
+            if *fate != Fate::Keep && due.contains(id) {
+                report.packs_deleted += 1;
+                report.bytes_deleted += size;
+            } else if *fate != Fate::Keep && marked.contains(id) {
+                report.packs_waiting += 1;
+                report.bytes_waiting += size;
+            } else if *fate != Fate::Keep {
+                report.packs_marked += 1;
+                report.bytes_marked += size;
+            }
+            if *fate == Fate::Repack && !marked.contains(id) {
+                report.packs_repacked += 1;
             }
         }
 
-        // 2. Copy the live blobs of repacked packs (estimated in a dry run).
+        // 3. Copy the live blobs of repacked packs (estimated in a dry run).
         let mut written: Vec<FinishedPack> = Vec::new();
         let repack: Vec<&(PackId, u64, Fate)> = fates.iter().filter(|f| f.2 == Fate::Repack).collect();
         progress.start("prune: repack", Some(repack.iter().map(|f| f.1).sum()));
-        let mut writer: Option<PackWriter> = None;
+        let mut copier = Copier::new(self.backend.as_ref(), &self.keys, self.config.pack_size);
         for (id, size, _) in &repack {
             let entries = idx.pack_entries(id)?;
             let wanted: Vec<&PackEntry> = entries
@@ -243,56 +381,53 @@ impl Repository {
                 progress.advance(*size);
                 continue;
             }
+            if wanted.is_empty() {
+                progress.advance(*size);
+                continue;
+            }
             let data = self.backend.read(&pack_path(id))?;
             for e in wanted {
                 let sealed = data
                     .get(e.offset as usize..e.offset as usize + e.length as usize)
                     .ok_or_else(|| crate::error::corrupt(format!("pack {id}"), "a blob lies outside the file"))?;
-                // Authenticate before copying, so prune never spreads a damaged blob; the bases
-                // recorded in the new trailer are the blob's own (the index's `bases` table is
-                // keyed by chunk id and may mix several stored versions of one chunk).
-                let opened = blob::open_blob(&self.keys, &e.id, sealed)?;
-                let w = match &mut writer {
-                    Some(w) => w,
-                    None => writer.insert(PackWriter::new(self.backend.as_ref())?),
-                };
-                w.add(e.id, e.kind, e.raw_len, sealed, &opened.bases, e.depth)?;
-                report.bytes_copied += u64::from(e.length);
-                secured.insert(e.id);
-                if w.len() >= self.config.pack_size {
-                    written.push(writer.take().expect("present").finish(&self.keys)?);
+                if let Some(fin) = copier.add(e, sealed)? {
+                    idx.add_pack(&fin)?;
+                    written.push(fin);
                     crate::util::crash_point("prune-copying");
                 }
+                secured.insert(e.id);
             }
             progress.advance(*size);
         }
-        if let Some(w) = writer.take() {
-            if !w.is_empty() {
-                written.push(w.finish(&self.keys)?);
-                crate::util::crash_point("prune-copying");
-            }
+        if !opts.dry_run {
+            report.bytes_copied = copier.bytes;
+        }
+        if let Some(fin) = copier.finish()? {
+            idx.add_pack(&fin)?;
+            written.push(fin);
+            crate::util::crash_point("prune-copying");
         }
         progress.finish();
         report.packs_written = written.len() as u64;
-        report.bytes_after += written.iter().map(|p| p.size).sum::<u64>();
+        let written_bytes: u64 = written.iter().map(|p| p.size).sum();
+        report.bytes_after = report.bytes_before + written_bytes - report.bytes_deleted;
         if opts.dry_run {
             // Copied blobs would fill new packs of about the same bytes.
             report.bytes_after += report.bytes_copied;
             report.packs_written = report.bytes_copied.div_ceil(self.config.pack_size.max(1));
             return Ok(report);
         }
+        crate::util::crash_point("prune-indexed");
 
-        // 3. Index: new packs in, old packs out, before any file is deleted.
-        for p in &written {
-            idx.add_pack(p)?;
-        }
-        let gone: Vec<PackId> = fates.iter().filter(|f| f.2 != Fate::Keep).map(|f| f.0).collect();
+        // 4. Delete what is due: index first, then the files, then the markers.
+        let gone: Vec<PackId> = fates
+            .iter()
+            .filter(|f| f.2 != Fate::Keep && due.contains(&f.0))
+            .map(|f| f.0)
+            .collect();
         for id in &gone {
             idx.remove_pack(id)?;
         }
-        crate::util::crash_point("prune-indexed");
-
-        // 4. Delete.
         for name in &report.failed_snapshots {
             self.backend
                 .remove(&crate::snapshot::manifest_path(&self.snapshot_id(name)))?;
@@ -304,6 +439,45 @@ impl Repository {
             crate::util::crash_point("prune-deleting");
         }
         progress.finish();
+        for m in &markers {
+            let rest: Vec<PackId> = m
+                .marker
+                .packs
+                .iter()
+                .copied()
+                .filter(|p| !gone.contains(p) && fate_of.get(p).is_some_and(|(_, f)| *f != Fate::Keep))
+                .collect();
+            if rest.len() == m.marker.packs.len() {
+                continue;
+            }
+            if !rest.is_empty() {
+                let mut replaced = m.marker.clone();
+                replaced.packs = rest;
+                deletion::write(self.backend.as_ref(), &self.keys, &replaced)?;
+            }
+            deletion::remove(self.backend.as_ref(), &m.name)?;
+        }
+
+        // 5. Mark what goes next, with the locks present now.
+        let to_mark: Vec<PackId> = fates
+            .iter()
+            .filter(|f| f.2 != Fate::Keep && !marked.contains(&f.0))
+            .map(|f| f.0)
+            .collect();
+        if !to_mark.is_empty() {
+            let holders: Vec<String> = self
+                .locks()?
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| n != own_lock)
+                .collect();
+            deletion::write(
+                self.backend.as_ref(),
+                &self.keys,
+                &Marker::new(now_unix(), to_mark, holders),
+            )?;
+            crate::util::crash_point("prune-marked");
+        }
         Ok(report)
     }
 }

@@ -16,7 +16,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::id::{RepoId, SnapshotId};
 use crate::index::Index;
 use crate::keyfile::{self, Credentials, KeyInfo, NewKey};
-use crate::lock::LockGuard;
+use crate::lock::{LockGuard, LockMode};
 use crate::snapshot::{manifest_aad, manifest_path, Snapshot};
 
 /// Options that apply to every opened repository.
@@ -204,14 +204,8 @@ impl Repository {
         crate::lock::list(self.backend.as_ref(), &self.keys)
     }
 
-    pub(crate) fn lock(&self, exclusive: bool, purpose: &str) -> Result<LockGuard> {
-        LockGuard::acquire(
-            self.backend.clone(),
-            &self.keys,
-            exclusive,
-            purpose,
-            self.opts.lock_wait,
-        )
+    pub(crate) fn lock(&self, mode: LockMode, purpose: &str) -> Result<LockGuard> {
+        LockGuard::acquire(self.backend.clone(), &self.keys, mode, purpose, self.opts.lock_wait)
     }
 
     pub(crate) fn snapshot_id(&self, name: &str) -> SnapshotId {
@@ -315,14 +309,14 @@ impl Repository {
         self.backend.remove(&format!("keys/{id}"))
     }
 
-    /// Removes stale locks (every lock with `all`).
+    /// Removes locks of dead processes (every lock with `all`).
     pub fn unlock(&self, all: bool) -> Result<Vec<String>> {
         crate::lock::unlock(self.backend.as_ref(), &self.keys, all)
     }
 
     /// Drops the index cache and rebuilds it from the pack trailers. Takes an exclusive lock.
     pub fn repair_index(&self) -> Result<crate::index::SyncStats> {
-        let _lock = self.lock(true, "repair index")?;
+        let _lock = self.lock(LockMode::Exclusive, "repair index")?;
         let mut idx = Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
         idx.rebuild(self.backend.as_ref(), &self.keys)
     }

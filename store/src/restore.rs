@@ -90,7 +90,18 @@ impl BlobReader {
 
     /// The sealed bytes of a blob.
     pub(crate) fn read_sealed(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        let loc = self.index.lookup(id)?.ok_or(Error::MissingBlob { id: *id })?;
+        // A copy whose pack went (a prune finished meanwhile) is skipped for the next one.
+        let mut missing = Error::MissingBlob { id: *id };
+        for loc in self.index.locations(id)? {
+            match self.read_sealed_at(id, &loc) {
+                Err(e @ Error::MissingPack { .. }) => missing = e,
+                r => return r,
+            }
+        }
+        Err(missing)
+    }
+
+    fn read_sealed_at(&self, id: &ChunkId, loc: &crate::index::BlobLocation) -> Result<Vec<u8>> {
         let mut open = self.open.borrow_mut();
         let pos = match open.iter().position(|(p, _)| *p == loc.pack) {
             Some(i) => i,
@@ -392,7 +403,7 @@ impl Repository {
 
     /// Writes one item of a snapshot to `out`: a stream, or a tree that is a single file.
     pub fn dump(&self, snapshot: &str, item: &str, out: &mut dyn Write, progress: &dyn Progress) -> Result<u64> {
-        let _lock = self.lock(false, &format!("dump {snapshot}"))?;
+        let _lock = self.lock(crate::lock::LockMode::Shared, &format!("dump {snapshot}"))?;
         let snap = self.restorable_snapshot(snapshot)?;
         let it = snap
             .item(item)
@@ -442,7 +453,7 @@ impl Repository {
         opts: &RestoreOptions,
         progress: &dyn Progress,
     ) -> Result<Vec<Item>> {
-        let _lock = self.lock(false, &format!("restore {snapshot}"))?;
+        let _lock = self.lock(crate::lock::LockMode::Shared, &format!("restore {snapshot}"))?;
         let snap = self.restorable_snapshot(snapshot)?;
         for name in &opts.items {
             if snap.item(name).is_none() {
@@ -490,7 +501,7 @@ impl Repository {
         overwrite: bool,
         progress: &dyn Progress,
     ) -> Result<Item> {
-        let _lock = self.lock(false, &format!("restore {snapshot}"))?;
+        let _lock = self.lock(crate::lock::LockMode::Shared, &format!("restore {snapshot}"))?;
         let snap = self.restorable_snapshot(snapshot)?;
         let it = snap
             .item(item)

@@ -2,12 +2,18 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Seconds since the Unix epoch, now.
+/// Seconds since the Unix epoch, now. `CAIRN_TEST_CLOCK_OFFSET` (seconds, may be negative) skews
+/// it, so tests can run one process with a clock that is wrong, as a host's clock can be.
 pub fn now_unix() -> i64 {
-    SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    let skew = std::env::var("CAIRN_TEST_CLOCK_OFFSET")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0);
+    now + skew
 }
 
 /// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's civil_from_days).

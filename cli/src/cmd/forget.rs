@@ -19,6 +19,9 @@ pub struct Args {
     /// Prune right after forgetting.
     #[arg(long)]
     pub prune: bool,
+    /// With --prune: how long packs stay marked before a prune deletes them (see `cairn prune`).
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = super::prune::parse_grace)]
+    pub grace_period: std::time::Duration,
     /// Print the decisions as JSON.
     #[arg(long)]
     pub json: bool,
@@ -152,7 +155,11 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
         );
     }
     if a.prune && !a.dry_run {
-        let r = repo.prune(&PruneOptions::default(), g.progress().as_ref())?;
+        let opts = PruneOptions {
+            grace: a.grace_period,
+            ..Default::default()
+        };
+        let r = repo.prune(&opts, g.progress().as_ref())?;
         if !a.json {
             super::prune::print(&r);
         }

@@ -5,8 +5,10 @@ use cairn_store::{PruneOptions, PruneReport};
 
 use crate::common::{bytes, GlobalOpts};
 
-/// Delete data no snapshot needs: removes failed snapshots, deletes packs with nothing live and
-/// repacks packs that are mostly dead. Runs alone (backups wait for it).
+/// Delete data no snapshot needs: removes failed snapshots, marks packs with nothing live (and
+/// repacks packs that are mostly dead), and deletes packs marked by an earlier prune once the
+/// grace period has passed and no backup running at marking time is still running. Runs beside
+/// backups; restores, checks and other prunes wait for it.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Show the plan; change nothing.
@@ -15,9 +17,31 @@ pub struct Args {
     /// Repack a pack when less than this share of it is live (0-100).
     #[arg(long, value_name = "PERCENT", default_value_t = 50.0)]
     pub repack_below: f64,
+    /// How long a pack stays marked before a later prune deletes it (`0` deletes in this run
+    /// what no running backup may need); e.g. 30m, 1h, 2d.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_grace)]
+    pub grace_period: std::time::Duration,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `0`, or a number with `s`, `m` (minutes), `h` or `d`.
+pub fn parse_grace(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a grace period like 0, 90s, 30m, 1h or 2d");
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let (num, unit) = s.split_at(s.len().checked_sub(1).ok_or_else(bad)?);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).map(std::time::Duration::from_secs).ok_or_else(bad)
 }
 
 pub fn print(r: &PruneReport) {
@@ -37,13 +61,27 @@ pub fn print(r: &PruneReport) {
         bytes(r.bytes_before)
     );
     println!(
-        "{verb} delete {} pack(s), repack {} pack(s) ({} copied into {} new), leaving {}",
+        "{verb} delete {} pack(s) ({}), mark {} pack(s) ({}) for a later prune, repack {} pack(s) ({} copied into {} new), leaving {}",
         r.packs_deleted,
+        bytes(r.bytes_deleted),
+        r.packs_marked,
+        bytes(r.bytes_marked),
         r.packs_repacked,
         bytes(r.bytes_copied),
         r.packs_written,
         bytes(r.bytes_after)
     );
+    if r.packs_waiting > 0 {
+        println!(
+            "{} marked pack(s) ({}) wait: {}",
+            r.packs_waiting,
+            bytes(r.bytes_waiting),
+            r.waiting.join("; ")
+        );
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
 }
 
 pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
@@ -54,6 +92,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
     let opts = PruneOptions {
         dry_run: a.dry_run,
         repack_below: a.repack_below / 100.0,
+        grace: a.grace_period,
     };
     let r = repo.prune(&opts, g.progress().as_ref())?;
     if a.json {

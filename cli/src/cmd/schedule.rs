@@ -178,8 +178,9 @@ pub fn fire(g: &GlobalOpts, maintenance: bool) -> Result<ExitCode> {
             if r.prune.unwrap_or(true) {
                 let p = repo.prune(&PruneOptions::default(), &cairn_store::NoProgress)?;
                 log(&format!(
-                    "prune: deleted {} pack(s), repacked {}, {} -> {}",
+                    "prune: deleted {} pack(s), marked {} for a later prune, repacked {}, {} -> {}",
                     p.packs_deleted,
+                    p.packs_marked,
                     p.packs_repacked,
                     bytes(p.bytes_before),
                     bytes(p.bytes_after)

@@ -163,7 +163,7 @@ pub fn healthcheck(g: &GlobalOpts, json_out: bool) -> Result<ExitCode> {
             let live: Vec<String> = locks
                 .iter()
                 .filter_map(|(_, l)| l.as_ref().ok())
-                .filter(|l| !l.is_stale())
+                .filter(|l| !l.is_dead())
                 .map(|l| l.describe())
                 .collect();
             let free = free_space(repo.path());

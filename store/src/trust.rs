@@ -1,0 +1,221 @@
+//! What a backup may rely on: the repository's files, never the index cache alone.
+//!
+//! The index cache says which pack holds each blob, but it is a cache: a wrong row (a damaged
+//! or foreign `index.sqlite`, a copy put back after a prune) must never let a backup commit a
+//! snapshot that does not restore. So before a backup deduplicates against a pack, or uses one
+//! of its blobs as a delta base, it reads that pack's trailer from the repository, once per
+//! backup, and:
+//! - a pack that is gone is dropped from the index; one whose trailer cannot be read or
+//!   authenticated is not used (`cairn check` reports it, `cairn repair packs` removes it);
+//! - a pack whose index rows differ from its trailer is indexed again from the trailer, with a
+//!   warning;
+//! - a pack marked for deletion (`deletion.rs`) when the backup started is not used;
+//! - a delta is used only if every base of its chain resolves the same way.
+//!
+//! Every pack relied on is remembered. At commit the backup reads the deletion markers again:
+//! a pack it relies on that a marker names without the backup's own lock (the one race
+//! `deletion.rs` describes), or that is gone, puts the snapshot at risk, and
+//! [`crate::Backup::commit`] copies the blobs it needs out of such packs first (or fails, naming
+//! why, if they are gone).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use crate::backend::Backend;
+use crate::blob::BlobKind;
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::id::{ChunkId, PackId};
+use crate::index::{BlobLocation, Index};
+use crate::pack::{self, PackEntry};
+
+/// Longest delta chain followed when checking a delta's bases (chains are bounded at 32).
+const MAX_CHAIN: usize = 40;
+
+pub(crate) struct Trust {
+    backend: Arc<dyn Backend>,
+    keys: Keys,
+    /// Packs marked for deletion when the backup started.
+    marked: HashSet<PackId>,
+    /// Its own connection, for the rows it heals.
+    index: Mutex<Index>,
+    /// Packs whose trailer was read: usable or not.
+    packs: Mutex<HashMap<PackId, bool>>,
+    /// Deltas whose whole chain resolved.
+    chains: Mutex<HashSet<ChunkId>>,
+    relied: Mutex<HashSet<PackId>>,
+    warnings: Arc<Mutex<Vec<String>>>,
+}
+
+/// The same blobs at the same places (bases are not compared: the index keeps them per chunk).
+fn same_entries(mut a: Vec<PackEntry>, b: &[PackEntry]) -> bool {
+    let key = |e: &PackEntry| (e.offset, e.id, e.kind as u8, e.length, e.raw_len, e.depth);
+    let mut b: Vec<_> = b.iter().map(key).collect();
+    b.sort();
+    a.sort_by_key(|e| e.offset);
+    a.len() == b.len() && a.iter().map(key).eq(b)
+}
+
+impl Trust {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        keys: Keys,
+        marked: HashSet<PackId>,
+        index: Index,
+        warnings: Arc<Mutex<Vec<String>>>,
+    ) -> Self {
+        Self {
+            backend,
+            keys,
+            marked,
+            index: Mutex::new(index),
+            packs: Mutex::default(),
+            chains: Mutex::default(),
+            relied: Mutex::default(),
+            warnings,
+        }
+    }
+
+    fn warn(&self, w: String) {
+        self.warnings.lock().unwrap().push(w);
+    }
+
+    /// Whether a pack may be relied on, reading its trailer the first time.
+    fn pack_ok(&self, id: &PackId) -> Result<bool> {
+        let mut packs = self.packs.lock().unwrap();
+        if let Some(ok) = packs.get(id) {
+            return Ok(*ok);
+        }
+        let ok = if self.marked.contains(id) {
+            false
+        } else {
+            let mut idx = self.index.lock().unwrap();
+            match pack::read_trailer(self.backend.as_ref(), &self.keys, id) {
+                Ok((size, entries)) => {
+                    if !same_entries(idx.pack_entries(id)?, &entries) {
+                        self.warn(format!(
+                            "the index cache was wrong about pack {id}; indexed it again from the pack"
+                        ));
+                        idx.replace_pack(id, size, &entries)?;
+                    }
+                    true
+                }
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    self.warn(format!(
+                        "the index cache named pack {id}, which is not in the repository; dropped it"
+                    ));
+                    idx.remove_pack(id)?;
+                    false
+                }
+                Err(e) => {
+                    self.warn(format!("{e}; its blobs are stored again (`cairn check` reports it)"));
+                    false
+                }
+            }
+        };
+        packs.insert(*id, ok);
+        Ok(ok)
+    }
+
+    /// A copy of `id` this backup may rely on, if any.
+    pub fn resolve(&self, idx: &Index, id: &ChunkId) -> Result<Option<BlobLocation>> {
+        self.resolve_at(idx, id, 0)
+    }
+
+    fn resolve_at(&self, idx: &Index, id: &ChunkId, level: usize) -> Result<Option<BlobLocation>> {
+        if level > MAX_CHAIN {
+            return Ok(None);
+        }
+        let mut checked = HashSet::new();
+        // Reading a trailer may re-index its pack: ask again until every named pack is checked.
+        loop {
+            let locs = idx.locations(id)?;
+            let mut fresh = false;
+            for loc in &locs {
+                if checked.insert(loc.pack) {
+                    fresh = true;
+                    self.pack_ok(&loc.pack)?;
+                }
+            }
+            if fresh {
+                continue;
+            }
+            for loc in locs {
+                if !self.pack_ok(&loc.pack)? {
+                    continue;
+                }
+                if loc.kind == BlobKind::Delta && !self.chain_ok(idx, id, level)? {
+                    continue;
+                }
+                self.relied.lock().unwrap().insert(loc.pack);
+                return Ok(Some(loc));
+            }
+            return Ok(None);
+        }
+    }
+
+    fn chain_ok(&self, idx: &Index, id: &ChunkId, level: usize) -> Result<bool> {
+        if self.chains.lock().unwrap().contains(id) {
+            return Ok(true);
+        }
+        for b in idx.bases(id)? {
+            if self.resolve_at(idx, &b, level + 1)?.is_none() {
+                return Ok(false);
+            }
+        }
+        self.chains.lock().unwrap().insert(*id);
+        Ok(true)
+    }
+
+    /// Records a pack this backup wrote.
+    pub fn wrote(&self, id: PackId) {
+        self.relied.lock().unwrap().insert(id);
+    }
+
+    /// The packs relied on that are gone, or marked for deletion by a marker that did not record
+    /// `own_lock` (see the module documentation).
+    pub fn at_risk(&self, own_lock: &str) -> Result<HashSet<PackId>> {
+        let relied = self.relied.lock().unwrap().clone();
+        let mut risky: HashSet<PackId> = crate::deletion::marked(self.backend.as_ref(), &self.keys)?
+            .into_iter()
+            .filter(|(p, locks)| relied.contains(p) && !locks.iter().any(|l| l == own_lock))
+            .map(|(p, _)| p)
+            .collect();
+        for p in &relied {
+            match self.backend.size(&pack::pack_path(p)) {
+                Ok(_) => {}
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    risky.insert(*p);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(risky)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::id::ChunkId;
+
+    fn entry(id: u8, offset: u32) -> PackEntry {
+        PackEntry {
+            id: ChunkId([id; 32]),
+            kind: BlobKind::Data,
+            offset,
+            length: 10,
+            raw_len: 20,
+            bases: Vec::new(),
+            depth: 0,
+        }
+    }
+
+    #[test]
+    fn entries_compare_by_content_not_order() {
+        let a = vec![entry(1, 0), entry(2, 10)];
+        assert!(same_entries(a.clone(), &[entry(2, 10), entry(1, 0)]));
+        assert!(!same_entries(a.clone(), &[entry(1, 0)]), "a phantom row");
+        assert!(!same_entries(a, &[entry(1, 0), entry(2, 11)]), "a wrong offset");
+    }
+}
