@@ -103,3 +103,55 @@ fn two_copies_of_one_repository_sharing_a_cache_do_not_mislead_each_other() {
     env.ok(&["prune", "--grace-period", "0"]);
     backup_restores(&env, "s3", &b);
 }
+
+/// A cache that is garbage, truncated or half-written heals itself: set aside with a warning and
+/// rebuilt from the packs; `repair index` never opens it.
+#[test]
+fn a_damaged_cache_is_set_aside_and_rebuilt() {
+    let env = Env::new();
+    let a = random_bytes(3 << 20, 7);
+    env.backup_bytes("s1", "x", &a);
+    let idx = index_file(&env);
+    let size = std::fs::metadata(&idx).unwrap().len();
+    let damages: Vec<(&str, Box<dyn Fn(&std::path::Path)>)> = vec![
+        ("garbage", Box::new(|p| std::fs::write(p, vec![0x5a; 8192]).unwrap())),
+        (
+            "truncated",
+            Box::new(move |p| {
+                let data = std::fs::read(p).unwrap();
+                std::fs::write(p, &data[..(size as usize / 2).max(100)]).unwrap()
+            }),
+        ),
+        (
+            "empty header",
+            Box::new(|p| std::fs::write(p, b"SQLite format 3\0").unwrap()),
+        ),
+    ];
+    for (i, (what, damage)) in damages.iter().enumerate() {
+        // Every reading and writing command copes, and so does `repair index`.
+        for (j, cmd) in ["backup", "snapshots", "dump", "check", "repair"].iter().enumerate() {
+            let _ = env.run(&["snapshots"]); // a healthy cache with WAL files, then damage it
+            for ext in ["-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{ext}", idx.display()));
+            }
+            damage(&idx);
+            let name = format!("s-{i}-{j}");
+            let o = match *cmd {
+                "backup" => {
+                    let s = backup_restores(&env, &name, &a);
+                    assert!(s.contains("damaged"), "{what}: {s}");
+                    continue;
+                }
+                "snapshots" => env.run(&["snapshots"]),
+                "dump" => env.run(&["dump", "s1", "x"]),
+                "check" => env.run(&["check", "--read-data"]),
+                _ => env.run(&["repair", "index"]),
+            };
+            assert!(o.status.success(), "{cmd} after {what}: {}", stderr(&o));
+            if *cmd == "dump" {
+                assert!(o.stdout == a, "{what}");
+            }
+        }
+    }
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
+}

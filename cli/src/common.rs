@@ -32,8 +32,10 @@ pub struct GlobalOpts {
     /// Seconds to wait for a conflicting lock before giving up.
     #[arg(long, global = true, default_value_t = 60)]
     pub lock_wait: u64,
-    /// scrypt work factor (log2 N) for new passphrase key files; default: age's ~1 s target.
-    #[arg(long, global = true, env = "CAIRN_SCRYPT_LOG_N", hide_short_help = true)]
+    /// scrypt work factor (log2 N, 10-22) for new passphrase key files; default 16 (64 MiB,
+    /// about 0.2 s); each step up doubles memory and time.
+    #[arg(long, global = true, env = "CAIRN_SCRYPT_LOG_N", hide_short_help = true,
+          value_parser = clap::value_parser!(u8).range(10..=22))]
     pub scrypt_log_n: Option<u8>,
     /// No progress output.
     #[arg(long, short = 'q', global = true)]
@@ -73,7 +75,7 @@ impl GlobalOpts {
         if let Some(l) = loaded {
             let c = &l.config;
             g.repo = g.repo.or_else(|| c.repository.clone());
-            if g.password_file.is_none() && g.identity.is_none() && std::env::var_os("CAIRN_PASSWORD").is_none() {
+            if g.password_file.is_none() && g.identity.is_none() && crate::secrets::password().is_none() {
                 g.password_file = c.password_file.clone();
                 g.identity = c.identity_file.clone();
             }
@@ -103,7 +105,7 @@ impl GlobalOpts {
             }
             return Ok(Some(line));
         }
-        Ok(std::env::var("CAIRN_PASSWORD").ok())
+        Ok(crate::secrets::password())
     }
 
     pub fn credentials(&self) -> Result<Credentials> {

@@ -7,10 +7,66 @@ pub mod cmd;
 pub mod common;
 pub mod progress;
 
+/// The exit status of a command whose output was cut off by a closed pipe, as if SIGPIPE had
+/// ended it (`cairn snapshots | head -1`); it prints nothing more.
+pub const BROKEN_PIPE_STATUS: u8 = 128 + 13;
+
+/// The first thing either binary does, while it is still one thread: takes the passphrase out of
+/// the environment, so no child process (dump tools, plugin and exec commands, hooks) inherits
+/// it, and makes a failed write to standard output or error a clear error instead of a panic.
+pub fn start() {
+    secrets::take();
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        // What `println!` and `eprintln!` panic with when the write fails.
+        if let Some(rest) = msg.strip_prefix("failed printing to ") {
+            if rest.contains("Broken pipe") {
+                std::process::exit(BROKEN_PIPE_STATUS.into());
+            }
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: cannot write to {rest}");
+            std::process::exit(1);
+        }
+        default(info)
+    }));
+}
+
+/// After the options are parsed: the variables that point at key material go too.
+pub fn forget_key_env() {
+    for v in ["CAIRN_PASSWORD_FILE", "CAIRN_IDENTITY"] {
+        std::env::remove_var(v);
+    }
+}
+
+/// The passphrase given in the environment, kept in memory only.
+pub mod secrets {
+    use std::sync::OnceLock;
+
+    static PASSWORD: OnceLock<Option<String>> = OnceLock::new();
+
+    /// Reads `CAIRN_PASSWORD` and removes it from the environment.
+    pub fn take() {
+        let v = std::env::var("CAIRN_PASSWORD").ok();
+        let _ = PASSWORD.set(v);
+        std::env::remove_var("CAIRN_PASSWORD");
+    }
+
+    /// `CAIRN_PASSWORD` as it was when the process started.
+    pub fn password() -> Option<String> {
+        PASSWORD.get_or_init(|| std::env::var("CAIRN_PASSWORD").ok()).clone()
+    }
+}
+
 /// Prints an error and its causes the way both binaries do; exit code 1.
 pub fn report(e: &anyhow::Error) -> std::process::ExitCode {
     if common::is_broken_pipe(e) {
-        return std::process::ExitCode::SUCCESS;
+        return std::process::ExitCode::from(BROKEN_PIPE_STATUS);
     }
     eprintln!("error: {e}");
     for cause in e.chain().skip(1) {

@@ -46,7 +46,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    cairn_cli::start();
     let cli = Cli::parse();
+    cairn_cli::forget_key_env();
     let result = match cli.command {
         Command::Init(a) => cmd::init::run(&cli.global, a),
         Command::Backup(a) => cmd::backup::run(&cli.global, a),

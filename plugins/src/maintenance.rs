@@ -39,7 +39,7 @@ pub async fn enter(loaded: &Loaded, reason: &str) -> Result<bool> {
         return Ok(false);
     }
     let dir = loaded.state_dir();
-    std::fs::create_dir_all(&dir).map_err(Error::io(dir.display().to_string()))?;
+    cairn_store::backend::create_private_dir(&dir).map_err(|e| Error::Plugin(e.to_string()))?;
     process::run_configured(loaded.config.maintenance.enter.as_deref())
         .await
         .map_err(|e| Error::Plugin(format!("entering maintenance mode: {e}")))?;

@@ -256,10 +256,15 @@ fn shell_quote(s: &str) -> String {
 
 /// Appends a timestamped line to `<state_dir>/schedule.log`.
 pub fn log(state_dir: &Path, line: &str) -> std::io::Result<()> {
-    std::fs::create_dir_all(state_dir)?;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)?;
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(state_dir.join("schedule.log"))?;
     writeln!(
         f,
@@ -280,9 +285,14 @@ impl RunGuard {
     /// Takes the run slot, or returns the pid written by the live run that holds it (0 if it
     /// has not written it yet).
     pub fn acquire(state_dir: &Path) -> std::io::Result<Result<RunGuard, u32>> {
-        std::fs::create_dir_all(state_dir)?;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(state_dir)?;
         let path = state_dir.join("schedule.lock");
         let mut file = std::fs::OpenOptions::new()
+            .mode(0o600)
             .read(true)
             .write(true)
             .create(true)
@@ -314,6 +324,20 @@ pub fn run_name(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_dir_log_and_lock_are_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state/sub");
+        log(&state, "hello").unwrap();
+        let _g = RunGuard::acquire(&state).unwrap().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
+        assert_eq!(mode(&state.join("schedule.log")), 0o600);
+        assert_eq!(mode(&state.join("schedule.lock")), 0o600);
+    }
 
     /// 2026-11-22 (a Sunday) 13:00 UTC.
     const SUN_1300: i64 = 1_795_352_400;

@@ -91,7 +91,7 @@ impl TempFile {
         drop(f);
         let dest = self.root.join(rel);
         let dir = dest.parent().expect("relative path has a parent");
-        fs::create_dir_all(dir).at(dir)?;
+        create_private_dir(dir)?;
         fs::rename(&self.path, &dest).at(&dest)?;
         sync_dir(dir)?;
         self.path = PathBuf::new();
@@ -105,6 +105,34 @@ impl Drop for TempFile {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+/// Creates a directory and its missing parents, each `0700` whatever the umask (everything Cairn
+/// keeps may reveal what is backed up).
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).at(dir)
+}
+
+/// Makes a file Cairn created readable by its owner only (`0600`), whatever the umask.
+pub fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = fs::metadata(path).at(path)?;
+    if md.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).at(path)?;
+    }
+    Ok(())
+}
+
+/// Opens a new file, `0600` whatever the umask; fails if it exists.
+pub fn create_private_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .at(path)
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -137,10 +165,10 @@ impl LocalBackend {
 
     fn new_temp(&self) -> Result<(File, PathBuf)> {
         let dir = self.root.join("tmp");
-        fs::create_dir_all(&dir).at(&dir)?;
+        create_private_dir(&dir)?;
         let name = format!("{}-{}-{:016x}", hostname(), std::process::id(), rand::random::<u64>());
         let path = dir.join(name);
-        let f = OpenOptions::new().write(true).create_new(true).open(&path).at(&path)?;
+        let f = create_private_file(&path)?;
         Ok((f, path))
     }
 
@@ -188,7 +216,7 @@ impl Backend for LocalBackend {
         drop(f);
         let dest = self.path(rel);
         let dir = dest.parent().expect("relative path has a parent");
-        fs::create_dir_all(dir).at(dir)?;
+        create_private_dir(dir)?;
         // link(2) fails if the name exists: the atomic "create if absent" that rename lacks.
         let created = match fs::hard_link(&tmp, &dest) {
             Ok(()) => true,

@@ -23,6 +23,52 @@ use crate::pack::{self, FinishedPack, PackEntry};
 /// Bumped whenever the schema changes; an index of another version is simply rebuilt.
 const SCHEMA_VERSION: i64 = 2;
 
+fn wal(path: &Path, suffix: &str) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(suffix);
+    p.into()
+}
+
+/// Left beside the cache by a run that met damage in it, so the next open starts afresh.
+fn damage_flag(path: &Path) -> PathBuf {
+    wal(path, ".damaged")
+}
+
+fn is_damage(e: &Error) -> bool {
+    use rusqlite::ErrorCode::{DatabaseCorrupt, NotADatabase};
+    matches!(e, Error::Index { source, .. }
+        if matches!(source.sqlite_error_code(), Some(DatabaseCorrupt | NotADatabase)))
+}
+
+/// An index error; damage also flags the cache, so the next open rebuilds it.
+fn index_error(path: &Path, source: rusqlite::Error) -> Error {
+    let e = Error::Index {
+        path: path.into(),
+        source,
+    };
+    if is_damage(&e) {
+        let _ = std::fs::write(damage_flag(path), b"");
+    }
+    e
+}
+
+/// Moves a damaged cache (and its WAL files) aside; returns where it went.
+fn set_aside(path: &Path) -> Result<PathBuf> {
+    let aside = wal(path, &format!(".damaged-{}", crate::util::now_unix()));
+    for (from, to) in [
+        (path.to_path_buf(), aside.clone()),
+        (wal(path, "-wal"), wal(&aside, "-wal")),
+        (wal(path, "-shm"), wal(&aside, "-shm")),
+    ] {
+        match std::fs::rename(&from, &to) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path: from, source: e }),
+            _ => {}
+        }
+    }
+    let _ = std::fs::remove_file(damage_flag(path));
+    Ok(aside)
+}
+
 /// Where a blob is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLocation {
@@ -52,29 +98,62 @@ pub struct Index {
 }
 
 impl Index {
-    /// Opens (creating if needed) the cache for `repo_id` under `cache_dir`.
+    /// Opens (creating if needed) the cache for `repo_id` under `cache_dir`. A cache that is
+    /// damaged (not a database, malformed, or flagged by an earlier run that met damage) is set
+    /// aside as `index.sqlite.damaged-<time>` with a warning and started afresh: the next sync
+    /// rebuilds it from the pack trailers, so no damage to the cache stops a command.
     pub fn open(cache_dir: &Path, repo_id: &RepoId) -> Result<Self> {
         let dir = cache_dir.join(repo_id.to_hex());
-        std::fs::create_dir_all(&dir).map_err(|source| Error::Io {
-            path: dir.clone(),
-            source,
-        })?;
-        Self::open_path(&dir.join("index.sqlite"))
+        crate::backend::create_private_dir(&dir)?;
+        let path = dir.join("index.sqlite");
+        let flagged = damage_flag(&path).exists();
+        if !flagged {
+            match Self::open_path(&path).and_then(|i| i.probe().map(|()| i)) {
+                Err(e) if is_damage(&e) => {}
+                r => return r,
+            }
+        }
+        let aside = set_aside(&path)?;
+        eprintln!(
+            "warning: the index cache {} was damaged; moved it to {} and rebuilding it from the packs",
+            path.display(),
+            aside.display()
+        );
+        Self::open_path(&path)
+    }
+
+    /// Deletes the cache for `repo_id` without opening it (`cairn repair index`).
+    pub fn discard(cache_dir: &Path, repo_id: &RepoId) -> Result<()> {
+        let path = cache_dir.join(repo_id.to_hex()).join("index.sqlite");
+        for p in [path.clone(), wal(&path, "-wal"), wal(&path, "-shm"), damage_flag(&path)] {
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::Io { path: p, source: e }),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a little of every table, so a file that is not a database or whose schema pages are
+    /// damaged is found at once.
+    fn probe(&self) -> Result<()> {
+        self.conn
+            .query_row(
+                "SELECT (SELECT count(*) FROM packs), (SELECT max(id) FROM blobs), (SELECT max(id) FROM bases)",
+                [],
+                |_| Ok(()),
+            )
+            .map_err(|e| self.err(e))
     }
 
     pub fn open_path(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path).map_err(|source| Error::Index {
-            path: path.into(),
-            source,
-        })?;
+        let conn = Connection::open(path).map_err(|source| index_error(path, source))?;
+        crate::backend::make_private(path)?;
         let idx = Self {
             conn,
             path: path.into(),
         };
-        idx.setup().map_err(|source| Error::Index {
-            path: path.into(),
-            source,
-        })?;
+        idx.setup().map_err(|source| index_error(path, source))?;
         Ok(idx)
     }
 
@@ -88,10 +167,7 @@ impl Index {
     }
 
     fn err(&self, source: rusqlite::Error) -> Error {
-        Error::Index {
-            path: self.path.clone(),
-            source,
-        }
+        index_error(&self.path, source)
     }
 
     fn setup(&self) -> rusqlite::Result<()> {
@@ -200,10 +276,7 @@ impl Index {
     /// Runs `f` in an immediate (write-locking) transaction and commits it.
     fn write<T>(&mut self, f: impl FnOnce(&rusqlite::Transaction) -> rusqlite::Result<T>) -> Result<T> {
         let path = self.path.clone();
-        let e = |source| Error::Index {
-            path: path.clone(),
-            source,
-        };
+        let e = |source| index_error(&path, source);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -318,10 +391,7 @@ impl Index {
         &self,
         damaged: &std::collections::HashSet<ChunkId>,
     ) -> Result<std::collections::HashSet<ChunkId>> {
-        let e = |source| Error::Index {
-            path: self.path.clone(),
-            source,
-        };
+        let e = |source| index_error(&self.path, source);
         self.conn
             .execute_batch("CREATE TEMP TABLE IF NOT EXISTS damaged(id BLOB PRIMARY KEY); DELETE FROM damaged;")
             .map_err(e)?;

@@ -20,7 +20,14 @@ use crate::id::RepoId;
 
 const KEYFILE_VERSION: u32 = 1;
 /// Highest scrypt work factor accepted when unlocking (age's own default ceiling is 22).
-const MAX_WORK_FACTOR: u8 = 22;
+pub const MAX_WORK_FACTOR: u8 = 22;
+/// Lowest work factor a new key file may have.
+pub const MIN_WORK_FACTOR: u8 = 10;
+/// The work factor of new passphrase key files: scrypt with N = 2^16 (r = 8) needs 64 MiB and
+/// about 0.2 s, near restic's calibration (about 0.5 s within 60 MiB). age's own default
+/// calibrates to one second, which is 2^20 and 1 GiB on current machines: every command would
+/// spend that to unlock. Stronger factors stay available (`--scrypt-log-n` up to 22).
+pub const DEFAULT_WORK_FACTOR: u8 = 16;
 
 /// How to unlock a repository.
 #[derive(Clone)]
@@ -33,7 +40,7 @@ pub enum Credentials {
 /// A way to unlock that a new key file is made for.
 #[derive(Clone)]
 pub enum NewKey {
-    /// `log_n` overrides age's scrypt work factor (default: about one second of work).
+    /// `log_n` overrides the scrypt work factor ([`DEFAULT_WORK_FACTOR`]; `MIN..=MAX_WORK_FACTOR`).
     Passphrase {
         passphrase: SecretString,
         log_n: Option<u8>,
@@ -88,10 +95,14 @@ pub(crate) fn write_key(
     let plain = serde_json::to_vec(&body).expect("key file body serialises");
     let encryptor = match new {
         NewKey::Passphrase { passphrase, log_n } => {
-            let mut r = age::scrypt::Recipient::new(passphrase.clone());
-            if let Some(n) = log_n {
-                r.set_work_factor(*n);
+            let n = log_n.unwrap_or(DEFAULT_WORK_FACTOR);
+            if !(MIN_WORK_FACTOR..=MAX_WORK_FACTOR).contains(&n) {
+                return Err(Error::Invalid(format!(
+                    "scrypt work factor {n} is outside {MIN_WORK_FACTOR}..={MAX_WORK_FACTOR}"
+                )));
             }
+            let mut r = age::scrypt::Recipient::new(passphrase.clone());
+            r.set_work_factor(n);
             age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))
         }
         NewKey::Recipient(s) => {

@@ -86,7 +86,7 @@ impl Repository {
                 return Err(Error::AlreadyExists(path.into()));
             }
         }
-        std::fs::create_dir_all(path).at(path)?;
+        crate::backend::create_private_dir(path)?;
         let local = LocalBackend::new(path);
         let backend: Arc<dyn Backend> = Arc::new(local.clone());
         let secrets = Secrets::generate();
@@ -106,7 +106,7 @@ impl Repository {
         let sealed = keys.seal(CONFIG_AAD, &serde_json::to_vec(&config).expect("config serialises"));
         backend.write_new(CONFIG_PATH, &sealed)?;
         for d in ["packs", "snapshots", "locks", "tmp"] {
-            std::fs::create_dir_all(path.join(d)).at(path.join(d))?;
+            crate::backend::create_private_dir(&path.join(d))?;
         }
         backend.write_new(MARKER_PATH, config::marker_text().as_bytes())?;
         Ok(Self {
@@ -317,6 +317,8 @@ impl Repository {
     /// Drops the index cache and rebuilds it from the pack trailers. Takes an exclusive lock.
     pub fn repair_index(&self) -> Result<crate::index::SyncStats> {
         let _lock = self.lock(LockMode::Exclusive, "repair index")?;
+        // The old cache is never opened: it may be what is broken.
+        Index::discard(&self.opts.cache_dir, &self.config.repo_id)?;
         let mut idx = Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
         idx.rebuild(self.backend.as_ref(), &self.keys)
     }

@@ -319,7 +319,9 @@ fn details(g: &GlobalOpts, name: &str) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    cairn_cli::start();
     let cli = Cli::parse();
+    cairn_cli::forget_key_env();
     let plan = match plan(&cli) {
         Ok(p) => p,
         Err(msg) => {

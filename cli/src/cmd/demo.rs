@@ -83,7 +83,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
     let repo_path = a.dir.join("repo");
     let data = a.dir.join("data");
     std::fs::create_dir_all(&data)?;
-    let passphrase = std::env::var("CAIRN_PASSWORD").unwrap_or_else(|_| "demo".into());
+    let passphrase = crate::secrets::password().unwrap_or_else(|| "demo".into());
     let opts = cairn_store::OpenOptions {
         cache_dir: a.dir.join("cache"),
         ..g.open_options()
