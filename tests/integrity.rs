@@ -155,3 +155,129 @@ fn a_damaged_cache_is_set_aside_and_rebuilt() {
     }
     assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
 }
+
+fn flip_byte_in(path: &std::path::Path, at: usize) {
+    let mut data = std::fs::read(path).unwrap();
+    data[at] ^= 0x40;
+    std::fs::write(path, &data).unwrap();
+}
+
+/// Damage heals: after `repair packs` takes damaged blobs out, a backup of the same data stores
+/// them again, and then even the old snapshot restores; a truncated or deleted pack likewise.
+#[test]
+fn damaged_truncated_and_deleted_packs_heal_through_repair_and_the_next_backup() {
+    for damage in ["flip", "truncate", "delete"] {
+        let env = Env::new();
+        let a = random_bytes(4 << 20, 9);
+        env.backup_bytes("s1", "x", &a);
+        let packs = env.pack_files();
+        assert!(packs.len() >= 3, "{packs:?}");
+        let victim = &packs[1];
+        match damage {
+            "flip" => flip_byte_in(victim, 1000),
+            "truncate" => {
+                let len = std::fs::metadata(victim).unwrap().len();
+                let f = std::fs::OpenOptions::new().write(true).open(victim).unwrap();
+                f.set_len(len / 2).unwrap();
+            }
+            _ => std::fs::remove_file(victim).unwrap(),
+        }
+        let check = env.run(&["check", "--read-data"]);
+        assert!(!check.status.success(), "{damage}");
+        assert!(
+            support::stdout(&check).contains("s1"),
+            "{damage}: {}",
+            support::stdout(&check)
+        );
+        assert!(support::stdout(&check).contains("cairn repair packs"), "{damage}");
+        let r = env.ok(&["repair", "packs"]);
+        if damage != "delete" {
+            assert!(r.contains("removed pack"), "{damage}: {r}");
+        }
+        assert!(!victim.exists(), "{damage}: the damaged pack is still there");
+        // The next backup of the same data stores the lost blobs again ...
+        let s = env.backup_bytes("s2", "x", &a);
+        assert!(support::json_u64(&s, "chunks_new") > 0, "{damage}: {s}");
+        assert!(env.dump("s2", "x") == a, "{damage}");
+        // ... which heals the old snapshot too.
+        assert!(env.dump("s1", "x") == a, "{damage}");
+        let check = env.run(&["check", "--read-data"]);
+        assert!(check.status.success(), "{damage}: {}", support::stdout(&check));
+    }
+}
+
+/// What cannot heal is cut out of the snapshot, marked so; an unreadable manifest or deletion
+/// marker is removed by `repair snapshots` (prune refuses to run while one is unreadable).
+#[test]
+fn repair_snapshots_cuts_lost_items_and_removes_unreadable_manifests() {
+    let env = Env::new();
+    let (a, b) = (random_bytes(3 << 20, 10), random_bytes(100_000, 11));
+    let src = env.path("small");
+    std::fs::write(&src, &b).unwrap();
+    env.ok(&["backup", "--name", "both", src.to_str().unwrap()]);
+    env.backup_bytes("big", "x", &a);
+    env.backup_bytes("gone", "y", &random_bytes(50_000, 12));
+    // Lose a pack of "big", and damage the manifest of "gone".
+    let big_only: Vec<_> = env.pack_files();
+    std::fs::remove_file(&big_only[big_only.len() / 2]).unwrap();
+    let manifests: Vec<_> = std::fs::read_dir(env.repo.join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(manifests.len(), 3);
+    // Damage one manifest: snapshots lists the others; prune refuses and names the repair.
+    let gone_manifest = manifests
+        .iter()
+        .find(|m| {
+            let saved = std::fs::read(m).unwrap();
+            flip_byte_in(m, 40);
+            let listed = support::stdout(&env.run(&["snapshots"]));
+            let hit = !listed.contains("gone");
+            if !hit {
+                std::fs::write(m, &saved).unwrap();
+            }
+            hit
+        })
+        .unwrap()
+        .clone();
+    let err = env.fails(&["prune"]);
+    assert!(err.contains("cairn repair snapshots"), "{err}");
+    let dry = env.ok(&["repair", "snapshots", "--dry-run"]);
+    assert!(dry.contains("would remove unreadable manifest"), "{dry}");
+    assert!(gone_manifest.exists());
+    let r = env.ok(&["repair", "snapshots"]);
+    assert!(r.contains("removed unreadable manifest"), "{r}");
+    assert!(r.contains("\"big\" without its lost item(s): x"), "{r}");
+    assert!(!gone_manifest.exists());
+    let show = env.ok(&["show", "big", "--json"]);
+    assert!(show.contains("repaired") && show.contains("lost_items"), "{show}");
+    assert!(env.ok(&["snapshots"]).contains("failed"), "big lost its only item");
+    // A failed snapshot is a root of nothing: prune removes it with what only it needed.
+    env.ok(&["prune", "--grace-period", "0"]);
+    assert!(!env.ok(&["snapshots"]).contains("big"));
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
+    let restored = env.path("restored");
+    env.ok(&["restore", "both", "--target", restored.to_str().unwrap()]);
+}
+
+#[test]
+fn a_repair_of_snapshots_killed_half_way_is_finished_by_the_next() {
+    let env = Env::new();
+    let src = env.path("keep");
+    std::fs::write(&src, b"kept").unwrap();
+    env.ok(&["backup", "--name", "two", src.to_str().unwrap()]);
+    env.backup_bytes("big", "x", &random_bytes(3 << 20, 13));
+    let packs = env.pack_files();
+    std::fs::remove_file(&packs[packs.len() / 2]).unwrap();
+    let o = env
+        .cmd(&["repair", "snapshots"])
+        .env("CAIRN_CRASH_POINT", "repair-snapshot-removed")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(!support::stdout(&env.run(&["snapshots"])).contains("big"));
+    let r = env.ok(&["repair", "snapshots"]);
+    assert!(r.contains("\"big\" without its lost item(s)"), "{r}");
+    assert!(env.ok(&["snapshots"]).contains("big"));
+    assert!(env.ok(&["check"]).contains("no errors found"));
+}

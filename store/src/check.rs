@@ -60,6 +60,11 @@ impl Repository {
     pub fn check(&self, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
         // A shared lock: backups may run beside a check, an exclusive operation (prune) may not.
         let _lock = self.lock(crate::lock::LockMode::Shared, "check")?;
+        self.check_unlocked(opts, progress)
+    }
+
+    /// The check, under a lock the caller holds.
+    pub(crate) fn check_unlocked(&self, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
         let mut report = CheckReport::default();
         let mut idx = crate::index::Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
         let sync = idx.sync(self.backend.as_ref(), &self.keys)?;

@@ -47,6 +47,7 @@ pub mod lock;
 pub mod pack;
 pub mod progress;
 pub mod prune;
+pub mod repair;
 pub(crate) mod repo;
 pub mod restore;
 pub mod retention;

@@ -59,6 +59,10 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
                 report.errors.len(),
                 report.damaged_snapshots.join(", ")
             );
+            println!(
+                "to repair: `cairn repair packs` takes damaged data out (the next backup stores it \
+                 again), then `cairn repair snapshots` cuts what is lost out of the snapshots"
+            );
         }
     }
     Ok(if report.ok() {
