@@ -113,7 +113,8 @@ fn a_damaged_cache_is_set_aside_and_rebuilt() {
     env.backup_bytes("s1", "x", &a);
     let idx = index_file(&env);
     let size = std::fs::metadata(&idx).unwrap().len();
-    let damages: Vec<(&str, Box<dyn Fn(&std::path::Path)>)> = vec![
+    type Damage = Box<dyn Fn(&std::path::Path)>;
+    let damages: Vec<(&str, Damage)> = vec![
         ("garbage", Box::new(|p| std::fs::write(p, vec![0x5a; 8192]).unwrap())),
         (
             "truncated",
