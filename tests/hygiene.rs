@@ -30,7 +30,7 @@ fn not_private(dir: &std::path::Path) -> Vec<String> {
 
 /// Runs `cairn ARGS` through `sh` with umask 022, as a default shell has it.
 fn with_umask(env: &Env, args: &str) -> std::process::Output {
-    let mut c = env.cmd(&[]);
+    let c = env.cmd(&[]);
     let bin = support::cairn_bin();
     let mut sh = Command::new("sh");
     sh.arg("-c").arg(format!("umask 022; exec {} {args}", bin.display()));
@@ -40,7 +40,6 @@ fn with_umask(env: &Env, args: &str) -> std::process::Output {
             None => sh.env_remove(k),
         };
     }
-    drop(c.stdin(Stdio::null()));
     sh.stdin(Stdio::null()).output().unwrap()
 }
 
