@@ -266,3 +266,122 @@ fn disk_full_fails_cleanly() {
     assert_eq!(env.dump("small", "d"), small);
     assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
 }
+
+struct Unmount(std::path::PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A tmpfs of `size` at `dir`, unmounted when the guard goes.
+fn tmpfs(dir: &std::path::Path, size: &str) -> Unmount {
+    std::fs::create_dir_all(dir).unwrap();
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mount tmpfs failed");
+    Unmount(dir.to_path_buf())
+}
+
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let out = Command::new("find").arg(dir).output().unwrap();
+    let mut v: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+/// A repository mounted read-only (a SAN snapshot mounted at disaster-recovery time): every
+/// reading command works and creates nothing in it.
+#[test]
+fn a_read_only_repository_can_be_read() {
+    if !unsafe_is_root() {
+        assert!(std::env::var("CI").is_err(), "CI runs as root and must run this test");
+        eprintln!("skipped: mounting needs root");
+        return;
+    }
+    let env = Env::empty();
+    let mnt = env.path("ro");
+    let _guard = tmpfs(&mnt, "32m");
+    let env = Env {
+        repo: mnt.join("repo"),
+        ..env
+    };
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let data = random_bytes(3 << 20, 3);
+    env.backup_bytes("one", "d", &data);
+    let src = env.path("tree");
+    write(&src.join("a/b.txt"), b"tree file");
+    env.ok(&["backup", "--name", "two", src.to_str().unwrap()]);
+    let st = Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let before = listing(&mnt);
+    assert!(env.ok(&["snapshots"]).contains("one"));
+    assert!(env.ok(&["show", "one"]).contains("d"));
+    assert_eq!(env.dump("one", "d"), data);
+    let target = env.path("restored");
+    env.ok(&["restore", "two", "--target", target.to_str().unwrap()]);
+    let restored = target.join(src.strip_prefix("/").unwrap()).join("a/b.txt");
+    assert_eq!(std::fs::read(restored).unwrap(), b"tree file");
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
+    // Writing fails clearly.
+    let err = env.fails(&["backup", "--name", "three", src.to_str().unwrap()]);
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert_eq!(listing(&mnt), before, "a reading command wrote into the repository");
+}
+
+/// On a full repository filesystem, forget and prune still run: they are how space comes back.
+#[test]
+fn forget_and_prune_free_a_full_repository() {
+    if !unsafe_is_root() {
+        assert!(std::env::var("CI").is_err(), "CI runs as root and must run this test");
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let env = Env::empty();
+    let mnt = env.path("full");
+    let _guard = tmpfs(&mnt, "8m");
+    let env = Env {
+        repo: mnt.join("repo"),
+        ..env
+    };
+    env.ok(&["init", "--pack-size-mib", "1"]);
+    let mut n = 0;
+    loop {
+        let data = random_bytes(2 << 20, 100 + n);
+        let mut c = env.cmd(&["backup", "--name", &format!("b{n}"), "--stdin", "d"]);
+        c.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let w = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = stdin.write_all(&data);
+        });
+        let o = child.wait_with_output().unwrap();
+        w.join().unwrap();
+        if !o.status.success() {
+            assert!(stderr(&o).contains("disk is full"), "{}", stderr(&o));
+            break;
+        }
+        n += 1;
+        assert!(n < 10, "never filled");
+    }
+    assert!(n >= 2);
+    // Fill the last bytes too, as a full disk is.
+    let _ = std::fs::write(mnt.join("filler"), vec![0u8; 8 << 20]);
+    let out = env.ok(&["forget", "--keep-last", "1", "--prune", "--grace-period", "0"]);
+    assert!(out.contains("delete"), "{out}");
+    let _ = std::fs::remove_file(mnt.join("filler"));
+    let list = env.ok(&["snapshots"]);
+    assert!(list.contains(&format!("b{}", n - 1)) && !list.contains("b0 "), "{list}");
+    env.backup_bytes("after", "d", &random_bytes(1 << 20, 99));
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
+}

@@ -59,7 +59,7 @@ impl Repository {
     /// Checks the repository; problems go into the report, only failures to run are errors.
     pub fn check(&self, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
         // A shared lock: backups may run beside a check, an exclusive operation (prune) may not.
-        let _lock = self.lock(crate::lock::LockMode::Shared, "check")?;
+        let _lock = self.read_lock("check")?;
         self.check_unlocked(opts, progress)
     }
 

@@ -124,7 +124,7 @@ struct MarkerState {
 impl Repository {
     /// Deletes the manifests of the named snapshots. Their data stays until `prune`.
     pub fn forget(&self, names: &[String]) -> Result<()> {
-        let _lock = self.lock(LockMode::Shared, "forget")?;
+        let _lock = self.freeing_lock(LockMode::Shared, "forget")?;
         for n in names {
             if !self.snapshot_exists(n) {
                 return Err(Error::UnknownSnapshot(n.clone()));
@@ -168,10 +168,13 @@ impl Repository {
     /// Removes failed snapshots and every blob no remaining snapshot needs; see the module
     /// documentation for the order that keeps this safe beside backups and against crashes.
     pub fn prune(&self, opts: &PruneOptions, progress: &dyn Progress) -> Result<PruneReport> {
-        let lock = self.lock(LockMode::Prune, "prune")?;
-        let mut report = self.prune_once(opts, lock.name(), progress)?;
+        let lock = self.freeing_lock(LockMode::Prune, "prune")?;
+        let own = lock.as_ref().map_or("", |l| l.name());
+        // Temp files of dead processes first: on a full disk they may be what fills it.
+        self.local.clean_stale_temp()?;
+        let mut report = self.prune_once(opts, own, progress)?;
         if opts.grace.is_zero() && !opts.dry_run && report.packs_marked > 0 {
-            let again = self.prune_once(opts, lock.name(), progress)?;
+            let again = self.prune_once(opts, own, progress)?;
             report.packs_deleted += again.packs_deleted;
             report.bytes_deleted += again.bytes_deleted;
             report.packs_waiting = again.packs_waiting;

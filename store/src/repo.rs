@@ -19,6 +19,10 @@ use crate::keyfile::{self, Credentials, KeyInfo, NewKey};
 use crate::lock::{LockGuard, LockMode};
 use crate::snapshot::{manifest_aad, manifest_path, Snapshot};
 
+const EROFS: i32 = 30;
+const EACCES: i32 = 13;
+const ENOSPC: i32 = 28;
+
 /// Options that apply to every opened repository.
 #[derive(Debug, Clone)]
 pub struct OpenOptions {
@@ -206,6 +210,38 @@ impl Repository {
 
     pub(crate) fn lock(&self, mode: LockMode, purpose: &str) -> Result<LockGuard> {
         LockGuard::acquire(self.backend.clone(), &self.keys, mode, purpose, self.opts.lock_wait)
+    }
+
+    /// A shared lock for reading, or none on a repository that cannot be written (a read-only
+    /// mount, such as a SAN snapshot mounted for disaster recovery): nothing can change what is
+    /// read there through this mount, and reading must not need a write.
+    pub(crate) fn read_lock(&self, purpose: &str) -> Result<Option<LockGuard>> {
+        match self.lock(LockMode::Shared, purpose) {
+            Err(Error::Io { source, path }) if matches!(source.raw_os_error(), Some(EROFS | EACCES)) => {
+                eprintln!(
+                    "warning: the repository cannot be written ({}: {source}); reading it without a lock",
+                    path.display()
+                );
+                Ok(None)
+            }
+            r => r.map(Some),
+        }
+    }
+
+    /// A lock for what frees space (forget, prune), or none when the repository's filesystem is
+    /// full: then no backup can write either, and forget and prune are how space comes back.
+    pub(crate) fn freeing_lock(&self, mode: LockMode, purpose: &str) -> Result<Option<LockGuard>> {
+        match self.lock(mode, purpose) {
+            Err(Error::Io { source, path }) if source.raw_os_error() == Some(ENOSPC) => {
+                eprintln!(
+                    "warning: the repository's filesystem is full ({}); {purpose} runs without a lock \
+                     to free space: start no other prune or repair until it ends",
+                    path.display()
+                );
+                Ok(None)
+            }
+            r => r.map(Some),
+        }
     }
 
     pub(crate) fn snapshot_id(&self, name: &str) -> SnapshotId {

@@ -403,7 +403,7 @@ impl Repository {
 
     /// Writes one item of a snapshot to `out`: a stream, or a tree that is a single file.
     pub fn dump(&self, snapshot: &str, item: &str, out: &mut dyn Write, progress: &dyn Progress) -> Result<u64> {
-        let _lock = self.lock(crate::lock::LockMode::Shared, &format!("dump {snapshot}"))?;
+        let _lock = self.read_lock(&format!("dump {snapshot}"))?;
         let snap = self.restorable_snapshot(snapshot)?;
         let it = snap
             .item(item)
@@ -453,7 +453,7 @@ impl Repository {
         opts: &RestoreOptions,
         progress: &dyn Progress,
     ) -> Result<Vec<Item>> {
-        let _lock = self.lock(crate::lock::LockMode::Shared, &format!("restore {snapshot}"))?;
+        let _lock = self.read_lock(&format!("restore {snapshot}"))?;
         let snap = self.restorable_snapshot(snapshot)?;
         for name in &opts.items {
             if snap.item(name).is_none() {
@@ -501,7 +501,7 @@ impl Repository {
         overwrite: bool,
         progress: &dyn Progress,
     ) -> Result<Item> {
-        let _lock = self.lock(crate::lock::LockMode::Shared, &format!("restore {snapshot}"))?;
+        let _lock = self.read_lock(&format!("restore {snapshot}"))?;
         let snap = self.restorable_snapshot(snapshot)?;
         let it = snap
             .item(item)
