@@ -17,6 +17,9 @@ command -v etcdctl >/dev/null || need_pkgs+=(etcd-client)
 [ -f /usr/share/java/slf4j-log4j12.jar ] || need_pkgs+=(libslf4j-java)
 [ -f /usr/share/java/log4j-1.2.jar ] || need_pkgs+=(liblog4j1.2-java)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+# Extended attributes and POSIX ACLs for the tree round-trip tests (tests/trees.rs).
+command -v setfattr >/dev/null || need_pkgs+=(attr)
+command -v setfacl >/dev/null || need_pkgs+=(acl)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages ${need_pkgs[*]}: run as root or install them" >&2

@@ -139,7 +139,7 @@ fn exclusive_operation_waits_for_a_running_backup_and_stale_locks_are_broken() {
     wait_for_a_lock(&env);
     let err = env.fails(&["repair", "index", "--lock-wait", "0"]);
     assert!(
-        err.contains("repository is locked") && err.contains("shared lock"),
+        err.contains("repository is locked") && err.contains("backup lock"),
         "{err}"
     );
     // Waiting long enough, the exclusive operation runs after the backup.

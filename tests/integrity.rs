@@ -216,11 +216,12 @@ fn repair_snapshots_cuts_lost_items_and_removes_unreadable_manifests() {
     let src = env.path("small");
     std::fs::write(&src, &b).unwrap();
     env.ok(&["backup", "--name", "both", src.to_str().unwrap()]);
+    let before = env.pack_files();
     env.backup_bytes("big", "x", &a);
+    let big_only: Vec<_> = env.pack_files().into_iter().filter(|p| !before.contains(p)).collect();
     env.backup_bytes("gone", "y", &random_bytes(50_000, 12));
     // Lose a pack of "big", and damage the manifest of "gone".
-    let big_only: Vec<_> = env.pack_files();
-    std::fs::remove_file(&big_only[big_only.len() / 2]).unwrap();
+    std::fs::remove_file(&big_only[0]).unwrap();
     let manifests: Vec<_> = std::fs::read_dir(env.repo.join("snapshots"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -267,9 +268,10 @@ fn a_repair_of_snapshots_killed_half_way_is_finished_by_the_next() {
     let src = env.path("keep");
     std::fs::write(&src, b"kept").unwrap();
     env.ok(&["backup", "--name", "two", src.to_str().unwrap()]);
+    let before = env.pack_files();
     env.backup_bytes("big", "x", &random_bytes(3 << 20, 13));
-    let packs = env.pack_files();
-    std::fs::remove_file(&packs[packs.len() / 2]).unwrap();
+    let packs: Vec<_> = env.pack_files().into_iter().filter(|p| !before.contains(p)).collect();
+    std::fs::remove_file(&packs[0]).unwrap();
     let o = env
         .cmd(&["repair", "snapshots"])
         .env("CAIRN_CRASH_POINT", "repair-snapshot-removed")

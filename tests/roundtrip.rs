@@ -94,7 +94,22 @@ fn command_output_is_backed_up_and_failures_leave_no_snapshot() {
     assert!(err.contains("exit status: 3") && err.contains("boom"), "{err}");
     assert!(!env.ok(&["snapshots"]).contains("bad"));
 
-    let o = env.run(&["backup", "--name", "empty", "--stdin-from-command", "e", "--", "true"]);
+    // An empty stream is what a failed dump in a pipe leaves: refused unless asked for.
+    let err = env.fails(&["backup", "--name", "empty", "--stdin-from-command", "e", "--", "true"]);
+    assert!(err.contains("was empty, so nothing was committed"), "{err}");
+    assert!(!env.ok(&["snapshots"]).contains("empty"));
+    let err = env.fails(&["backup", "--name", "empty", "--stdin", "e"]);
+    assert!(err.contains("standard input was empty"), "{err}");
+    let o = env.run(&[
+        "backup",
+        "--name",
+        "empty",
+        "--allow-empty",
+        "--stdin-from-command",
+        "e",
+        "--",
+        "true",
+    ]);
     assert!(o.status.success());
     assert!(stderr(&o).contains("wrote nothing"), "{}", stderr(&o));
     assert!(env.dump("empty", "e").is_empty());

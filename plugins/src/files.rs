@@ -102,7 +102,13 @@ impl Plugin for Files {
             let entries = source.tree_entries(&item_of(p)).await?;
             let mut known = std::collections::HashSet::new();
             for e in &entries {
-                let path = if e.path.is_empty() { p.clone() } else { p.join(&e.path) };
+                use std::os::unix::ffi::OsStrExt;
+                let raw = e.path_bytes().map_err(Error::Plugin)?;
+                let path = if raw.is_empty() {
+                    p.clone()
+                } else {
+                    p.join(std::ffi::OsStr::from_bytes(&raw))
+                };
                 known.insert(path.clone());
                 let md = std::fs::symlink_metadata(&path).map_err(Error::io(format!("{}", path.display())))?;
                 let want_type = match e.entry_type {
@@ -110,7 +116,9 @@ impl Plugin for Files {
                     EntryType::File => md.is_file(),
                     EntryType::Symlink => md.file_type().is_symlink(),
                 };
-                let size = e.content.as_ref().map(|c| c.size).unwrap_or(0);
+                // A hard link has the content of the entry it links to.
+                let data = e.link.and_then(|i| entries.get(i as usize)).unwrap_or(e);
+                let size = data.content.as_ref().map(|c| c.size).unwrap_or(0);
                 let same = want_type
                     && (e.entry_type == EntryType::Symlink || md.mode() & 0o7777 == e.mode)
                     && (e.entry_type != EntryType::File || (md.len() == size && md.mtime() == e.mtime));

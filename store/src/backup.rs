@@ -77,6 +77,18 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks an item name: a snapshot name's rules, and a relative `/`-separated path without
+/// empty, `.` or `..` parts, so that no item can be restored outside its target.
+pub fn validate_item_name(name: &str) -> Result<()> {
+    validate_name("item name", name)?;
+    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        return Err(Error::Invalid(format!(
+            "item name {name:?} must be a relative path without empty, \".\" or \"..\" parts"
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Default)]
 struct Counters {
     chunks: AtomicU64,
@@ -500,6 +512,44 @@ impl PrevTracker {
     }
 }
 
+/// Reads extended attributes (POSIX ACLs and SELinux labels among them) without following
+/// symlinks, reusing its buffers across entries.
+#[derive(Default)]
+struct XattrBuffers {
+    names: Vec<u8>,
+    value: Vec<u8>,
+}
+
+impl XattrBuffers {
+    /// Name and hex value of each attribute, sorted; none where the filesystem keeps none.
+    fn read(&mut self, path: &Path) -> std::io::Result<Vec<(String, String)>> {
+        use rustix::io::Errno;
+        const MAX: usize = 64 << 10; // the largest value and list Linux allows
+        if self.names.is_empty() {
+            self.names = vec![0; MAX];
+            self.value = vec![0; MAX];
+        }
+        let n = match rustix::fs::llistxattr(path, &mut self.names[..]) {
+            Ok(n) => n,
+            Err(e) if e == Errno::NOTSUP || e == Errno::NOSYS => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for name in self.names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+            let Ok(text) = std::str::from_utf8(name) else {
+                continue;
+            };
+            match rustix::fs::lgetxattr(path, name, &mut self.value[..]) {
+                Ok(len) => out.push((text.to_string(), hex::encode(&self.value[..len]))),
+                Err(e) if e == Errno::NODATA => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
 /// Builds a chunk list as chunks arrive, spilling it into a stored `Meta` stream once it outgrows
 /// [`INLINE_MAX`], so memory stays bounded however long the content is.
 #[derive(Default)]
@@ -684,7 +734,7 @@ impl Backup {
     }
 
     fn begin_item(&self, name: &str) -> Result<(Arc<Counters>, InFlight<'_>, Index)> {
-        validate_name("item name", name)?;
+        validate_item_name(name)?;
         let twice = || Error::Invalid(format!("item name {name:?} is used twice in this snapshot"));
         if self.items.lock().unwrap().iter().any(|(i, _)| i.name == name) {
             return Err(twice());
@@ -896,6 +946,7 @@ impl Backup {
         root: &Path,
         keep: &dyn Fn(&Path) -> bool,
     ) -> Result<(ContentRef, u64, u64, u64, u64)> {
+        use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::MetadataExt;
         let src_err = |p: &Path, reason: String| Error::Source {
             path: p.display().to_string(),
@@ -903,6 +954,10 @@ impl Backup {
         };
         let mut listing = MetaWriter::default();
         let (mut size, mut files, mut dirs, mut symlinks) = (0u64, 0u64, 0u64, 0u64);
+        // Files with several names: (device, inode) -> the listing line of the first name.
+        let mut seen_inodes: std::collections::HashMap<(u64, u64), u64> = Default::default();
+        let mut line_no = 0u64;
+        let mut xattr_buf = XattrBuffers::default();
         let walker = walkdir::WalkDir::new(root)
             .follow_links(false)
             .sort_by_file_name()
@@ -916,11 +971,13 @@ impl Backup {
             let path = entry.path();
             let md = std::fs::symlink_metadata(path).map_err(|e| src_err(path, e.to_string()))?;
             let rel = path.strip_prefix(root).unwrap_or(path);
-            let rel = rel
-                .to_str()
-                .ok_or_else(|| src_err(path, "file name is not valid UTF-8 (not supported yet)".into()))?
-                .to_string();
+            // Any name a filesystem allows, byte for byte: not UTF-8 goes in hex beside a lossy form.
+            let (rel, raw_path) = crate::snapshot::text_and_raw(rel.as_os_str().as_bytes());
             let ft = md.file_type();
+            if !(ft.is_dir() || ft.is_symlink() || ft.is_file()) {
+                // Sockets, fifos and devices are not backed up; they are recreated by their owners.
+                continue;
+            }
             let mut e = TreeEntry {
                 path: rel,
                 entry_type: EntryType::File,
@@ -931,6 +988,12 @@ impl Backup {
                 mtime_nsec: md.mtime_nsec() as u32,
                 target: None,
                 content: None,
+                raw_path,
+                raw_target: None,
+                link: None,
+                xattrs: xattr_buf
+                    .read(path)
+                    .map_err(|err| src_err(path, format!("extended attributes: {err}")))?,
             };
             if ft.is_dir() {
                 e.entry_type = EntryType::Dir;
@@ -938,25 +1001,29 @@ impl Backup {
             } else if ft.is_symlink() {
                 e.entry_type = EntryType::Symlink;
                 let t = std::fs::read_link(path).map_err(|err| src_err(path, err.to_string()))?;
-                e.target = Some(
-                    t.to_str()
-                        .ok_or_else(|| src_err(path, "symlink target is not UTF-8".into()))?
-                        .to_string(),
-                );
+                let (t, raw) = crate::snapshot::text_and_raw(t.as_os_str().as_bytes());
+                e.target = Some(t);
+                e.raw_target = raw;
                 symlinks += 1;
-            } else if ft.is_file() {
-                let f = std::fs::File::open(path).map_err(|err| src_err(path, format!("cannot read: {err}")))?;
-                let c = self.store_reader(sink, f, &path.display().to_string())?;
-                size += c.size;
-                e.content = Some(c);
-                files += 1;
             } else {
-                // Sockets, fifos and devices are not backed up; they are recreated by their owners.
-                continue;
+                let first = (md.nlink() > 1)
+                    .then(|| *seen_inodes.entry((md.dev(), md.ino())).or_insert(line_no))
+                    .filter(|first| *first != line_no);
+                if let Some(first) = first {
+                    // Another name of a file already stored: restored as a hard link to it.
+                    e.link = Some(first);
+                } else {
+                    let f = std::fs::File::open(path).map_err(|err| src_err(path, format!("cannot read: {err}")))?;
+                    let c = self.store_reader(sink, f, &path.display().to_string())?;
+                    size += c.size;
+                    e.content = Some(c);
+                }
+                files += 1;
             }
             let mut line = serde_json::to_vec(&e).expect("entry serialises");
             line.push(b'\n');
             listing.write(&line, sink)?;
+            line_no += 1;
         }
         Ok((listing.finish(sink)?, size, files, dirs, symlinks))
     }

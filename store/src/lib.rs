@@ -50,12 +50,13 @@ pub mod prune;
 pub mod repair;
 pub(crate) mod repo;
 pub mod restore;
+pub(crate) mod restore_tree;
 pub mod retention;
 pub mod snapshot;
 pub(crate) mod trust;
 pub(crate) mod util;
 
-pub use backup::{validate_name, Backup, BackupOptions};
+pub use backup::{validate_item_name, validate_name, Backup, BackupOptions};
 pub use check::{CheckOptions, CheckReport, ReadData};
 pub use chunker::ChunkerParams;
 pub use config::{Config, DeltaConfig, InitOptions, FORMAT_VERSION};

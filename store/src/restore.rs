@@ -8,8 +8,8 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::os::fd::AsFd;
+use std::path::Path;
 use std::sync::Arc;
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -463,7 +463,7 @@ impl Repository {
         if target.exists() && !opts.force && std::fs::read_dir(target).at(target)?.next().is_some() {
             return Err(Error::TargetNotEmpty(target.into()));
         }
-        std::fs::create_dir_all(target).at(target)?;
+        let target_fd = crate::restore_tree::open_trusted_dir(target)?;
         drop(self.index()?);
         let chosen: Vec<Item> = snap
             .items
@@ -473,18 +473,16 @@ impl Repository {
             .collect();
         progress.start("restore", Some(chosen.iter().map(|i| i.size).sum()));
         for item in &chosen {
-            let dest = target.join(safe_relative(&item.name)?);
-            match &item.kind {
-                ItemKind::Stream { content } => {
-                    if let Some(p) = dest.parent() {
-                        std::fs::create_dir_all(p).at(p)?;
-                    }
-                    let mut f = std::fs::File::create(&dest).at(&dest)?;
-                    self.write_content(content, &mut f, progress)?;
-                    f.sync_all().at(&dest)?;
-                }
-                ItemKind::Tree { listing, .. } => self.restore_tree(listing, &dest, progress)?,
-            }
+            let comps = crate::restore_tree::components(item.name.as_bytes())?;
+            let (name, parents) = comps
+                .split_last()
+                .ok_or_else(|| Error::Invalid("an item without a name".into()))?;
+            let dest = target.join(&item.name);
+            let parent = crate::restore_tree::open_dir(target_fd.as_fd(), parents).map_err(|e| Error::Io {
+                path: dest.clone(),
+                source: e.into(),
+            })?;
+            self.place_item(&item.kind, parent.as_fd(), name, &dest, progress)?;
         }
         progress.finish();
         Ok(chosen)
@@ -515,103 +513,12 @@ impl Repository {
         }
         drop(self.index()?);
         progress.start(&format!("restore {item}"), Some(it.size));
-        match &it.kind {
-            ItemKind::Stream { content } => {
-                if let Some(p) = dest.parent() {
-                    std::fs::create_dir_all(p).at(p)?;
-                }
-                let mut f = std::fs::File::create(dest).at(dest)?;
-                self.write_content(content, &mut f, progress)?;
-                f.sync_all().at(dest)?;
-            }
-            ItemKind::Tree { listing, .. } => self.restore_tree(listing, dest, progress)?,
-        }
+        let name = dest
+            .file_name()
+            .ok_or_else(|| Error::Invalid(format!("{}: not a file or directory name", dest.display())))?;
+        let parent = crate::restore_tree::open_trusted_dir(dest.parent().unwrap_or(Path::new(".")))?;
+        self.place_item(&it.kind, parent.as_fd(), name, dest, progress)?;
         progress.finish();
         Ok(it)
     }
-
-    fn restore_tree(&self, listing: &ContentRef, dest: &Path, progress: &dyn Progress) -> Result<()> {
-        let entries = self.tree_entries(listing)?;
-        let mut dirs: Vec<(PathBuf, &TreeEntry)> = Vec::new();
-        for e in &entries {
-            let p = if e.path.is_empty() {
-                dest.to_path_buf()
-            } else {
-                dest.join(safe_relative(&e.path)?)
-            };
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent).at(parent)?;
-            }
-            match e.entry_type {
-                EntryType::Dir => {
-                    std::fs::create_dir_all(&p).at(&p)?;
-                    dirs.push((p, e));
-                }
-                EntryType::File => {
-                    let _ = std::fs::remove_file(&p);
-                    let mut f = std::fs::File::create(&p).at(&p)?;
-                    if let Some(c) = &e.content {
-                        self.write_content(c, &mut f, progress)?;
-                    }
-                    apply_owner(&p, e, false)?;
-                    f.set_permissions(std::fs::Permissions::from_mode(e.mode)).at(&p)?;
-                    f.set_modified(mtime(e)).at(&p)?;
-                }
-                EntryType::Symlink => {
-                    let _ = std::fs::remove_file(&p);
-                    let t = e.target.as_deref().unwrap_or_default();
-                    std::os::unix::fs::symlink(t, &p).at(&p)?;
-                    apply_owner(&p, e, true)?;
-                }
-            }
-        }
-        // Directories last, deepest first, so writing their contents does not reset their times.
-        for (p, e) in dirs.iter().rev() {
-            apply_owner(p, e, false)?;
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(e.mode)).at(p)?;
-            std::fs::File::open(p).and_then(|f| f.set_modified(mtime(e))).at(p)?;
-        }
-        Ok(())
-    }
-}
-
-fn mtime(e: &TreeEntry) -> std::time::SystemTime {
-    let base = std::time::UNIX_EPOCH;
-    if e.mtime >= 0 {
-        base + std::time::Duration::new(e.mtime as u64, e.mtime_nsec)
-    } else {
-        base - std::time::Duration::from_secs(e.mtime.unsigned_abs())
-    }
-}
-
-/// Owners are restored when running as root; otherwise files belong to whoever restores them.
-fn apply_owner(p: &Path, e: &TreeEntry, link: bool) -> Result<()> {
-    let r = if link {
-        std::os::unix::fs::lchown(p, Some(e.uid), Some(e.gid))
-    } else {
-        std::os::unix::fs::chown(p, Some(e.uid), Some(e.gid))
-    };
-    match r {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == std::io::ErrorKind::PermissionDenied => Ok(()),
-        Err(err) => Err(err).at(p),
-    }
-}
-
-/// A relative path with no `..`, root or prefix components, so a manifest cannot write outside
-/// the target directory.
-fn safe_relative(p: &str) -> Result<PathBuf> {
-    let path = Path::new(p.trim_start_matches('/'));
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(s) => out.push(s),
-            Component::CurDir => {}
-            _ => return Err(Error::Invalid(format!("unsafe path {p:?} in snapshot"))),
-        }
-    }
-    if out.as_os_str().is_empty() {
-        out.push("root");
-    }
-    Ok(out)
 }

@@ -131,6 +131,48 @@ pub struct TreeEntry {
     pub target: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<ContentRef>,
+    /// The path's bytes in hex when they are not UTF-8 (`path` then holds a lossy form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_path: Option<String>,
+    /// The symlink target's bytes in hex when they are not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw_target: Option<String>,
+    /// A hard link: the 0-based line, earlier in this listing, of the file whose data it shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<u64>,
+    /// Extended attributes (POSIX ACLs and SELinux labels are stored as such): name, hex value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub xattrs: Vec<(String, String)>,
+}
+
+/// Text for JSON, and the raw bytes in hex when they are not UTF-8.
+pub(crate) fn text_and_raw(bytes: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (String::from_utf8_lossy(bytes).into_owned(), Some(hex::encode(bytes))),
+    }
+}
+
+fn raw_or_text(text: &str, raw: &Option<String>) -> Result<Vec<u8>, String> {
+    match raw {
+        Some(h) => hex::decode(h).map_err(|e| format!("bad raw name {h:?}: {e}")),
+        None => Ok(text.as_bytes().to_vec()),
+    }
+}
+
+impl TreeEntry {
+    /// The path's bytes as they were on the source filesystem.
+    pub fn path_bytes(&self) -> Result<Vec<u8>, String> {
+        raw_or_text(&self.path, &self.raw_path)
+    }
+
+    /// The symlink target's bytes, if a symlink.
+    pub fn target_bytes(&self) -> Result<Option<Vec<u8>>, String> {
+        match &self.target {
+            None => Ok(None),
+            Some(t) => raw_or_text(t, &self.raw_target).map(Some),
+        }
+    }
 }
 
 /// A snapshot manifest.

@@ -21,6 +21,10 @@ pub struct Args {
     /// Back up the standard output of the command after `--` as an item with this name.
     #[arg(long, value_name = "NAME", requires = "command", conflicts_with = "paths")]
     pub stdin_from_command: Option<String>,
+    /// Keep an empty stream (--stdin, --stdin-from-command). Without it an empty stream is
+    /// refused: it is what a dump that failed in a pipe leaves.
+    #[arg(long)]
+    pub allow_empty: bool,
     /// Print the snapshot summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -40,10 +44,16 @@ pub struct Args {
     pub command: Vec<String>,
 }
 
-/// The item name for a path: the path without leading `./` or `/` (`root` for `/`).
+/// The item name for a path: the path without leading `./` or `/` (`root` for `/`); a path that
+/// climbs (`../x`) is named by its absolute form, so no item name can point outside a target.
 pub fn item_name(p: &Path) -> String {
     let s = p.to_string_lossy();
     let t = s.trim_start_matches("./").trim_start_matches('/').trim_end_matches('/');
+    if t.split('/').any(|c| c == ".." || c == ".") {
+        if let Ok(abs) = p.canonicalize() {
+            return item_name(&abs);
+        }
+    }
     if t.is_empty() || t == "." {
         p.canonicalize()
             .ok()
@@ -82,10 +92,22 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
         host: None,
     };
     let backup = repo.backup(opts, g.progress())?;
+    let empty = |name: &str, what: &str| {
+        anyhow::anyhow!(
+            "{what} was empty, so nothing was committed (a dump that failed in a pipe looks like \
+             this); pass --allow-empty to keep an empty item {name:?}"
+        )
+    };
     if let Some(name) = &a.stdin {
-        backup.add_stream(name, std::io::stdin().lock())?;
+        let item = backup.add_stream(name, std::io::stdin().lock())?;
+        if item.size == 0 && !a.allow_empty {
+            return Err(empty(name, "standard input"));
+        }
     } else if let Some(name) = &a.stdin_from_command {
-        backup.add_command_output(name, &a.command)?;
+        let item = backup.add_command_output(name, &a.command)?;
+        if item.size == 0 && !a.allow_empty {
+            return Err(empty(name, "the command's output"));
+        }
     } else {
         for p in &a.paths {
             backup.add_tree(&item_name(p), p)?;
