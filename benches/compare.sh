@@ -28,7 +28,7 @@ fi
 cairn="$here/target/release/cairn"
 rm -rf "$work"; mkdir -p "$work"
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench CAIRN_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache" \
-  BORG_BASE_DIR="$work/borgbase" CAIRN_CACHE_DIR="$work/cairn-cache" CAIRN_SCRYPT_LOG_N=14
+  BORG_BASE_DIR="$work/borgbase" CAIRN_CACHE_DIR="$work/cairn-cache"
 days=$(ls "$dumps"/day*.sql | sort -V)
 newest=$(echo "$days" | tail -1)
 

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Retention benchmark: backs a daily dump series up with cairn, restic and borg (one repository
 # per tool), then keeps the newest 7 and frees the rest, timing each tool in the same run:
-#   cairn forget --keep-last 7 && cairn prune
+#   cairn forget --keep-last 7 && cairn prune --grace-period 0
 #   restic forget --keep-last 7 --prune
 #   borg prune --keep-last 7 && borg compact
 # It prints seconds, peak RSS and repository size before/after for each tool, times a second
 # prune with nothing to do, and checks the newest day still restores byte for byte.
 # One snapshot per day, taken minutes apart here: --keep-last 7 keeps what --keep-daily 7 would
 # keep on a real daily schedule (the tools' daily buckets would see one day only).
+# cairn's prune marks packs and deletes them in a later run (default grace period 1h); restic and
+# borg delete at once, so to compare the space each frees cairn runs with --grace-period 0 (its
+# only non-default setting here). Every other setting, key derivation included, is the default.
 #
 #   benches/prune.sh [DUMP_DIR] [WORK_DIR]
 #
@@ -27,7 +30,7 @@ ls "$dumps"/day*.sql >/dev/null 2>&1 || { echo "no day*.sql in $dumps" >&2; exit
 cairn="$here/target/release/cairn"
 rm -rf "$work"; mkdir -p "$work"
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench CAIRN_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache" \
-  BORG_BASE_DIR="$work/borgbase" CAIRN_CACHE_DIR="$work/cairn-cache" CAIRN_SCRYPT_LOG_N=14
+  BORG_BASE_DIR="$work/borgbase" CAIRN_CACHE_DIR="$work/cairn-cache"
 days=$(ls "$dumps"/day*.sql | sort -V)
 ndays=$(echo "$days" | wc -l)
 newest=$(echo "$days" | tail -1)
@@ -55,7 +58,7 @@ one() { # tool, then the command(s) as a shell string
   read -r s2 _ < <(run bash -c "$cmd")
   printf '%-7s %12d %12d %9.2f %12.1f %16.2f\n' "$t" "$b" "$a" "$s" "$(echo "$m / 1024" | bc -l)" "$s2"
 }
-one cairn "'$cairn' -q -r '$work/cairn' forget --keep-last 7 >/dev/null && '$cairn' -q -r '$work/cairn' prune"
+one cairn "'$cairn' -q -r '$work/cairn' forget --keep-last 7 >/dev/null && '$cairn' -q -r '$work/cairn' prune --grace-period 0"
 one restic "restic -q --repo '$work/restic' forget --keep-last 7 --prune"
 one borg "borg prune --keep-last 7 '$work/borg' && borg compact '$work/borg'"
 echo "(peak RSS is the larger of the tool's processes; second_run_s is the same command again, nothing to free)"

@@ -20,6 +20,8 @@ command -v python3 >/dev/null || need_pkgs+=(python3)
 # Extended attributes and POSIX ACLs for the tree round-trip tests (tests/trees.rs).
 command -v setfattr >/dev/null || need_pkgs+=(attr)
 command -v setfacl >/dev/null || need_pkgs+=(acl)
+# Fault injection into real system calls (strace -e inject) and its checks of file attributes.
+command -v strace >/dev/null || need_pkgs+=(strace)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing packages ${need_pkgs[*]}: run as root or install them" >&2

@@ -126,8 +126,16 @@ fn every_documented_example_runs() {
     assert!(out.contains("snapshot MAR09: complete"), "{out}");
 
     // cso_backupnrestore -b scheduledbackup -z 0-13-*-*-0 -m yes
-    let out = cso.ok("-b scheduledbackup -z 0-13-*-*-0 -m yes");
+    let o = cso.run("-b scheduledbackup -z 0-13-*-*-0 -m yes");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
     assert!(out.contains("0 13 * * 0") && out.contains("maintenance"), "{out}");
+    let cron_runs = std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| matches!(c.trim(), "cron" | "crond" | "cronie"))
+    });
+    if !cron_runs {
+        assert!(stderr(&o).contains("no cron daemon"), "{}", stderr(&o));
+    }
     let cron = std::fs::read_to_string(cso.cron_dir.join("cairn")).unwrap();
     let entry = cron
         .lines()

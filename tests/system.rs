@@ -221,6 +221,20 @@ fn whole_platform_backup_restore_and_disaster_recovery() {
         health.contains("s1 taken") && health.contains("maintenance mode  -       off"),
         "{health}"
     );
+    assert!(health.contains("3 of 3 members healthy"), "{health}");
+    // One etcd member down: the healthcheck counts it (etcdctl 3.4 reports health on stderr
+    // unless asked for JSON) and says which.
+    let down = &p.etcd.members[2];
+    sh(&p.etcd.stop_line(down));
+    let o = env.run(&["--config", &cfg, "healthcheck"]);
+    assert!(!o.status.success());
+    let out = support::stdout(&o);
+    assert!(
+        out.contains("2 of 3 members healthy") && out.contains(&down.client.to_string()),
+        "{out}"
+    );
+    sh(&p.etcd.start_line(down));
+    sh(&line("etcd", &["wait", &p.etcd.endpoints()]));
     let s2 = json(&env.ok(&["--config", &cfg, "backup", "--system", "--name", "s2", "--json"]));
     let added = |s: &serde_json::Value| s["snapshot"]["stats"]["bytes_added"].as_u64().unwrap();
     assert!(

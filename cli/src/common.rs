@@ -10,8 +10,9 @@ use cairn_plugins::config::Loaded;
 use cairn_store::{Credentials, NewKey, OpenOptions, Progress, Repository};
 use clap::Args;
 
-/// Options that apply to every subcommand.
+/// Options that apply to every subcommand (listed after the subcommand's own in `--help`).
 #[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalOpts {
     /// Repository path [default: the configuration's `repository`, else /backups].
     #[arg(long, short = 'r', global = true, env = "CAIRN_REPO")]

@@ -37,6 +37,9 @@ macro_rules! databases {
             pub work_dir: Option<PathBuf>,
             /// Host state: maintenance status, schedule logs (default `/var/lib/cairn`).
             pub state_dir: Option<PathBuf>,
+            /// The healthcheck is unhealthy when the newest complete system snapshot (safety
+            /// snapshots aside) is older than this (`26h`, `8d`); unset: no limit.
+            pub max_snapshot_age: Option<String>,
             #[serde(default)]
             pub maintenance: MaintenanceConfig,
             /// `[retention]`: applied after each scheduled backup.
@@ -154,6 +157,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         let msg = e.message().lines().next().unwrap_or("invalid TOML").to_string();
         err(e.span().map(|s| line_of(text, s.start)), msg)
     })?;
+    if let Some(age) = &config.max_snapshot_age {
+        cairn_store::parse_duration(age).map_err(|m| err(None, format!("max_snapshot_age: {m}")))?;
+    }
     let mut built = config.database_plugins(text);
     for (name, c) in &config.files {
         built.push((

@@ -180,15 +180,46 @@ impl Plugin for Etcd {
     }
 
     async fn healthcheck(&self, _ctx: &Ctx) -> Health {
-        let r = async {
-            let out = process::output(&mut self.etcdctl(&self.all_endpoints(), &["endpoint", "health"])?).await?;
-            let (rev, keys) = self.state(&self.all_endpoints()).await?;
-            Ok::<_, Error>(format!(
-                "{} members healthy, revision {rev}, {keys} keys",
-                out.lines().filter(|l| l.contains("is healthy")).count()
-            ))
+        // `endpoint health -w json` prints every member's health on stdout, also when some are
+        // down (then it exits 1); the plain form prints them on stderr in etcdctl 3.4.
+        let health = async {
+            let mut cmd = self.etcdctl(&self.all_endpoints(), &["endpoint", "health", "--write-out=json"])?;
+            let out = cmd
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .await
+                .map_err(Error::io("cannot start etcdctl".to_string()))?;
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+                Error::Plugin(format!(
+                    "etcdctl endpoint health: {e}; stderr: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            })?;
+            let members = v.as_array().cloned().unwrap_or_default();
+            let down: Vec<String> = members
+                .iter()
+                .filter(|m| m["health"].as_bool() != Some(true))
+                .map(|m| m["endpoint"].as_str().unwrap_or("?").to_string())
+                .collect();
+            Ok::<_, Error>((members.len() - down.len(), self.cfg.members.len(), down))
         };
-        Health::from_result(r.await)
+        match health.await {
+            Err(e) => Health::bad(e.to_string()),
+            Ok((up, all, down)) if up < all => Health::bad(format!(
+                "{up} of {all} members healthy; down: {}",
+                if down.is_empty() {
+                    "not reported".to_string()
+                } else {
+                    down.join(", ")
+                }
+            )),
+            Ok((up, all, _)) => Health::from_result(
+                self.state(&self.all_endpoints())
+                    .await
+                    .map(|(rev, keys)| format!("{up} of {all} members healthy, revision {rev}, {keys} keys")),
+            ),
+        }
     }
 
     async fn backup(&self, ctx: &Ctx, sink: &ItemSink) -> Result<()> {

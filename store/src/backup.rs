@@ -146,6 +146,8 @@ struct Pipeline {
     packer: Option<JoinHandle<()>>,
     pending: Arc<Mutex<HashSet<ChunkId>>>,
     failure: Failure,
+    /// The message of the failure an item already reported.
+    reported: Mutex<Option<String>>,
 }
 
 impl Pipeline {
@@ -192,6 +194,7 @@ impl Pipeline {
             packer: Some(packer),
             pending,
             failure,
+            reported: Mutex::default(),
         }
     }
 
@@ -199,8 +202,17 @@ impl Pipeline {
         self.failure.lock().unwrap().is_some()
     }
 
+    /// The error that stopped the pipeline. The first caller gets it; later callers (other
+    /// items of the same backup) get its message, never a bare "stopped".
     fn take_failure(&self) -> Option<Error> {
-        self.failure.lock().unwrap().take()
+        let mut reported = self.reported.lock().unwrap();
+        if let Some(e) = self.failure.lock().unwrap().take() {
+            *reported = Some(e.to_string());
+            return Some(e);
+        }
+        reported
+            .as_ref()
+            .map(|m| Error::Pipeline(format!("after an earlier error: {m}")))
     }
 
     /// Waits until every submitted blob is in a published, indexed pack (crash-safety step 4).
@@ -214,7 +226,8 @@ impl Pipeline {
                 fail(&self.failure, Error::Pipeline("the packer thread panicked".into()));
             }
         }
-        match self.take_failure() {
+        // Only an error no item has reported yet: a failed snapshot may still be committed.
+        match self.failure.lock().unwrap().take() {
             Some(e) => Err(e),
             None => Ok(()),
         }
@@ -378,7 +391,7 @@ struct Sink<'a> {
 impl Sink<'_> {
     fn store(&mut self, kind: BlobKind, data: &[u8]) -> Result<ChunkRef> {
         if self.pipeline.failed() {
-            return Err(Error::Pipeline("stopped after an earlier error".into()));
+            return Err(Error::Pipeline("after an earlier error".into()));
         }
         let id = self.keys.chunk_id(data);
         self.counters.chunks.fetch_add(1, Relaxed);
@@ -411,7 +424,7 @@ impl Sink<'_> {
             };
             let tx = self.pipeline.tx.as_ref().expect("pipeline open while backing up");
             if tx.send(job).is_err() {
-                return Err(Error::Pipeline("stopped".into()));
+                return Err(Error::Pipeline("its workers stopped".into()));
             }
         } else if let (Some(prev), BlobKind::Data) = (&mut self.prev, kind) {
             prev.observe(offset, data.len() as u32, &id, true);

@@ -56,8 +56,12 @@ pub enum Error {
     Invalid(String),
     #[error("{0}")]
     Concurrent(String),
-    #[error("the backup pipeline stopped: {0}")]
+    /// A backup's worker threads stopped (the message says why).
+    #[error("the backup stopped: {0}")]
     Pipeline(String),
+    /// A restore's or dump's worker threads stopped (the message says why).
+    #[error("the restore stopped: {0}")]
+    Restore(String),
 }
 
 fn enospc_hint(e: &std::io::Error) -> &'static str {

@@ -19,6 +19,9 @@ use crate::keyfile::{self, Credentials, KeyInfo, NewKey};
 use crate::lock::{LockGuard, LockMode};
 use crate::snapshot::{manifest_aad, manifest_path, Snapshot};
 
+/// The name that stands for the newest complete snapshot.
+pub const LATEST: &str = "latest";
+
 const EROFS: i32 = 30;
 const EACCES: i32 = 13;
 const ENOSPC: i32 = 28;
@@ -248,10 +251,20 @@ impl Repository {
         SnapshotId(self.keys.keyed_name("snapshot name", name.as_bytes()))
     }
 
-    /// Loads a snapshot by name.
+    /// Loads a snapshot by name. `latest` (unless a snapshot has that very name) is the newest
+    /// complete snapshot that is not a safety snapshot (tag `safety`).
     pub fn snapshot(&self, name: &str) -> Result<Snapshot> {
         let id = self.snapshot_id(name);
         if !self.backend.exists(&manifest_path(&id)) {
+            if name == LATEST {
+                return self
+                    .snapshots()?
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| s.is_complete() && !s.tags.iter().any(|t| t == "safety"))
+                    .max_by_key(|s| (s.time, s.name.clone()))
+                    .ok_or_else(|| Error::UnknownSnapshot("latest (no complete snapshot yet)".into()));
+            }
             return Err(Error::UnknownSnapshot(name.into()));
         }
         let snap = self.read_manifest(&id)?;
@@ -284,7 +297,8 @@ impl Repository {
     pub(crate) fn write_manifest(&self, snap: &Snapshot) -> Result<()> {
         let id = self.snapshot_id(&snap.name);
         let json = serde_json::to_vec(snap).expect("manifest serialises");
-        let compressed = zstd::bulk::compress(&json, 3).map_err(|e| Error::Pipeline(e.to_string()))?;
+        let compressed =
+            zstd::bulk::compress(&json, 3).map_err(|e| Error::Invalid(format!("compressing a manifest: {e}")))?;
         let sealed = self.keys.seal(&manifest_aad(&id), &compressed);
         if !self.backend.create_new(&manifest_path(&id), &sealed)? {
             return Err(Error::SnapshotExists(snap.name.clone()));

@@ -294,7 +294,7 @@ impl Repository {
                     for (segment, reply) in rx {
                         let r = match &reader {
                             Ok(br) => decode_segment(br, &segment),
-                            Err(e) => Err(Error::Pipeline(format!("cannot open the index: {e}"))),
+                            Err(e) => Err(Error::Restore(format!("cannot open the index cache: {e}"))),
                         };
                         let _ = reply.send(r);
                     }
@@ -308,7 +308,7 @@ impl Repository {
                 let send = |segment: Vec<ChunkRef>| -> Result<()> {
                     let (reply_tx, reply_rx) = bounded(1);
                     if order_tx.send(reply_rx).is_err() || job_tx.send((segment, reply_tx)).is_err() {
-                        return Err(Error::Pipeline("restore writer stopped".into()));
+                        return Err(Error::Restore("its writer stopped".into()));
                     }
                     Ok(())
                 };
@@ -336,7 +336,7 @@ impl Repository {
                         break;
                     }
                     Err(_) => {
-                        result = Err(Error::Pipeline("a restore worker stopped".into()));
+                        result = Err(Error::Restore("a worker thread stopped".into()));
                         break;
                     }
                 };
@@ -353,7 +353,7 @@ impl Repository {
             drop(order_rx);
             let read_result = producer
                 .join()
-                .unwrap_or_else(|_| Err(Error::Pipeline("reader panicked".into())));
+                .unwrap_or_else(|_| Err(Error::Restore("its reader thread panicked".into())));
             result?;
             read_result?;
             if written != content.size {
@@ -394,7 +394,7 @@ impl Repository {
         let snap = self.snapshot(name)?;
         if let crate::snapshot::Status::Failed { reason } = &snap.status {
             return Err(Error::FailedSnapshot {
-                name: name.into(),
+                name: snap.name.clone(),
                 reason: reason.clone(),
             });
         }

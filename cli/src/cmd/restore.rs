@@ -10,6 +10,7 @@ use crate::common::{bytes, GlobalOpts};
 /// --target, a snapshot's items into a directory.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Snapshot name, or `latest` (the newest complete snapshot that is not a safety snapshot).
     pub snapshot: String,
     /// Directory to restore items into; each lands in TARGET/<item name>.
     #[arg(long)]
@@ -29,6 +30,12 @@ pub struct Args {
     /// Do not back up what a restore overwrites first.
     #[arg(long, conflicts_with = "target")]
     pub no_safety_snapshot: bool,
+    /// Show what would be restored onto which databases; change nothing.
+    #[arg(long, conflicts_with = "target")]
+    pub dry_run: bool,
+    /// Do not ask before restoring onto live databases (asked only on a terminal).
+    #[arg(long, short = 'y', conflicts_with = "target")]
+    pub yes: bool,
     /// Print the report as JSON.
     #[arg(long, conflicts_with = "target")]
     pub json: bool,
@@ -46,6 +53,20 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
             },
             safety_snapshot: !a.no_safety_snapshot,
         };
+        if a.dry_run || (!a.yes && std::io::IsTerminal::is_terminal(&std::io::stdin())) {
+            let plan = super::system::restore_plan(g, &req)?;
+            println!("{plan}");
+            if a.dry_run {
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprint!("Restore onto these live databases? [y/N] ");
+            let mut answer = String::new();
+            std::io::stdin().read_line(&mut answer)?;
+            if !matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+                eprintln!("nothing was restored");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         return super::system::restore(g, req, a.json);
     };
     let repo = g.open()?;

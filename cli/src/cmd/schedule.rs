@@ -89,6 +89,17 @@ pub fn run(g: &GlobalOpts, c: Command) -> Result<ExitCode> {
     }
 }
 
+/// Whether a cron daemon process runs here (by the names of the common ones in `/proc`).
+fn cron_daemon_runs() -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return true; // cannot tell: do not warn
+    };
+    dir.flatten().any(|e| {
+        std::fs::read_to_string(e.path().join("comm"))
+            .is_ok_and(|c| matches!(c.trim(), "cron" | "crond" | "cronie" | "busybox" | "fcron" | "dcron"))
+    })
+}
+
 /// Writes the cron entry; the configuration must load (a schedule that cannot run is refused).
 pub fn install(g: &GlobalOpts, cron: &CronExpr, maintenance: bool) -> Result<ExitCode> {
     let loaded = g.require_config()?;
@@ -103,6 +114,12 @@ pub fn install(g: &GlobalOpts, cron: &CronExpr, maintenance: bool) -> Result<Exi
         if p.to_string_lossy().contains('%') {
             anyhow::bail!("{}: cron treats % as a newline; use a path without it", p.display());
         }
+    }
+    if !cron_daemon_runs() {
+        eprintln!(
+            "warning: no cron daemon (cron, crond, cronie, busybox crond) runs on this host: the entry \
+             will not fire until one does (or run `cairn schedule run --cron EXPR` in the foreground)"
+        );
     }
     let dir = schedule::cron_dir();
     let path = schedule::install(&dir, cron, &cairn, &config, maintenance)

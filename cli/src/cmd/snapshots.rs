@@ -8,6 +8,12 @@ use crate::common::{bytes, print_table, GlobalOpts};
 /// List snapshots, oldest first.
 #[derive(clap::Args, Debug)]
 pub struct Args {
+    /// Only snapshots with this tag (repeatable: any of them).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
+    /// Only snapshots taken on this host (repeatable: any of them).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -27,6 +33,11 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
                 continue;
             }
         };
+        if (!a.tags.is_empty() && !s.tags.iter().any(|t| a.tags.contains(t)))
+            || (!a.hosts.is_empty() && !a.hosts.contains(&s.host))
+        {
+            continue;
+        }
         let status = match &s.status {
             Status::Complete => "complete".to_string(),
             Status::Failed { .. } => "failed".to_string(),

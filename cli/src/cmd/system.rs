@@ -76,6 +76,50 @@ pub fn backup(g: &GlobalOpts, req: BackupRequest, json_out: bool) -> Result<Exit
 }
 
 /// `cairn restore SNAPSHOT` without `--target`: the databases themselves.
+/// What a system restore would do, in words: the snapshot, the databases and how.
+pub fn restore_plan(g: &GlobalOpts, req: &RestoreRequest) -> Result<String> {
+    let (loaded, repo) = open(g)?;
+    let snap = repo.restorable_snapshot(&req.snapshot)?;
+    let in_snapshot: Vec<String> = snap
+        .meta
+        .get("plugins")
+        .and_then(|p| p.as_object())
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default();
+    let chosen: Vec<String> = match &req.plugins {
+        Some(p) => p.clone(),
+        None => loaded
+            .plugins
+            .iter()
+            .map(|p| p.name().to_string())
+            .filter(|n| in_snapshot.contains(n))
+            .collect(),
+    };
+    let mut out = format!(
+        "snapshot {} (taken {} on {}) onto: {}",
+        snap.name,
+        cairn_store::format_rfc3339(snap.time),
+        snap.host,
+        chosen.join(", ")
+    );
+    match req.mode {
+        cairn_plugins::plugin::Mode::DisasterRecovery => {
+            out.push_str("\ndisaster recovery: rebuilds them on fresh, empty nodes")
+        }
+        _ => {
+            out.push_str(
+                "\nin maintenance mode; what is there now is replaced, and what was added since the snapshot is lost",
+            );
+            if req.safety_snapshot {
+                out.push_str("\nunless kept by the safety snapshot taken first");
+            } else {
+                out.push_str("\nno safety snapshot is taken (--no-safety-snapshot)");
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub fn restore(g: &GlobalOpts, req: RestoreRequest, json_out: bool) -> Result<ExitCode> {
     let (loaded, repo) = open(g)?;
     let report = runtime()?.block_on(controller::restore(&repo, &loaded, &req))?;
@@ -182,14 +226,26 @@ pub fn healthcheck(g: &GlobalOpts, json_out: bool) -> Result<ExitCode> {
                 .into_iter()
                 .flatten()
                 .filter(|s| s.is_complete() && s.meta.contains_key(controller::PLUGINS_META))
+                .filter(|s| !s.tags.iter().any(|t| t == "safety"))
                 .max_by_key(|s| s.time);
+            let max_age = loaded
+                .config
+                .max_snapshot_age
+                .as_deref()
+                .and_then(|a| cairn_store::parse_duration(a).ok());
             match newest {
                 Some(s) => {
                     let age = now - s.time;
                     newest_age = Some(age);
+                    let detail = format!("{} taken {} ago", s.name, human_age(age));
                     checks.push((
                         "newest snapshot".into(),
-                        Health::ok(format!("{} taken {} ago", s.name, human_age(age))),
+                        match max_age {
+                            Some(max) if age > max => {
+                                Health::bad(format!("{detail}, more than max_snapshot_age ({})", human_age(max)))
+                            }
+                            _ => Health::ok(detail),
+                        },
                     ));
                 }
                 None => checks.push(("newest snapshot".into(), Health::bad("no complete system snapshot yet"))),
@@ -202,6 +258,16 @@ pub fn healthcheck(g: &GlobalOpts, json_out: bool) -> Result<ExitCode> {
         Some(s) => format!("ON since {} ({})", s.since, s.reason),
         None => "off".into(),
     };
+    if let Some(s) = maint.as_ref().filter(|s| s.holder_gone()) {
+        checks.push((
+            "maintenance".into(),
+            Health::bad(format!(
+                "left on since {} by pid {} ({}), which is gone: the next backup or restore takes it over, \
+                 or run `cairn maintenance off`",
+                s.since, s.pid, s.reason
+            )),
+        ));
+    }
     let healthy = checks.iter().all(|(_, h)| h.healthy);
     if json_out {
         let v = json!({
@@ -290,10 +356,18 @@ pub fn maintenance_cmd(g: &GlobalOpts, action: &str) -> Result<ExitCode> {
             }
         }
         "off" => {
-            rt.block_on(maintenance::leave(&loaded))?;
-            println!("maintenance mode off");
+            if maintenance::status(&loaded)?.is_none() {
+                println!("maintenance mode was off; nothing to do");
+            } else {
+                rt.block_on(maintenance::leave(&loaded))?;
+                println!("maintenance mode off");
+            }
         }
         _ => match maintenance::status(&loaded)? {
+            Some(s) if s.holder_gone() => println!(
+                "maintenance mode ON since {} ({}), left by pid {}, which is gone",
+                s.since, s.reason, s.pid
+            ),
             Some(s) => println!("maintenance mode ON since {} ({}, pid {})", s.since, s.reason, s.pid),
             None => println!("maintenance mode off"),
         },
