@@ -199,6 +199,36 @@ fn every_documented_example_runs() {
     let reindex = cso.ok("-b reindex");
     assert!(reindex.contains("events") && reindex.contains("400"), "{reindex}");
 
+    // A database that is down but still has its data: `-r no` restores it (starting it), and
+    // its safety copy is its data directory as it is on disk. No message names an option
+    // cso_backupnrestore does not have.
+    m.sql("DELETE FROM shop.orders WHERE id > 10;");
+    m.stop();
+    let out = cso.run("-b restore -s MAR09 -d mariadb -r no");
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}{}", stdout(&out));
+    assert!(err.contains("mariadb is down") && err.contains("-cold"), "{err}");
+    for flag in ["--no-safety-snapshot", "--config", "--password-file"] {
+        assert!(!err.contains(flag), "{flag} named: {err}");
+    }
+    assert_eq!(mariadb_state(&m), want_db);
+    assert!(cso.ok("-b listbackups").contains("-cold"));
+    // Where configuration, repository and key come from, in --help and when missing.
+    let help = cso.ok("--help");
+    for want in ["CAIRN_CONFIG", "/etc/cairn/cairn.toml", "password_file", "repository"] {
+        assert!(help.contains(want), "{want} missing: {help}");
+    }
+    let o = cso
+        .cmd(env!("CARGO_BIN_EXE_cso_backupnrestore"), &["-b", "listbackups"])
+        .env("CAIRN_CONFIG", env.path("nowhere.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && !stderr(&o).contains("--config"),
+        "{}",
+        stderr(&o)
+    );
+
     // cso_backupnrestore -b restore -s MAR09 -d mariadb,etcd -r yes: both rebuilt on fresh nodes.
     m.kill();
     etcd.stop();

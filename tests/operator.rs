@@ -159,3 +159,99 @@ fn the_healthcheck_holds_the_newest_snapshot_to_a_maximum_age() {
     assert!(!o.status.success());
     assert!(stdout(&o).contains("more than max_snapshot_age"), "{}", stdout(&o));
 }
+
+#[test]
+fn a_name_held_only_by_a_failed_snapshot_can_be_reused() {
+    let env = Env::new();
+    let flag = env.path("db-up");
+    let cfg = env.path("cairn.toml");
+    std::fs::write(env.path("password"), format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "repository = \"{}\"\npassword_file = \"{}\"\ncache_dir = \"{}\"\nstate_dir = \"{}\"\nwork_dir = \"{}\"\n\
+             [[exec]]\nname = \"db\"\ndump = \"test -f {} && echo rows || exit 3\"\nrestore = \"cat >/dev/null\"\n",
+            env.repo.display(),
+            env.path("password").display(),
+            env.cache.display(),
+            env.path("state").display(),
+            env.dir.path().display(),
+            flag.display()
+        ),
+    )
+    .unwrap();
+    let c = cfg.display().to_string();
+    let o = env.run(&["--config", &c, "backup", "--system", "--name", "MAR09"]);
+    assert!(!o.status.success());
+    assert!(env.ok(&["snapshots"]).contains("failed"));
+    std::fs::write(&flag, b"").unwrap();
+    env.ok(&["--config", &c, "backup", "--system", "--name", "MAR09"]);
+    let list = env.ok(&["snapshots"]);
+    assert!(
+        list.contains("MAR09") && list.contains("complete") && !list.contains("failed"),
+        "{list}"
+    );
+    let err = env.fails(&["--config", &c, "backup", "--system", "--name", "MAR09"]);
+    assert!(err.contains("already taken"), "{err}");
+}
+
+#[test]
+fn system_backup_and_restore_report_progress_unless_quiet() {
+    let env = Env::new();
+    let cfg = env.path("cairn.toml");
+    std::fs::write(env.path("password"), format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "repository = \"{}\"\npassword_file = \"{}\"\ncache_dir = \"{}\"\nstate_dir = \"{}\"\nwork_dir = \"{}\"\n\
+             [[exec]]\nname = \"db\"\ndump = \"for i in 1 2 3; do head -c 1000000 /dev/urandom; sleep 1; done\"\n\
+             restore = \"sleep 2; cat > /dev/null\"\n",
+            env.repo.display(),
+            env.path("password").display(),
+            env.cache.display(),
+            env.path("state").display(),
+            env.dir.path().display(),
+        ),
+    )
+    .unwrap();
+    let c = cfg.display().to_string();
+    let run = |args: &[&str]| {
+        let o = env.cmd(args).env("CAIRN_PROGRESS_SECS", "1").output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        stderr(&o)
+    };
+    let err = run(&["--config", &c, "backup", "--system", "--name", "one"]);
+    assert!(
+        err.contains("progress: [") && err.contains("db/dump") && err.contains("/s"),
+        "{err}"
+    );
+    let err = run(&["--config", &c, "restore", "one", "--no-safety-snapshot"]);
+    assert!(err.contains("progress: [") && err.contains("db/dump"), "{err}");
+    let err = run(&["-q", "--config", &c, "backup", "--system", "--name", "two"]);
+    assert!(!err.contains("progress:"), "{err}");
+}
+
+#[test]
+fn safety_snapshots_are_kept_by_a_rule_of_their_own() {
+    let env = Env::new();
+    let c = config_with(&env, "");
+    let text = std::fs::read_to_string(&c).unwrap();
+    std::fs::write(
+        &c,
+        format!("{text}\n[retention]\nkeep_last = 5\nkeep_safety = 2\nprune = false\n"),
+    )
+    .unwrap();
+    env.ok(&["--config", &c, "backup", "--system", "--name", "base"]);
+    for _ in 0..3 {
+        env.ok(&["--config", &c, "restore", "base", "--yes"]);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(env.ok(&["snapshots", "--tag", "safety"]).matches("safety-").count(), 3);
+    let o = env.run(&["--config", &c, "schedule", "fire"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let left = env.ok(&["snapshots", "--tag", "safety"]);
+    assert_eq!(left.matches("safety-").count(), 2, "{left}");
+    assert!(env.ok(&["snapshots"]).contains("base"));
+    let log = std::fs::read_to_string(env.path("state/schedule.log")).unwrap();
+    assert!(log.contains("safety snapshot(s) beyond the newest 2"), "{log}");
+}

@@ -255,6 +255,10 @@ fn whole_platform_backup_restore_and_disaster_recovery() {
     p.zk.cli("deleteall /app/node007\ncreate /app/extra \"x\"\nset /app/node059 \"changed\"");
     std::fs::write(p.certs.join("server.pem"), b"tampered").unwrap();
     std::fs::remove_file(p.certs.join("private/server.key")).unwrap();
+    // Added since the snapshot: a restore gives back the snapshot's state, so these go.
+    p.mariadb
+        .sql("CREATE DATABASE added_later; CREATE TABLE added_later.t (i INT);");
+    std::fs::write(p.certs.join("added-later.pem"), b"new").unwrap();
     assert_ne!(mariadb_state(&p.mariadb), want_db);
     assert_ne!(p.etcd.all(), want_etcd);
 
@@ -263,6 +267,12 @@ fn whole_platform_backup_restore_and_disaster_recovery() {
     let (so, se) = (support::stdout(&out), support::stderr(&out));
     assert!(out.status.success(), "restore failed: {se}\n{so}");
     assert!(so.contains("counts and checksums equal"), "{so}");
+    assert!(
+        so.contains("removed, not in the snapshot: database added_later") && so.contains("added-later.pem"),
+        "{so}"
+    );
+    assert!(!p.mariadb.sql_all("SHOW DATABASES").contains("added_later"));
+    assert!(!p.certs.join("added-later.pem").exists());
     assert_eq!(mariadb_state(&p.mariadb), want_db);
     assert_eq!(p.etcd.all(), want_etcd);
     assert_eq!(zookeeper_state(&p.zk), want_zk);
@@ -307,8 +317,9 @@ fn whole_platform_backup_restore_and_disaster_recovery() {
         zk: p.zk.moved_to(&env.path("zk-new")),
         certs: p.certs.clone(),
     };
-    // The fresh MariaDB has no `cairn` account yet: the new node's config uses root's socket login.
-    let cfg2 = write_config(&env, "cairn-dr.toml", &config(&env, &fresh, None, ""));
+    // The same configuration as before, with its non-root `cairn` account, which the fresh
+    // MariaDB does not have yet: the accounts go in as the fresh server's root over the socket.
+    let cfg2 = write_config(&env, "cairn-dr.toml", &config(&env, &fresh, Some(&creds), ""));
     let out = env.run(&["--config", &cfg2, "restore", "s1", "--disaster-recovery"]);
     let (so, se) = (support::stdout(&out), support::stderr(&out));
     assert!(out.status.success(), "disaster recovery failed: {se}\n{so}");

@@ -10,6 +10,14 @@ use cairn_plugins::config::Loaded;
 use cairn_store::{Credentials, NewKey, OpenOptions, Progress, Repository};
 use clap::Args;
 
+fn no_passphrase() -> &'static str {
+    if crate::is_cso() {
+        "no passphrase: set password_file (or identity_file) in the configuration, or CAIRN_PASSWORD, or run on a terminal"
+    } else {
+        "no passphrase: set CAIRN_PASSWORD, pass --password-file or --identity, or run on a terminal"
+    }
+}
+
 /// Options that apply to every subcommand (listed after the subcommand's own in `--help`).
 #[derive(Args, Debug, Clone)]
 #[command(next_help_heading = "Global options")]
@@ -64,8 +72,13 @@ impl GlobalOpts {
     pub fn require_config(&self) -> Result<Loaded> {
         self.load_config()?.ok_or_else(|| {
             anyhow::anyhow!(
-                "no configuration: write {} (see examples/cairn.toml) or pass --config FILE",
-                cairn_plugins::config::DEFAULT_PATH
+                "no configuration: write {} (see examples/cairn.toml) or {}",
+                cairn_plugins::config::DEFAULT_PATH,
+                if crate::is_cso() {
+                    "set CAIRN_CONFIG to its path"
+                } else {
+                    "pass --config FILE"
+                }
             )
         })
     }
@@ -120,7 +133,7 @@ impl GlobalOpts {
             let p = rpassword::prompt_password("repository passphrase: ")?;
             return Ok(Credentials::Passphrase(p.into()));
         }
-        bail!("no passphrase: set CAIRN_PASSWORD, pass --password-file or --identity, or run on a terminal")
+        bail!("{}", no_passphrase())
     }
 
     /// The key for a new repository: the identity's recipient, or a passphrase.
@@ -138,9 +151,7 @@ impl GlobalOpts {
                 }
                 a
             }
-            None => {
-                bail!("no passphrase: set CAIRN_PASSWORD, pass --password-file or --identity, or run on a terminal")
-            }
+            None => bail!("{}", no_passphrase()),
         };
         if passphrase.is_empty() {
             bail!("an empty passphrase is not allowed");

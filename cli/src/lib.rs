@@ -37,6 +37,19 @@ pub fn start() {
     }));
 }
 
+static CSO: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks this process as `cso_backupnrestore`, whose messages must name only what it has: its
+/// configuration file and variables, not `cairn`'s flags.
+pub fn set_cso() {
+    CSO.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether this process is `cso_backupnrestore`.
+pub fn is_cso() -> bool {
+    CSO.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// After the options are parsed: the variables that point at key material go too.
 pub fn forget_key_env() {
     for v in ["CAIRN_PASSWORD_FILE", "CAIRN_IDENTITY"] {

@@ -77,3 +77,133 @@ impl Progress for LogLines {
         }
     }
 }
+
+/// Progress of a system backup or restore, where every database's items move at once: bytes,
+/// rate and time per item on one line redrawn on a terminal, otherwise a log line every
+/// `CAIRN_PROGRESS_SECS` seconds (default 30); nothing with `-q`.
+///
+/// The store reports an item's bytes from the thread that started it, so each thread's
+/// current item is remembered; bytes from other threads (a restore's workers) count for the
+/// item started last.
+pub fn for_system(quiet: bool) -> Arc<dyn Progress> {
+    if quiet {
+        return Arc::new(NoProgress);
+    }
+    let terminal = std::io::stderr().is_terminal();
+    let every = if terminal {
+        Duration::from_millis(250)
+    } else {
+        let secs = std::env::var("CAIRN_PROGRESS_SECS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(30);
+        Duration::from_secs(secs.max(1))
+    };
+    Arc::new(Multi {
+        state: Mutex::new(MultiState {
+            items: Vec::new(),
+            current: std::collections::HashMap::new(),
+            last: Instant::now(),
+        }),
+        started: Instant::now(),
+        every,
+        terminal,
+    })
+}
+
+struct Phase {
+    name: String,
+    bytes: u64,
+    start: Instant,
+    end: Option<Instant>,
+}
+
+struct MultiState {
+    items: Vec<Phase>,
+    current: std::collections::HashMap<std::thread::ThreadId, usize>,
+    last: Instant,
+}
+
+struct Multi {
+    state: Mutex<MultiState>,
+    started: Instant,
+    every: Duration,
+    terminal: bool,
+}
+
+impl Multi {
+    fn line(&self, st: &MultiState) -> String {
+        let parts: Vec<String> = st
+            .items
+            .iter()
+            .map(|p| {
+                let secs = p
+                    .end
+                    .unwrap_or_else(Instant::now)
+                    .duration_since(p.start)
+                    .as_secs_f64()
+                    .max(0.001);
+                format!(
+                    "{} {} {}/s {:.0}s{}",
+                    p.name,
+                    crate::common::bytes(p.bytes),
+                    crate::common::bytes((p.bytes as f64 / secs) as u64),
+                    secs,
+                    if p.end.is_some() { " done" } else { "" }
+                )
+            })
+            .collect();
+        format!("[{:.0}s] {}", self.started.elapsed().as_secs_f64(), parts.join(" | "))
+    }
+
+    fn maybe_print(&self, st: &mut MultiState, force: bool) {
+        if !force && st.last.elapsed() < self.every {
+            return;
+        }
+        st.last = Instant::now();
+        let line = self.line(st);
+        if self.terminal {
+            eprint!("\r\x1b[K{line}");
+        } else {
+            eprintln!("progress: {line}");
+        }
+    }
+}
+
+impl Progress for Multi {
+    fn start(&self, what: &str, _total: Option<u64>) {
+        let mut st = self.state.lock().unwrap();
+        st.items.push(Phase {
+            name: what.to_string(),
+            bytes: 0,
+            start: Instant::now(),
+            end: None,
+        });
+        let i = st.items.len() - 1;
+        st.current.insert(std::thread::current().id(), i);
+    }
+
+    fn advance(&self, bytes: u64) {
+        let mut st = self.state.lock().unwrap();
+        let i = match st.current.get(&std::thread::current().id()) {
+            Some(i) => *i,
+            None => match st.items.len().checked_sub(1) {
+                Some(i) => i,
+                None => return,
+            },
+        };
+        st.items[i].bytes += bytes;
+        self.maybe_print(&mut st, false);
+    }
+
+    fn finish(&self) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(i) = st.current.remove(&std::thread::current().id()) {
+            st.items[i].end = Some(Instant::now());
+        }
+        if st.current.is_empty() && self.terminal {
+            // The last item is done: clear the line for the report that follows.
+            eprint!("\r\x1b[K");
+        }
+    }
+}

@@ -57,6 +57,22 @@ fn work_dir(loaded: &Loaded, plugin: &str) -> Result<tempfile::TempDir> {
         .map_err(Error::io(format!("creating a work directory in {}", base.display())))
 }
 
+/// Where a system backup or restore reports progress (bytes per item, from the store).
+#[derive(Clone)]
+pub struct Reporter(pub Arc<dyn cairn_store::Progress>);
+
+impl Default for Reporter {
+    fn default() -> Self {
+        Reporter(Arc::new(NoProgress))
+    }
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reporter")
+    }
+}
+
 /// Options of a system backup.
 #[derive(Debug, Clone, Default)]
 pub struct BackupRequest {
@@ -66,6 +82,7 @@ pub struct BackupRequest {
     pub plugins: Option<Vec<String>>,
     /// Enter maintenance mode for the backup.
     pub maintenance: bool,
+    pub progress: Reporter,
 }
 
 /// Backs up the selected plugins concurrently into one snapshot. The snapshot is written also
@@ -103,7 +120,8 @@ async fn backup_inner(
         host: None,
     };
     let repo2 = repo.clone();
-    let backup = tokio::task::spawn_blocking(move || repo2.backup(opts, Arc::new(NoProgress)))
+    let progress = req.progress.0.clone();
+    let backup = tokio::task::spawn_blocking(move || repo2.backup(opts, progress))
         .await
         .map_err(|e| Error::Plugin(e.to_string()))??;
     let backup = Arc::new(backup);
@@ -189,6 +207,7 @@ pub struct RestoreRequest {
     pub mode: Mode,
     /// Back up what a normal restore overwrites first.
     pub safety_snapshot: bool,
+    pub progress: Reporter,
 }
 
 /// What a restore did.
@@ -266,6 +285,55 @@ pub async fn restore(repo: &Repository, loaded: &Loaded, req: &RestoreRequest) -
     Ok(report)
 }
 
+/// Copies the data directories of plugins that are down, as they are on disk, into a snapshot
+/// `<name>-cold` tagged `safety`; returns its name, what was saved per plugin and the plugins
+/// with nothing to copy.
+async fn cold_safety_copy(
+    repo: &Repository,
+    name: &str,
+    down: &[&Arc<dyn Plugin>],
+) -> Result<(String, Vec<(String, Vec<String>)>, Vec<String>)> {
+    let cold_name = format!("{name}-cold");
+    let mut saved = Vec::new();
+    let mut unsaved = Vec::new();
+    let mut work: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for p in down {
+        let paths: Vec<std::path::PathBuf> = p.cold_paths().into_iter().filter(|d| d.exists()).collect();
+        if paths.is_empty() {
+            unsaved.push(p.name().to_string());
+            continue;
+        }
+        saved.push((
+            p.name().to_string(),
+            paths.iter().map(|d| d.display().to_string()).collect(),
+        ));
+        for d in paths {
+            let rel = d.display().to_string().trim_start_matches('/').to_string();
+            work.push((format!("{}/cold/{rel}", p.name()), d));
+        }
+    }
+    if work.is_empty() {
+        return Ok((cold_name, saved, unsaved));
+    }
+    let (repo, n) = (repo.clone(), cold_name.clone());
+    tokio::task::spawn_blocking(move || -> cairn_store::Result<()> {
+        let opts = cairn_store::BackupOptions {
+            name: Some(n),
+            tags: vec!["safety".into(), "cold".into()],
+            host: None,
+        };
+        let b = repo.backup(opts, Arc::new(cairn_store::NoProgress))?;
+        for (item, dir) in &work {
+            b.add_tree(item, dir)?;
+        }
+        b.commit().map(drop)
+    })
+    .await
+    .map_err(|e| Error::Plugin(e.to_string()))?
+    .map_err(|e| Error::Plugin(format!("the cold safety copy failed, so nothing was restored: {e}")))?;
+    Ok((cold_name, saved, unsaved))
+}
+
 async fn restore_inner(
     repo: &Repository,
     loaded: &Loaded,
@@ -280,29 +348,61 @@ async fn restore_inner(
         Vec::new()
     };
     let mut safety = None;
+    let mut warnings = warnings;
     if req.mode == Mode::Normal && req.safety_snapshot {
         let name = format!(
             "safety-{}-before-restore-of-{}",
             cairn_store::format_rfc3339(cairn_store::now_unix()),
             snap.name.replace('/', "_")
         );
-        let breq = BackupRequest {
-            name: Some(name.clone()),
-            tags: vec!["safety".into()],
-            plugins: Some(plugins.iter().map(|p| p.name().to_string()).collect()),
-            maintenance: false,
-        };
-        let (s, _) = backup(repo, loaded, &breq).await?;
-        if let Status::Failed { reason } = &s.status {
-            return Err(Error::Plugin(format!(
-                "the safety snapshot of what the restore would overwrite failed, so nothing was restored: {reason} \
-                 (pass --no-safety-snapshot to restore without one)"
-            )));
+        // A database that is down cannot be dumped: what it has on disk is copied cold instead.
+        let down: Vec<&Arc<dyn Plugin>> = plugins
+            .iter()
+            .filter(|p| before.iter().any(|(n, h)| n == p.name() && !h.healthy))
+            .collect();
+        let live: Vec<String> = plugins
+            .iter()
+            .filter(|p| !down.iter().any(|d| d.name() == p.name()))
+            .map(|p| p.name().to_string())
+            .collect();
+        if !live.is_empty() {
+            let breq = BackupRequest {
+                name: Some(name.clone()),
+                tags: vec!["safety".into()],
+                plugins: Some(live),
+                maintenance: false,
+                progress: req.progress.clone(),
+            };
+            let (s, _) = backup(repo, loaded, &breq).await?;
+            if let Status::Failed { reason } = &s.status {
+                return Err(Error::Plugin(format!(
+                    "the safety snapshot of what the restore would overwrite failed, so nothing was restored: {reason}"
+                )));
+            }
+            safety = Some(name.clone());
         }
-        safety = Some(name);
+        if !down.is_empty() {
+            let (cold_name, saved, unsaved) = cold_safety_copy(repo, &name, &down).await?;
+            for (plugin, paths) in &saved {
+                warnings.push(format!(
+                    "{plugin} is down and could not be dumped: its data directory ({}) as it is on disk is \
+                     kept in safety snapshot {cold_name}",
+                    paths.join(", ")
+                ));
+            }
+            for plugin in &unsaved {
+                warnings.push(format!(
+                    "{plugin} is down and could not be dumped, and it has no data directory here to copy: \
+                     nothing of what the restore replaces in it was saved"
+                ));
+            }
+            if !saved.is_empty() && safety.is_none() {
+                safety = Some(cold_name);
+            }
+        }
     }
     let results = each_plugin(loaded, &plugins, req.mode, |p, ctx| {
-        let source = ItemSource::new(repo.clone(), snap.clone(), p.name());
+        let source = ItemSource::new(repo.clone(), snap.clone(), p.name()).with_progress(req.progress.0.clone());
         async move { restore_one(&*p, &ctx, &source).await.map(Some) }
     })
     .await?;
@@ -325,8 +425,12 @@ async fn restore_one(p: &dyn Plugin, ctx: &Ctx, source: &ItemSource) -> Result<S
     let r = p.restore(ctx, source).await;
     let post = p.post_restore(ctx).await;
     r.and(post)?;
-    let v = p.verify(ctx, source).await?;
+    let mut v = p.verify(ctx, source).await?;
     ctx.log(format!("verified: {v}"));
+    let removed = ctx.removed_list();
+    if !removed.is_empty() {
+        v.push_str(&format!("; removed, not in the snapshot: {}", removed.join(", ")));
+    }
     Ok(v)
 }
 

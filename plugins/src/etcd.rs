@@ -179,6 +179,10 @@ impl Plugin for Etcd {
         "etcd"
     }
 
+    fn cold_paths(&self) -> Vec<std::path::PathBuf> {
+        self.cfg.members.iter().map(|m| m.data_dir.clone()).collect()
+    }
+
     async fn healthcheck(&self, _ctx: &Ctx) -> Health {
         // `endpoint health -w json` prints every member's health on stdout, also when some are
         // down (then it exits 1); the plain form prints them on stderr in etcdctl 3.4.

@@ -82,11 +82,51 @@ impl Plugin for Files {
     }
 
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
+        use std::os::unix::ffi::OsStrExt;
         for p in &self.cfg.paths {
             ctx.log(format!("restoring {}", p.display()));
             source
                 .restore_to(&item_of(p), p, ctx.mode == Mode::Normal || p.exists())
                 .await?;
+            if !p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                continue;
+            }
+            // The snapshot's state, not more: files added since go (the safety snapshot has them).
+            let mut known = std::collections::HashSet::new();
+            for e in source.tree_entries(&item_of(p)).await? {
+                let raw = e.path_bytes().map_err(Error::Plugin)?;
+                known.insert(p.join(std::ffi::OsStr::from_bytes(&raw)));
+            }
+            let extra: Vec<PathBuf> = walkdir::WalkDir::new(p)
+                .follow_links(false)
+                .into_iter()
+                .filter_entry(|e| known.contains(e.path()))
+                .flatten()
+                .flat_map(|e| {
+                    // Children of a known directory that are not known themselves.
+                    let dir = e.path().to_path_buf();
+                    let is_dir = e.file_type().is_dir();
+                    is_dir
+                        .then(|| std::fs::read_dir(&dir).ok())
+                        .flatten()
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .map(|c| c.path())
+                        .filter(|c| !known.contains(c))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            for x in extra {
+                let md = x.symlink_metadata().map_err(Error::io(x.display().to_string()))?;
+                if md.is_dir() {
+                    std::fs::remove_dir_all(&x)
+                } else {
+                    std::fs::remove_file(&x)
+                }
+                .map_err(Error::io(x.display().to_string()))?;
+                ctx.removed(x.display().to_string());
+            }
         }
         Ok(())
     }

@@ -122,6 +122,25 @@ impl MariaDb {
         self.tool(self.cfg.client.as_deref().unwrap_or("mariadb"), extra)
     }
 
+    /// The fresh server's own administrator: `root` over the socket (unix_socket
+    /// authentication, as `mariadb-install-db --auth-root-authentication-method=socket` sets
+    /// up), without the configured credentials, which a freshly initialised server does not
+    /// know yet. `None` without a socket.
+    fn admin_client(&self) -> Option<Command> {
+        let sock = self.cfg.socket.as_ref()?;
+        let mut c = process::command(self.cfg.client.as_deref().unwrap_or("mariadb"), &[]);
+        c.arg(format!("--socket={}", sock.display())).arg("--user=root");
+        Some(c)
+    }
+
+    /// Whether the server answers at all: an "access denied" is an answer.
+    async fn answers(&self) -> Result<()> {
+        match self.ping().await {
+            Err(e) if access_denied(&e) => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
     /// Runs SQL and returns rows of tab-separated columns.
     async fn query(&self, sql: &str) -> Result<Vec<Vec<String>>> {
         let out = process::output(&mut self.client(&["--batch", "--skip-column-names", "-e", sql])).await?;
@@ -215,7 +234,7 @@ impl MariaDb {
 
     /// Disaster recovery: initialise an empty data directory and start the server.
     async fn bootstrap(&self, ctx: &Ctx) -> Result<()> {
-        if self.ping().await.is_ok() {
+        if self.answers().await.is_ok() {
             return Ok(());
         }
         let datadir = self.cfg.datadir.as_ref().ok_or_else(|| {
@@ -240,8 +259,13 @@ impl MariaDb {
         process::output(&mut process::shell(&install)).await?;
         ctx.log("starting the server");
         process::run_configured(self.cfg.start.as_deref()).await?;
-        process::wait_until(120, || async { self.ping().await.map(drop) }).await
+        process::wait_until(120, || async { self.answers().await }).await
     }
+}
+
+/// The server refused the credentials (it is up and answering).
+fn access_denied(e: &Error) -> bool {
+    matches!(e, Error::Command { stderr, .. } if stderr.contains("Access denied"))
 }
 
 /// Accounts a restore leaves alone on the target.
@@ -297,6 +321,10 @@ impl Plugin for MariaDb {
         "mariadb"
     }
 
+    fn cold_paths(&self) -> Vec<std::path::PathBuf> {
+        self.cfg.datadir.iter().cloned().collect()
+    }
+
     async fn healthcheck(&self, _ctx: &Ctx) -> Health {
         Health::from_result(self.ping().await)
     }
@@ -342,12 +370,46 @@ impl Plugin for MariaDb {
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
         if ctx.mode == Mode::DisasterRecovery {
             self.bootstrap(ctx).await?;
+        } else if self.answers().await.is_err() && self.cfg.start.is_some() {
+            // Down but with its data (a crash): start it, then restore into it.
+            ctx.log("the server does not answer: starting it");
+            process::run_configured(self.cfg.start.as_deref()).await?;
+            process::wait_until(120, || async { self.answers().await }).await?;
         }
         ctx.log("loading accounts and grants");
-        source.pipe_to(USERS, &mut self.client(&[])).await?;
+        match self.ping().await {
+            // A fresh server does not know the configured account yet: the accounts go in
+            // through its own administrator, and with them the configured account.
+            Err(e) if access_denied(&e) => {
+                match self.admin_client() {
+                    Some(mut admin) => {
+                        ctx.log("the configured account is not on this server yet: loading accounts as root over the socket");
+                        source.pipe_to(USERS, &mut admin).await?;
+                        let mut admin = self.admin_client().expect("socket configured");
+                        process::output(admin.args(["-e", "FLUSH PRIVILEGES"])).await?;
+                    }
+                    None => return Err(e),
+                }
+            }
+            _ => source.pipe_to(USERS, &mut self.client(&[])).await?,
+        }
         ctx.log("loading databases");
         source.pipe_to(DATABASES, &mut self.client(&[])).await?;
         process::output(&mut self.client(&["-e", "FLUSH PRIVILEGES"])).await?;
+        // The snapshot's state, not more: databases created since go (the safety snapshot has them).
+        let want: Vec<String> = source.meta(DATABASES)?["databases"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
+            .ok_or_else(|| Error::Plugin("the snapshot records no database list".into()))?;
+        for row in self.query("SHOW DATABASES").await? {
+            let Some(db) = row.first() else { continue };
+            if SYSTEM_SCHEMAS.contains(&db.as_str()) || want.contains(db) {
+                continue;
+            }
+            let quoted = format!("`{}`", db.replace('`', "``"));
+            process::output(&mut self.client(&["-e", &format!("DROP DATABASE {quoted}")])).await?;
+            ctx.removed(format!("database {db}"));
+        }
         Ok(())
     }
 

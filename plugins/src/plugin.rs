@@ -73,6 +73,7 @@ pub struct Ctx {
     /// A private directory (mode 0700) for anything that must be staged; removed afterwards.
     pub work_dir: PathBuf,
     name: String,
+    removed: std::sync::Mutex<Vec<String>>,
 }
 
 impl Ctx {
@@ -81,7 +82,21 @@ impl Ctx {
             mode,
             work_dir,
             name: name.to_string(),
+            removed: Default::default(),
         }
+    }
+
+    /// Records something a restore removed because the snapshot does not have it (added since;
+    /// the safety snapshot keeps it). The restore report lists these.
+    pub fn removed(&self, what: impl Into<String>) {
+        let what = what.into();
+        self.log(format!("removed {what} (not in the snapshot)"));
+        self.removed.lock().unwrap().push(what);
+    }
+
+    /// What [`Ctx::removed`] recorded.
+    pub fn removed_list(&self) -> Vec<String> {
+        self.removed.lock().unwrap().clone()
     }
 
     /// A progress line on stderr, prefixed with the plugin's name.
@@ -133,6 +148,11 @@ pub trait Plugin: Send + Sync {
     }
     /// Puts the snapshot's items back.
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()>;
+    /// The database's files on this host (data directories), which a restore copies cold into
+    /// its safety snapshot when the database is down and cannot be dumped. Default: none.
+    fn cold_paths(&self) -> Vec<std::path::PathBuf> {
+        Vec::new()
+    }
     async fn post_restore(&self, _ctx: &Ctx) -> Result<()> {
         Ok(())
     }
@@ -246,6 +266,7 @@ pub struct ItemSource {
     repo: Repository,
     snapshot: Arc<Snapshot>,
     prefix: String,
+    progress: Arc<dyn cairn_store::Progress>,
 }
 
 impl ItemSource {
@@ -254,7 +275,14 @@ impl ItemSource {
             repo,
             snapshot,
             prefix: plugin.to_string(),
+            progress: Arc::new(NoProgress),
         }
+    }
+
+    /// Reports the bytes restored to `progress`.
+    pub fn with_progress(mut self, progress: Arc<dyn cairn_store::Progress>) -> Self {
+        self.progress = progress;
+        self
     }
 
     pub fn snapshot(&self) -> &Snapshot {
@@ -295,10 +323,10 @@ impl ItemSource {
             .map_err(Error::io(format!("cannot start {what}")))?;
         let stdin = SyncIoBridge::new(child.stdin.take().expect("piped"));
         let stderr = tokio::spawn(process::read_tail(child.stderr.take().expect("piped")));
-        let (repo, snap) = (self.repo.clone(), self.snapshot.name.clone());
+        let (repo, snap, progress) = (self.repo.clone(), self.snapshot.name.clone(), self.progress.clone());
         let fed = tokio::task::spawn_blocking(move || {
             let mut stdin = stdin;
-            let r = repo.dump(&snap, &full, &mut stdin, &NoProgress);
+            let r = repo.dump(&snap, &full, &mut stdin, progress.as_ref());
             drop(stdin); // end of input
             r
         })
@@ -334,7 +362,8 @@ impl ItemSource {
     pub async fn restore_to(&self, item: &str, dest: &Path, overwrite: bool) -> Result<()> {
         let full = self.item(item)?.name.clone();
         let (repo, snap, dest) = (self.repo.clone(), self.snapshot.name.clone(), dest.to_path_buf());
-        tokio::task::spawn_blocking(move || repo.restore_item_to(&snap, &full, &dest, overwrite, &NoProgress))
+        let progress = self.progress.clone();
+        tokio::task::spawn_blocking(move || repo.restore_item_to(&snap, &full, &dest, overwrite, progress.as_ref()))
             .await
             .map_err(|e| Error::Plugin(format!("restore thread failed: {e}")))??;
         Ok(())

@@ -35,6 +35,9 @@ pub struct RetentionConfig {
     pub keep_tags: Vec<String>,
     /// Prune after forgetting (default true).
     pub prune: Option<bool>,
+    /// Safety snapshots (taken before each restore) kept by their own rule: the newest N
+    /// (default 5; 0 keeps them all).
+    pub keep_safety: Option<u32>,
 }
 
 impl RetentionConfig {

@@ -193,6 +193,14 @@ impl Plugin for ZooKeeper {
         "zookeeper"
     }
 
+    fn cold_paths(&self) -> Vec<std::path::PathBuf> {
+        self.cfg
+            .servers
+            .iter()
+            .flat_map(|s| std::iter::once(s.data_dir.clone()).chain(s.data_log_dir.clone()))
+            .collect()
+    }
+
     async fn healthcheck(&self, _ctx: &Ctx) -> Health {
         let mut parts = Vec::new();
         let mut healthy = true;

@@ -682,7 +682,9 @@ impl Repository {
         for t in &opts.tags {
             validate_name("tag", t)?;
         }
-        if self.snapshot_exists(&name) {
+        // A name held only by a failed snapshot may be taken again (the failed one is replaced
+        // at commit); a complete snapshot's name never.
+        if self.snapshot_exists(&name) && self.snapshot(&name).map(|s| s.is_complete()).unwrap_or(true) {
             return Err(Error::SnapshotExists(name));
         }
         let lock = self.lock(LockMode::Backup, &format!("backup {name}"))?;
@@ -1075,6 +1077,15 @@ impl Backup {
         let at_risk = self.trust.at_risk(self._lock.name())?;
         if !at_risk.is_empty() {
             self.rescue(&at_risk, &snap.items)?;
+        }
+        if self.repo.snapshot_exists(&snap.name) {
+            match self.repo.snapshot(&snap.name) {
+                Ok(old) if !old.is_complete() => self
+                    .repo
+                    .backend
+                    .remove(&crate::snapshot::manifest_path(&self.repo.snapshot_id(&snap.name)))?,
+                _ => return Err(Error::SnapshotExists(snap.name.clone())),
+            }
         }
         self.repo.write_manifest(&snap)?;
         Ok(snap)

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Result};
 use cairn_cli::cmd::{schedule, system};
 use cairn_cli::common::{bytes, print_table, GlobalOpts};
-use cairn_plugins::controller::{BackupRequest, RestoreRequest, PLUGINS_META};
+use cairn_plugins::controller::{BackupRequest, Reporter, RestoreRequest, PLUGINS_META};
 use cairn_plugins::plugin::Mode;
 use cairn_plugins::schedule::CronExpr;
 use cairn_store::{format_rfc3339, Snapshot, Status};
@@ -26,7 +26,17 @@ use clap::{Parser, ValueEnum};
 
 /// Back up and restore the whole platform (Cairn's implementation of the CSO operator tool).
 #[derive(Parser, Debug)]
-#[command(name = "cso_backupnrestore", version, disable_help_subcommand = true)]
+#[command(
+    name = "cso_backupnrestore",
+    version,
+    disable_help_subcommand = true,
+    after_help = "Where things come from: the configuration is the file named by CAIRN_CONFIG, else \
+/etc/cairn/cairn.toml (see examples/cairn.toml). It names the databases, the repository \
+(`repository`, default /backups; CAIRN_REPO overrides it), the key (`password_file` or \
+`identity_file`; CAIRN_PASSWORD also works) and the index cache (`cache_dir`). A restore \
+first saves what it replaces in a safety snapshot (a database that is down: its data \
+directory, as it is on disk)."
+)]
 struct Cli {
     /// Operation (required).
     #[arg(short = 'b', value_enum)]
@@ -320,6 +330,7 @@ fn details(g: &GlobalOpts, name: &str) -> Result<ExitCode> {
 
 fn main() -> ExitCode {
     cairn_cli::start();
+    cairn_cli::set_cso();
     let cli = Cli::parse();
     cairn_cli::forget_key_env();
     let plan = match plan(&cli) {
@@ -338,6 +349,7 @@ fn main() -> ExitCode {
                 tags: vec![],
                 plugins: None,
                 maintenance,
+                progress: Reporter(cairn_cli::progress::for_system(false)),
             },
             false,
         ),
@@ -357,6 +369,7 @@ fn main() -> ExitCode {
                         Mode::Normal
                     },
                     safety_snapshot: true,
+                    progress: Reporter(cairn_cli::progress::for_system(false)),
                 },
                 false,
             )

@@ -71,6 +71,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
             tags: a.tags,
             plugins: a.db,
             maintenance: a.maintenance,
+            progress: cairn_plugins::controller::Reporter(crate::progress::for_system(g.quiet)),
         };
         return super::system::backup(g, req, a.json);
     }

@@ -52,6 +52,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
                 cairn_plugins::plugin::Mode::Normal
             },
             safety_snapshot: !a.no_safety_snapshot,
+            progress: cairn_plugins::controller::Reporter(crate::progress::for_system(g.quiet)),
         };
         if a.dry_run || (!a.yes && std::io::IsTerminal::is_terminal(&std::io::stdin())) {
             let plan = super::system::restore_plan(g, &req)?;

@@ -166,6 +166,7 @@ pub fn fire(g: &GlobalOpts, maintenance: bool) -> Result<ExitCode> {
             tags: vec![SCHEDULED_TAG.into()],
             plugins: None,
             maintenance,
+            ..Default::default()
         };
         let (snap, _) = super::system::runtime()?.block_on(controller::backup(&repo, &loaded, &req))?;
         if let Status::Failed { reason } = &snap.status {
@@ -192,6 +193,23 @@ pub fn fire(g: &GlobalOpts, maintenance: bool) -> Result<ExitCode> {
                     format!(": {}", gone.join(", "))
                 }
             ));
+            // Safety snapshots by a rule of their own: the newest `keep_safety`.
+            let keep_safety = r.keep_safety.unwrap_or(5);
+            if keep_safety > 0 {
+                let safety_policy = cairn_store::Policy {
+                    last: keep_safety,
+                    ..Default::default()
+                };
+                let decisions = super::forget::apply(&repo, &safety_policy, false, Some("safety"))?;
+                let gone: Vec<&str> = decisions.iter().filter(|d| !d.keep).map(|d| d.name.as_str()).collect();
+                if !gone.is_empty() {
+                    log(&format!(
+                        "retention: forgot {} safety snapshot(s) beyond the newest {keep_safety}: {}",
+                        gone.len(),
+                        gone.join(", ")
+                    ));
+                }
+            }
             if r.prune.unwrap_or(true) {
                 let p = repo.prune(&PruneOptions::default(), &cairn_store::NoProgress)?;
                 log(&format!(
