@@ -395,19 +395,14 @@ fn injected(
     args: &[&str],
     input: Option<&[u8]>,
 ) -> std::process::Output {
-    let base = env.cmd(args);
-    let mut c = Command::new("strace");
-    c.args(["-f", "-o", "/dev/null", "-e", &format!("trace={syscall}")])
-        .arg("-e")
-        .arg(format!("inject={syscall}:error={errno}:when={when}"))
-        .arg(base.get_program())
-        .args(base.get_args());
-    for (k, v) in base.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
+    let (trace, inject) = (
+        format!("trace={syscall}"),
+        format!("inject={syscall}:error={errno}:when={when}"),
+    );
+    let mut c = support::wrapped(
+        &env.cmd(args),
+        &["strace", "-f", "-o", "/dev/null", "-e", &trace, "-e", &inject],
+    );
     c.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

@@ -182,6 +182,9 @@ fn printing_into_a_closed_pipe_or_a_full_disk_is_a_clear_exit() {
         vec!["unlock"],
         vec!["--config", c, "healthcheck"],
         vec!["--config", c, "maintenance", "status"],
+        vec!["repair", "index"],
+        vec!["snapshots", "--tag", "none"],
+        vec!["--help"],
     ];
     let cso: Vec<Vec<&str>> = vec![vec!["-b", "listbackups"], vec!["-b", "backupdetails", "-s", "one"]];
     let cso_bin = support::cairn_bin().with_file_name("cso_backupnrestore");

@@ -284,3 +284,32 @@ fn a_repair_of_snapshots_killed_half_way_is_finished_by_the_next() {
     assert!(env.ok(&["snapshots"]).contains("big"));
     assert!(env.ok(&["check"]).contains("no errors found"));
 }
+
+/// A blob that `check` found damaged is not deduplicated against: the next backup of the same
+/// data stores it again, and restores read the new copy, before any repair.
+#[test]
+fn a_backup_after_check_found_damage_stores_the_damaged_chunks_again() {
+    let env = Env::new();
+    let a = random_bytes(4 << 20, 21);
+    env.backup_bytes("s1", "x", &a);
+    let packs = env.pack_files();
+    flip_byte_in(&packs[1], 1000);
+    let check = env.run(&["check", "--read-data"]);
+    assert!(!check.status.success());
+    assert!(
+        support::stdout(&check).contains("damaged snapshots: s1"),
+        "{}",
+        support::stdout(&check)
+    );
+    // No repair: the backup alone stores the damaged chunk again.
+    let s = env.backup_bytes("s2", "x", &a);
+    assert!(support::json_u64(&s, "chunks_new") >= 1, "{s}");
+    assert!(env.dump("s2", "x") == a);
+    assert!(env.dump("s1", "x") == a, "the old snapshot reads the new copy");
+    // The damaged copy is still in its pack (check says so), but no snapshot is damaged.
+    let check = env.run(&["check", "--read-data", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(report["damaged_snapshots"].as_array().unwrap().len(), 0, "{report}");
+    env.ok(&["repair", "packs"]);
+    assert!(env.ok(&["check", "--read-data"]).contains("no errors found"));
+}

@@ -227,19 +227,10 @@ fn spawn_backup(env: &Env, name: &str, script: &str, wrap: &[&str]) -> std::proc
         "-c",
         script,
     ]);
-    let mut c = match wrap.split_first() {
-        None => base,
-        Some((prog, args)) => {
-            let mut c = std::process::Command::new(prog);
-            c.args(args).arg(base.get_program()).args(base.get_args());
-            for (k, v) in base.get_envs() {
-                match v {
-                    Some(v) => c.env(k, v),
-                    None => c.env_remove(k),
-                };
-            }
-            c
-        }
+    let mut c = if wrap.is_empty() {
+        base
+    } else {
+        support::wrapped(&base, wrap)
     };
     c.stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -50,6 +50,20 @@ pub fn is_cso() -> bool {
     CSO.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// Prints what clap has to say (help, version, a usage error) and exits as the rest of the
+/// binary does when the output cannot be written: 141 for a closed pipe, 1 for other errors.
+pub fn clap_exit(e: clap::Error) -> std::process::ExitCode {
+    match e.print() {
+        Ok(()) => std::process::ExitCode::from(e.exit_code().clamp(0, 255) as u8),
+        Err(io) if io.kind() == std::io::ErrorKind::BrokenPipe => std::process::ExitCode::from(BROKEN_PIPE_STATUS),
+        Err(io) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "error: cannot write the output: {io}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// After the options are parsed: the variables that point at key material go too.
 pub fn forget_key_env() {
     for v in ["CAIRN_PASSWORD_FILE", "CAIRN_IDENTITY"] {

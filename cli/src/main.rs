@@ -47,7 +47,10 @@ enum Command {
 
 fn main() -> ExitCode {
     cairn_cli::start();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return cairn_cli::clap_exit(e),
+    };
     cairn_cli::forget_key_env();
     let result = match cli.command {
         Command::Init(a) => cmd::init::run(&cli.global, a),

@@ -697,6 +697,7 @@ impl Repository {
             self.backend.clone(),
             self.keys.clone(),
             marked,
+            crate::trust::load_damage(&self.opts.cache_dir, &self.config.repo_id),
             index.reopen()?,
             warnings.clone(),
         ));

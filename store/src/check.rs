@@ -85,7 +85,8 @@ impl Repository {
             packs.extend(idx.packs_with_prefix(b)?);
         }
         report.packs = packs.len() + sync.unreadable.len();
-        let mut bad_blobs: HashSet<ChunkId> = HashSet::new();
+        // Damaged copies (pack, blob): a chunk is lost only when every copy of it is damaged.
+        let mut damaged: HashSet<(PackId, ChunkId)> = HashSet::new();
         let selected: HashSet<PackId> = match opts.read_data {
             ReadData::None => HashSet::new(),
             ReadData::All => packs.iter().map(|p| p.0).collect(),
@@ -110,27 +111,40 @@ impl Repository {
                     report.errors.push(format!(
                         "pack {id}: size {s} differs from the {size} bytes indexed (truncated?)"
                     ));
-                    bad_blobs.extend(entries.iter().map(|e| e.id));
+                    damaged.extend(entries.iter().map(|e| (*id, e.id)));
                     continue;
                 }
                 Err(e) => {
                     report.errors.push(format!("pack {id}: {e}"));
-                    bad_blobs.extend(entries.iter().map(|e| e.id));
+                    damaged.extend(entries.iter().map(|e| (*id, e.id)));
                     continue;
                 }
             }
             if let Err(e) = pack::read_trailer(self.backend.as_ref(), &self.keys, id) {
                 report.errors.push(e.to_string());
-                bad_blobs.extend(entries.iter().map(|e| e.id));
+                damaged.extend(entries.iter().map(|e| (*id, e.id)));
                 continue;
             }
             if selected.contains(id) {
                 report.packs_read += 1;
-                self.read_pack(id, &entries, &data_reader, &mut report, &mut bad_blobs)?;
+                self.read_pack(id, &entries, &data_reader, &mut report, &mut damaged)?;
                 progress.advance(*size);
             }
         }
         progress.finish();
+
+        // What backups on this host must not deduplicate against (`trust.rs`).
+        let read: HashSet<PackId> = selected.iter().copied().collect();
+        crate::trust::record_damage(&self.opts.cache_dir, &self.config.repo_id, &damaged, |p| {
+            opts.read_data == ReadData::All || read.contains(p)
+        })?;
+        let mut bad_blobs: HashSet<ChunkId> = HashSet::new();
+        for (_, blob) in &damaged {
+            let locs = idx.locations(blob)?;
+            if locs.iter().all(|l| damaged.contains(&(l.pack, *blob))) {
+                bad_blobs.insert(*blob);
+            }
+        }
 
         // 2. Damage spreads along delta chains: a delta of a damaged or absent base is damaged.
         let before = bad_blobs.len();
@@ -232,13 +246,13 @@ impl Repository {
         entries: &[pack::PackEntry],
         reader: &BlobReader,
         report: &mut CheckReport,
-        bad: &mut HashSet<ChunkId>,
+        bad: &mut HashSet<(PackId, ChunkId)>,
     ) -> Result<()> {
         let data = match self.backend.read(&pack_path(id)) {
             Ok(d) => d,
             Err(e) => {
                 report.errors.push(format!("pack {id}: {e}"));
-                bad.extend(entries.iter().map(|e| e.id));
+                bad.extend(entries.iter().map(|e| (*id, e.id)));
                 return Ok(());
             }
         };
@@ -257,7 +271,15 @@ impl Repository {
                 Ok(_) => report.blobs_verified += 1,
                 Err(why) => {
                     report.errors.push(format!("pack {id}: blob {}: {why}", e.id));
-                    bad.insert(e.id);
+                    // A delta that opens fine failed through a base: that is the base's damage,
+                    // spread along the chain below, not this copy's.
+                    let own = data
+                        .get(e.offset as usize..(e.offset as usize + e.length as usize))
+                        .and_then(|b| crate::blob::open_blob(&self.keys, &e.id, b).ok())
+                        .is_none_or(|o| o.bases.is_empty());
+                    if own {
+                        bad.insert((*id, e.id));
+                    }
                 }
             }
         }

@@ -11,7 +11,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, TransactionBehavior};
 
 use crate::backend::Backend;
 use crate::blob::BlobKind;
@@ -207,26 +207,7 @@ impl Index {
 
     /// Where a blob is, if any pack holds it.
     pub fn lookup(&self, id: &ChunkId) -> Result<Option<BlobLocation>> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT p.id, b.kind, b.offset, b.length, b.raw_len, b.depth FROM blobs b JOIN packs p ON p.pid = b.pid
-                 WHERE b.id = ?1 ORDER BY b.depth LIMIT 1",
-            )
-            .map_err(|e| self.err(e))?;
-        st.query_row([&id.0[..]], |r| {
-            let pack: Vec<u8> = r.get(0)?;
-            Ok(BlobLocation {
-                pack: PackId::from_slice(&pack).unwrap_or(PackId([0; 32])),
-                kind: BlobKind::from_u8(r.get::<_, u8>(1)?).unwrap_or(BlobKind::Data),
-                offset: r.get(2)?,
-                length: r.get(3)?,
-                raw_len: r.get(4)?,
-                depth: r.get(5)?,
-            })
-        })
-        .optional()
-        .map_err(|e| self.err(e))
+        Ok(self.locations(id)?.into_iter().next())
     }
 
     /// Every indexed copy of a blob, the shortest delta chain first.

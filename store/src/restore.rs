@@ -88,17 +88,23 @@ impl BlobReader {
         }
     }
 
-    /// The sealed bytes of a blob.
-    pub(crate) fn read_sealed(&self, id: &ChunkId) -> Result<Vec<u8>> {
-        // A copy whose pack went (a prune finished meanwhile) is skipped for the next one.
-        let mut missing = Error::MissingBlob { id: *id };
+    /// The first copy of a blob that authenticates: a damaged copy is passed over for another
+    /// (a backup after `cairn check` found damage stores the chunk again).
+    fn open_any_copy(&self, id: &ChunkId) -> Result<blob::Opened> {
+        let mut first_err = None;
         for loc in self.index.locations(id)? {
-            match self.read_sealed_at(id, &loc) {
-                Err(e @ Error::MissingPack { .. }) => missing = e,
-                r => return r,
+            let r = self
+                .read_sealed_at(id, &loc)
+                .and_then(|sealed| blob::open_blob(&self.keys, id, &sealed));
+            match r {
+                Ok(o) => return Ok(o),
+                Err(e @ (Error::MissingPack { .. } | Error::Corrupt { .. })) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
             }
         }
-        Err(missing)
+        Err(first_err.unwrap_or(Error::MissingBlob { id: *id }))
     }
 
     fn read_sealed_at(&self, id: &ChunkId, loc: &crate::index::BlobLocation) -> Result<Vec<u8>> {
@@ -168,7 +174,7 @@ impl BlobReader {
         if level > MAX_CHAIN {
             return Err(corrupt(format!("blob {id}"), "delta chain too deep (or cyclic)"));
         }
-        let opened = blob::open_blob(&self.keys, id, &self.read_sealed(id)?)?;
+        let opened = self.open_any_copy(id)?;
         let prefix = self.bases_prefix(id, &opened.bases, level + 1, verify_all)?;
         let verify = verify_all || level == 0;
         let data = Arc::new(if verify {

@@ -10,7 +10,9 @@
 //! - a pack whose index rows differ from its trailer is indexed again from the trailer, with a
 //!   warning;
 //! - a pack marked for deletion (`deletion.rs`) when the backup started is not used;
-//! - a delta is used only if every base of its chain resolves the same way.
+//! - a delta is used only if every base of its chain resolves the same way;
+//! - a copy that the last `cairn check` on this host found damaged is not used, so the chunk
+//!   is stored again (and restores read the new copy).
 //!
 //! Every pack relied on is remembered. At commit the backup reads the deletion markers again:
 //! a pack it relies on that a marker names without the backup's own lock (the one race
@@ -32,11 +34,58 @@ use crate::pack::{self, PackEntry};
 /// Longest delta chain followed when checking a delta's bases (chains are bounded at 32).
 const MAX_CHAIN: usize = 40;
 
+/// The file in the cache directory where `cairn check` leaves the damaged copies it found.
+fn damage_file(cache_dir: &std::path::Path, repo: &crate::id::RepoId) -> std::path::PathBuf {
+    cache_dir.join(repo.to_hex()).join("damaged")
+}
+
+/// Records the damaged copies (`pack blob` per line) a check found, so that backups on this
+/// host store those chunks again instead of deduplicating against them. Earlier findings for
+/// packs this check did not read (`read(pack)` false) are kept.
+pub(crate) fn record_damage(
+    cache_dir: &std::path::Path,
+    repo: &crate::id::RepoId,
+    found: &HashSet<(PackId, ChunkId)>,
+    read: impl Fn(&PackId) -> bool,
+) -> Result<()> {
+    let path = damage_file(cache_dir, repo);
+    let mut all: Vec<(PackId, ChunkId)> = load_damage(cache_dir, repo)
+        .into_iter()
+        .filter(|(p, _)| !read(p))
+        .chain(found.iter().copied())
+        .collect();
+    all.sort();
+    all.dedup();
+    if all.is_empty() {
+        let _ = std::fs::remove_file(&path);
+        return Ok(());
+    }
+    let text: String = all.iter().map(|(p, b)| format!("{p} {b}\n")).collect();
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text)
+        .and_then(|_| std::fs::rename(&tmp, &path))
+        .map_err(|source| Error::Io { path, source })
+}
+
+/// The damaged copies recorded by the last check (none if it found none or never ran here).
+pub(crate) fn load_damage(cache_dir: &std::path::Path, repo: &crate::id::RepoId) -> HashSet<(PackId, ChunkId)> {
+    std::fs::read_to_string(damage_file(cache_dir, repo))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (p, b) = l.split_once(' ')?;
+            Some((p.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
+}
+
 pub(crate) struct Trust {
     backend: Arc<dyn Backend>,
     keys: Keys,
     /// Packs marked for deletion when the backup started.
     marked: HashSet<PackId>,
+    /// Copies `cairn check` found damaged: never relied on.
+    damaged: HashSet<(PackId, ChunkId)>,
     /// Its own connection, for the rows it heals.
     index: Mutex<Index>,
     /// Packs whose trailer was read: usable or not.
@@ -61,6 +110,7 @@ impl Trust {
         backend: Arc<dyn Backend>,
         keys: Keys,
         marked: HashSet<PackId>,
+        damaged: HashSet<(PackId, ChunkId)>,
         index: Index,
         warnings: Arc<Mutex<Vec<String>>>,
     ) -> Self {
@@ -68,6 +118,7 @@ impl Trust {
             backend,
             keys,
             marked,
+            damaged,
             index: Mutex::new(index),
             packs: Mutex::default(),
             chains: Mutex::default(),
@@ -141,7 +192,7 @@ impl Trust {
                 continue;
             }
             for loc in locs {
-                if !self.pack_ok(&loc.pack)? {
+                if self.damaged.contains(&(loc.pack, *id)) || !self.pack_ok(&loc.pack)? {
                     continue;
                 }
                 if loc.kind == BlobKind::Delta && !self.chain_ok(idx, id, level)? {

@@ -126,6 +126,21 @@ impl Env {
     }
 }
 
+/// `prefix... PROGRAM ARGS...` with `base`'s program, arguments and environment: runs a command
+/// under a wrapper (strace, unshare, script, sh).
+pub fn wrapped(base: &Command, prefix: &[&str]) -> Command {
+    let (prog, rest) = prefix.split_first().expect("a wrapper program");
+    let mut c = Command::new(prog);
+    c.args(rest).arg(base.get_program()).args(base.get_args());
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

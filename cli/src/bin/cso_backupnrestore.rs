@@ -331,7 +331,10 @@ fn details(g: &GlobalOpts, name: &str) -> Result<ExitCode> {
 fn main() -> ExitCode {
     cairn_cli::start();
     cairn_cli::set_cso();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return cairn_cli::clap_exit(e),
+    };
     cairn_cli::forget_key_env();
     let plan = match plan(&cli) {
         Ok(p) => p,
