@@ -116,9 +116,12 @@ fn elasticsearch_snapshot_restore_reindex_and_disaster_recovery() {
 
     let report = restore(&env, &["--config", &cfg, "restore", "s1"]);
     assert!(verified(&report).contains("as in the snapshot"), "{report}");
-    let mut now = es.state();
-    now.retain(|(i, _, _)| i != "scratch");
-    assert_eq!(now, want);
+    // The index created since the snapshot is gone, and listed.
+    assert!(
+        verified(&report).contains("removed, not in the snapshot: index scratch"),
+        "{report}"
+    );
+    assert_eq!(es.state(), want);
     assert!(
         !env.path("es-snapshots/cairn-restore").exists(),
         "the restore scratch copy was left behind"
@@ -318,10 +321,17 @@ fn arangodb_dump_restore_and_disaster_recovery() {
     a.insert("shop", "orders", 90000, 7);
     a.call("DELETE", "/_db/shop/_api/collection/items", None);
     a.call("DELETE", "/_api/database/crm", None);
+    // Added since the snapshot: gone after the restore, and listed.
+    a.call("POST", "/_api/database", Some("{\"name\":\"later\"}"));
+    a.call("POST", "/_db/shop/_api/collection", Some("{\"name\":\"newer\"}"));
     assert_ne!(a.state(), want);
 
     let report = restore(&env, &["--config", &cfg, "restore", "s1"]);
     assert!(verified(&report).contains("as in the snapshot"), "{report}");
+    assert!(
+        verified(&report).contains("collection shop.newer") && verified(&report).contains("database later"),
+        "{report}"
+    );
     assert_eq!(a.state(), want);
 
     // Disaster recovery onto a fresh server holding only _system.
@@ -475,12 +485,18 @@ fn cassandra_snapshot_restore_and_disaster_recovery() {
     node.cql(
         &env,
         "DELETE FROM shop.orders WHERE id = 7; UPDATE shop.customers SET name = 'changed' WHERE id = 3;\n\
-         TRUNCATE logs.events; DROP TABLE shop.customers;",
+         TRUNCATE logs.events; DROP TABLE shop.customers;\n\
+         CREATE TABLE shop.later (id int PRIMARY KEY, v text);\n\
+         CREATE KEYSPACE newks WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1};\n\
+         CREATE TABLE newks.t (id int PRIMARY KEY);",
     );
     assert_ne!(node.state_lenient(&env), want);
 
     let report = restore(&env, &["--config", &cfg, "restore", "s1"]);
     assert!(verified(&report).contains("as in the snapshot"), "{report}");
+    for gone in ["table shop.later", "table newks.t", "keyspace newks"] {
+        assert!(verified(&report).contains(gone), "{gone}: {report}");
+    }
     assert_eq!(node.state(&env), want);
 
     // Disaster recovery onto a fresh node.

@@ -125,6 +125,38 @@ impl ArangoDb {
         Ok(self.cfg.databases.clone())
     }
 
+    /// The snapshot's state, not more: collections created since in the restored databases go,
+    /// and, when every database is backed up, databases created since (the safety snapshot
+    /// keeps them).
+    async fn remove_added_since(&self, ctx: &Ctx, want: &Counts) -> Result<()> {
+        let http = self.client()?;
+        let now = self.counts(&http, &want.keys().cloned().collect::<Vec<_>>()).await?;
+        for (db, colls) in &now {
+            for c in colls
+                .keys()
+                .filter(|c| !want.get(db).is_some_and(|w| w.contains_key(*c)))
+            {
+                http.call(
+                    "DELETE",
+                    &format!("/_db/{}/_api/collection/{}", segment(db), segment(c)),
+                    None,
+                )
+                .await?;
+                ctx.removed(format!("collection {db}.{c}"));
+            }
+        }
+        if self.cfg.databases.is_empty() {
+            for db in self.databases(&http).await? {
+                if db != "_system" && !want.contains_key(&db) {
+                    http.call("DELETE", &format!("/_api/database/{}", segment(&db)), None)
+                        .await?;
+                    ctx.removed(format!("database {db}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn counts(&self, http: &Http, dbs: &[String]) -> Result<Counts> {
         let mut out = Counts::new();
         for db in dbs {
@@ -264,12 +296,13 @@ impl Plugin for ArangoDb {
                 ]);
                 process::output(&mut c).await?;
             }
-            Ok(())
+            Ok::<_, Error>(())
         }
         .await;
         let _ = std::fs::remove_file(&conf);
         let _ = std::fs::remove_dir_all(&dump);
-        r
+        r?;
+        self.remove_added_since(ctx, &counts).await
     }
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {

@@ -450,6 +450,26 @@ impl Plugin for Cassandra {
             self.load_node(ctx, n, &staged, &tag).await?;
             let _ = std::fs::remove_dir_all(&staged);
         }
+        // The snapshot's state, not more: tables created since (in the backed-up keyspaces) go,
+        // and keyspaces left without tables (the safety snapshot keeps them).
+        if ctx.mode == Mode::Normal {
+            let before: BTreeSet<String> = names
+                .iter()
+                .map(|t| t.split('.').next().unwrap_or("").to_string())
+                .collect();
+            for t in self.tables().await? {
+                if tables.contains_key(&t) {
+                    continue;
+                }
+                self.cql(&format!("DROP TABLE {t};")).await?;
+                ctx.removed(format!("table {t}"));
+                let ks = t.split('.').next().unwrap_or("").to_string();
+                if !before.contains(&ks) && !self.tables().await?.iter().any(|x| x.starts_with(&format!("{ks}."))) {
+                    self.cql(&format!("DROP KEYSPACE {ks};")).await?;
+                    ctx.removed(format!("keyspace {ks}"));
+                }
+            }
+        }
         Ok(())
     }
 

@@ -433,7 +433,18 @@ impl Plugin for Elasticsearch {
             .await;
         let _ = std::fs::remove_dir_all(&scratch);
         result?;
-        unregistered.map(drop)
+        unregistered?;
+        // The snapshot's state, not more: open indices of the backed-up patterns created since
+        // go (the safety snapshot keeps them). Hidden (dot) indices are the cluster's own.
+        if ctx.mode == Mode::Normal {
+            for index in self.counts(&http).await?.keys() {
+                if !indices.contains(index) {
+                    http.call("DELETE", &format!("/{}", segment(index)), None).await?;
+                    ctx.removed(format!("index {index}"));
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
