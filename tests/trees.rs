@@ -37,7 +37,7 @@ fn describe(root: &Path) -> BTreeMap<Vec<u8>, String> {
         let mut xattrs = Vec::new();
         if let Ok(names) = xattr_names(&e) {
             for n in names {
-                if n.starts_with("user.") || n.starts_with("system.posix_acl") {
+                if n.starts_with("user.") || n.starts_with("system.posix_acl") || n.starts_with("security.") {
                     xattrs.push(n);
                 }
             }
@@ -137,6 +137,13 @@ fn trees_come_back_as_they_were() {
             src.join("sub").display()
         ));
     }
+    if have_attr && support::is_root() {
+        // The security namespace (where SELinux keeps its labels) is root's to set.
+        sh(&format!(
+            "setfattr -n security.cairn-test -v 'label' {}",
+            src.join("sub/a.txt").display()
+        ));
+    }
     if have_acl {
         sh(&format!("setfacl -m u:nobody:r {}", src.join("sub/deeper").display()));
         sh(&format!("setfacl -d -m u:nobody:rx {}", src.join("sub").display()));
@@ -161,6 +168,10 @@ fn trees_come_back_as_they_were() {
         assert_eq!(got.get(k), Some(v), "{:?}", String::from_utf8_lossy(k));
     }
     assert_eq!(want.len(), got.len());
+    if have_attr && support::is_root() {
+        let attrs = xattr_names(&restored.join("sub/a.txt")).unwrap();
+        assert!(attrs.iter().any(|a| a.starts_with("security.cairn-test=")), "{attrs:?}");
+    }
     let blocks = std::fs::metadata(restored.join("sparse.img")).unwrap().blocks();
     assert!(blocks < 1024, "the sparse file was restored with {blocks} blocks");
     assert!(
