@@ -4,7 +4,8 @@ use anyhow::Result;
 
 use crate::common::GlobalOpts;
 
-/// Remove stale locks left by dead processes (or, with --all, every lock).
+/// Remove locks of processes of this host that are provably gone (or, with --all, every lock:
+/// only when you know no cairn runs anywhere on this repository).
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Remove all locks, also those of running processes. Only when you know none is running.
