@@ -108,6 +108,9 @@ impl Opened {
     }
 }
 
+/// The largest chunk any repository's chunker cuts (`ChunkerParams::validate`: max <= 64 MiB).
+pub const MAX_RAW_LEN: usize = 64 << 20;
+
 /// Decrypts a blob and parses its header (and a delta's base list).
 pub fn open_blob(keys: &Keys, id: &ChunkId, sealed: &[u8]) -> Result<Opened> {
     let what = || format!("blob {id}");
@@ -118,6 +121,10 @@ pub fn open_blob(keys: &Keys, id: &ChunkId, sealed: &[u8]) -> Result<Opened> {
     let kind = BlobKind::from_u8(plain[0]).ok_or_else(|| corrupt(what(), format!("unknown blob kind {}", plain[0])))?;
     let compression = plain[1];
     let raw_len = u32::from_le_bytes(plain[2..6].try_into().unwrap()) as usize;
+    // Decoding allocates `raw_len`: never more than the largest chunk a chunker may cut.
+    if raw_len > MAX_RAW_LEN {
+        return Err(corrupt(what(), format!("raw length {raw_len} exceeds {MAX_RAW_LEN}")));
+    }
     let mut bases = Vec::new();
     let mut payload_at = HEADER_LEN;
     if kind == BlobKind::Delta {
@@ -348,5 +355,49 @@ mod tests {
             .encode_delta(&keys, &id, &data, &[bid], &base, 50)
             .unwrap()
             .is_none());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Any authenticated plaintext, however malformed, is an error or a blob: never a
+            /// panic, and decoding never allocates more than `MAX_RAW_LEN`.
+            #[test]
+            fn any_blob_plaintext_parses_or_fails_cleanly(plain in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let keys = Keys::new(Secrets::generate());
+                let id = ChunkId([9; 32]);
+                let sealed = keys.seal(&aad(&id), &plain);
+                if let Ok(o) = open_blob(&keys, &id, &sealed) {
+                    prop_assert!(o.raw_len <= MAX_RAW_LEN);
+                    let _ = o.finish_unverified(&id, &[]);
+                }
+            }
+
+            /// Mutating a real blob's plaintext: still an error or a blob, never a panic.
+            #[test]
+            fn mutated_blob_plaintext_never_panics(data in proptest::collection::vec(any::<u8>(), 1..3000),
+                                                   at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+                let keys = Keys::new(Secrets::generate());
+                let id = keys.chunk_id(&data);
+                let mut enc = Encoder::new(3);
+                let sealed = enc.encode(&keys, &id, BlobKind::Data, &data).unwrap();
+                let mut plain = keys.open("t", &aad(&id), &sealed).unwrap();
+                let i = at.index(plain.len());
+                plain[i] = byte;
+                let resealed = keys.seal(&aad(&id), &plain);
+                if let Ok(o) = open_blob(&keys, &id, &resealed) {
+                    let _ = o.finish(&keys, &id, &[]);
+                }
+            }
+
+            /// Bytes that were never sealed do not authenticate.
+            #[test]
+            fn random_bytes_are_not_a_blob(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+                let keys = Keys::new(Secrets::generate());
+                prop_assert!(open_blob(&keys, &ChunkId([1; 32]), &bytes).is_err());
+            }
+        }
     }
 }

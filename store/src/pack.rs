@@ -359,4 +359,60 @@ mod tests {
             }
         }
     }
+
+    mod props {
+        use super::*;
+        use crate::crypto::Secrets;
+        use proptest::prelude::*;
+
+        fn seal_trailer(keys: &Keys, plain: &[u8]) -> (u32, Vec<u8>) {
+            let len = (plain.len() + crate::crypto::SEAL_OVERHEAD) as u32;
+            (len, keys.seal(&trailer_aad(len), plain))
+        }
+
+        proptest! {
+            /// Any authenticated trailer plaintext parses or fails cleanly, with no allocation
+            /// beyond its own length (the entry count is checked against it).
+            #[test]
+            fn any_trailer_plaintext_parses_or_fails_cleanly(plain in proptest::collection::vec(any::<u8>(), 0..600),
+                                                             blobs_end in any::<u64>()) {
+                let keys = Keys::new(Secrets::generate());
+                let (len, sealed) = seal_trailer(&keys, &plain);
+                if let Ok(entries) = parse_trailer(&keys, &PackId([3; 32]), len, &sealed, blobs_end) {
+                    for e in entries {
+                        prop_assert!(e.offset as u64 + e.length as u64 <= blobs_end);
+                    }
+                }
+            }
+
+            /// A real trailer with one byte changed (before sealing): never a panic; unchanged,
+            /// it parses back to what was written.
+            #[test]
+            fn mutated_trailers_never_panic(n in 1usize..6, at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+                let keys = Keys::new(Secrets::generate());
+                let mut plain = vec![TRAILER_VERSION];
+                plain.extend_from_slice(&(n as u32).to_le_bytes());
+                for i in 0..n {
+                    plain.extend_from_slice(&[i as u8; 32]);
+                    let kind = if i % 2 == 1 { BlobKind::Delta } else { BlobKind::Data };
+                    plain.push(kind as u8);
+                    plain.extend_from_slice(&((i * 100) as u32).to_le_bytes());
+                    plain.extend_from_slice(&100u32.to_le_bytes());
+                    plain.extend_from_slice(&200u32.to_le_bytes());
+                    if kind == BlobKind::Delta {
+                        plain.push(1);
+                        plain.push(1);
+                        plain.extend_from_slice(&[7; 32]);
+                    }
+                }
+                let (len, sealed) = seal_trailer(&keys, &plain);
+                let ok = parse_trailer(&keys, &PackId([3; 32]), len, &sealed, 10_000).unwrap();
+                prop_assert_eq!(ok.len(), n);
+                let i = at.index(plain.len());
+                plain[i] = byte;
+                let (len, sealed) = seal_trailer(&keys, &plain);
+                let _ = parse_trailer(&keys, &PackId([3; 32]), len, &sealed, 10_000);
+            }
+        }
+    }
 }

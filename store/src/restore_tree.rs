@@ -510,4 +510,22 @@ mod tests {
         assert_eq!(components(b"").unwrap().len(), 0);
         assert_eq!(components(b"a/b\xff/c\nd").unwrap().len(), 3);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever bytes a listing holds, accepted components are plain names.
+            #[test]
+            fn components_are_plain_names(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+                if let Ok(comps) = components(&bytes) {
+                    for c in comps {
+                        let b = c.as_bytes();
+                        prop_assert!(!b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/') && !b.contains(&0));
+                    }
+                }
+            }
+        }
+    }
 }

@@ -241,3 +241,64 @@ pub(crate) fn encode_record(r: &ChunkRef, out: &mut Vec<u8>) {
     out.extend_from_slice(r.0.as_bytes());
     out.extend_from_slice(&r.1.to_le_bytes());
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Chunk-list records split at any point parse back to what was encoded.
+        #[test]
+        fn records_round_trip_whatever_the_split(ids in proptest::collection::vec((any::<[u8; 32]>(), any::<u32>()), 0..50),
+                                                 cut in any::<prop::sample::Index>()) {
+            let refs: Vec<ChunkRef> = ids.iter().map(|(i, l)| ChunkRef(ChunkId(*i), *l)).collect();
+            let mut bytes = Vec::new();
+            for r in &refs {
+                encode_record(r, &mut bytes);
+            }
+            let at = if bytes.is_empty() { 0 } else { cut.index(bytes.len() + 1) };
+            let (mut carry, mut out) = (Vec::new(), Vec::new());
+            parse_records(&mut carry, &bytes[..at], &mut out);
+            parse_records(&mut carry, &bytes[at..], &mut out);
+            prop_assert!(carry.is_empty());
+            prop_assert_eq!(out, refs);
+        }
+
+        /// Random bytes as records: never a panic; what is not a whole record is carried.
+        #[test]
+        fn random_records_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..500)) {
+            let (mut carry, mut out) = (Vec::new(), Vec::new());
+            parse_records(&mut carry, &bytes, &mut out);
+            prop_assert_eq!(out.len(), bytes.len() / LIST_RECORD);
+            prop_assert_eq!(carry.len(), bytes.len() % LIST_RECORD);
+        }
+
+        /// Manifests and tree listing lines: mutated JSON is an error or a value, never a panic,
+        /// and the raw name fields never panic either.
+        #[test]
+        fn mutated_manifests_and_listings_never_panic(at in any::<prop::sample::Index>(), byte in any::<u8>(),
+                                                      raw in "[0-9a-fz]{0,12}") {
+            let entry = TreeEntry {
+                path: "a/b".into(), entry_type: EntryType::File, mode: 0o644, uid: 0, gid: 0, mtime: 1,
+                mtime_nsec: 0, target: None, content: None, raw_path: Some(raw.clone()),
+                raw_target: Some(raw), link: Some(0), xattrs: vec![("user.a".into(), "00".into())],
+            };
+            let mut line = serde_json::to_vec(&entry).unwrap();
+            let i = at.index(line.len());
+            line[i] = byte;
+            if let Ok(e) = serde_json::from_slice::<TreeEntry>(&line) {
+                let _ = e.path_bytes();
+                let _ = e.target_bytes();
+            }
+            let snap = Snapshot {
+                version: 1, name: "n".into(), time: 0, host: "h".into(), tags: vec![], status: Status::Complete,
+                duration_secs: 0.0, items: vec![], stats: Stats::default(), meta: BTreeMap::new(),
+            };
+            let mut json = serde_json::to_vec(&snap).unwrap();
+            let j = at.index(json.len());
+            json[j] = byte;
+            let _ = serde_json::from_slice::<Snapshot>(&json);
+        }
+    }
+}

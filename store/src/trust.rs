@@ -269,4 +269,21 @@ mod tests {
         assert!(!same_entries(a.clone(), &[entry(1, 0)]), "a phantom row");
         assert!(!same_entries(a, &[entry(1, 0), entry(2, 11)]), "a wrong offset");
     }
+
+    #[test]
+    fn the_damage_file_round_trips_and_ignores_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = crate::id::RepoId([4; 32]);
+        std::fs::create_dir_all(dir.path().join(repo.to_hex())).unwrap();
+        let found: HashSet<(PackId, ChunkId)> = [(PackId([1; 32]), ChunkId([2; 32]))].into();
+        record_damage(dir.path(), &repo, &found, |_| true).unwrap();
+        assert_eq!(load_damage(dir.path(), &repo), found);
+        let path = damage_file(dir.path(), &repo);
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("garbage\nzz 12\n\u{0}\n");
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(load_damage(dir.path(), &repo), found, "garbage lines are skipped");
+        record_damage(dir.path(), &repo, &HashSet::new(), |_| true).unwrap();
+        assert!(!path.exists(), "a clean check leaves no file");
+    }
 }
