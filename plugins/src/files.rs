@@ -97,26 +97,18 @@ impl Plugin for Files {
                 let raw = e.path_bytes().map_err(Error::Plugin)?;
                 known.insert(p.join(std::ffi::OsStr::from_bytes(&raw)));
             }
-            let extra: Vec<PathBuf> = walkdir::WalkDir::new(p)
-                .follow_links(false)
-                .into_iter()
-                .filter_entry(|e| known.contains(e.path()))
-                .flatten()
-                .flat_map(|e| {
-                    // Children of a known directory that are not known themselves.
-                    let dir = e.path().to_path_buf();
-                    let is_dir = e.file_type().is_dir();
-                    is_dir
-                        .then(|| std::fs::read_dir(&dir).ok())
-                        .flatten()
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .map(|c| c.path())
-                        .filter(|c| !known.contains(c))
-                        .collect::<Vec<_>>()
-                })
-                .collect();
+            // Entries not in the snapshot, outermost only (a directory goes with what is in it).
+            let mut extra: Vec<PathBuf> = Vec::new();
+            let mut walk = walkdir::WalkDir::new(p).follow_links(false).into_iter();
+            while let Some(e) = walk.next() {
+                let Ok(e) = e else { continue };
+                if !known.contains(e.path()) {
+                    if e.file_type().is_dir() {
+                        walk.skip_current_dir();
+                    }
+                    extra.push(e.into_path());
+                }
+            }
             for x in extra {
                 let md = x.symlink_metadata().map_err(Error::io(x.display().to_string()))?;
                 if md.is_dir() {

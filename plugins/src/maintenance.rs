@@ -36,13 +36,7 @@ impl Status {
     /// Whether the run that turned maintenance mode on is proven gone (killed, crashed): then
     /// nobody will turn it off, and the next run takes it over.
     pub fn holder_gone(&self) -> bool {
-        if self.pidns.is_none() || self.pidns != cairn_store::lock::current_pidns() {
-            return false;
-        }
-        match cairn_store::lock::process_start(self.pid) {
-            None => true,
-            Some(now) => self.start.is_some_and(|s| s != now),
-        }
+        cairn_store::lock::process_gone(self.pid, self.pidns.as_deref(), self.start)
     }
 }
 

@@ -81,11 +81,12 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
 /// empty, `.` or `..` parts, so that no item can be restored outside its target.
 pub fn validate_item_name(name: &str) -> Result<()> {
     validate_name("item name", name)?;
-    if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
-        return Err(Error::Invalid(format!(
+    // The rule a restore applies to every stored path, applied before anything is stored.
+    crate::restore_tree::components(name.as_bytes()).map_err(|_| {
+        Error::Invalid(format!(
             "item name {name:?} must be a relative path without empty, \".\" or \"..\" parts"
-        )));
-    }
+        ))
+    })?;
     Ok(())
 }
 
@@ -684,9 +685,7 @@ impl Repository {
         }
         // A name held only by a failed snapshot may be taken again (the failed one is replaced
         // at commit); a complete snapshot's name never.
-        if self.snapshot_exists(&name) && self.snapshot(&name).map(|s| s.is_complete()).unwrap_or(true) {
-            return Err(Error::SnapshotExists(name));
-        }
+        self.held_by_failed(&name)?;
         let lock = self.lock(LockMode::Backup, &format!("backup {name}"))?;
         self.local.clean_stale_temp()?;
         // Markers after the lock: a marker written later records this backup's lock.
@@ -1079,14 +1078,10 @@ impl Backup {
         if !at_risk.is_empty() {
             self.rescue(&at_risk, &snap.items)?;
         }
-        if self.repo.snapshot_exists(&snap.name) {
-            match self.repo.snapshot(&snap.name) {
-                Ok(old) if !old.is_complete() => self
-                    .repo
-                    .backend
-                    .remove(&crate::snapshot::manifest_path(&self.repo.snapshot_id(&snap.name)))?,
-                _ => return Err(Error::SnapshotExists(snap.name.clone())),
-            }
+        if self.repo.held_by_failed(&snap.name)? {
+            self.repo
+                .backend
+                .remove(&crate::snapshot::manifest_path(&self.repo.snapshot_id(&snap.name)))?;
         }
         self.repo.write_manifest(&snap)?;
         Ok(snap)

@@ -108,6 +108,16 @@ impl Opened {
     }
 }
 
+/// Whether a blob's own bytes are intact: it authenticates and parses and, unless it is a delta
+/// (as good as its bases, which are judged on their own), decodes to its id.
+pub fn intact_alone(keys: &Keys, id: &ChunkId, sealed: &[u8]) -> bool {
+    match open_blob(keys, id, sealed) {
+        Err(_) => false,
+        Ok(o) if !o.bases.is_empty() => true,
+        Ok(o) => o.finish(keys, id, &[]).is_ok(),
+    }
+}
+
 /// The largest chunk any repository's chunker cuts (`ChunkerParams::validate`: max <= 64 MiB).
 pub const MAX_RAW_LEN: usize = 64 << 20;
 

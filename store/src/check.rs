@@ -273,10 +273,9 @@ impl Repository {
                     report.errors.push(format!("pack {id}: blob {}: {why}", e.id));
                     // A delta that opens fine failed through a base: that is the base's damage,
                     // spread along the chain below, not this copy's.
-                    let own = data
+                    let own = !data
                         .get(e.offset as usize..(e.offset as usize + e.length as usize))
-                        .and_then(|b| crate::blob::open_blob(&self.keys, &e.id, b).ok())
-                        .is_none_or(|o| o.bases.is_empty());
+                        .is_some_and(|b| crate::blob::intact_alone(&self.keys, &e.id, b));
                     if own {
                         bad.insert((*id, e.id));
                     }

@@ -81,6 +81,19 @@ pub fn current_pidns() -> Option<String> {
         .map(|p| p.to_string_lossy().into_owned())
 }
 
+/// Whether process `pid` of this host, recorded with its pid namespace and start time, is
+/// proven gone: the namespace is this process's, and no such pid runs or the one that does
+/// started at another time. Without a namespace recorded nothing can be proven.
+pub fn process_gone(pid: u32, pidns: Option<&str>, start: Option<u64>) -> bool {
+    if pidns.is_none() || pidns.map(str::to_string) != current_pidns() {
+        return false;
+    }
+    match process_start(pid) {
+        None => true,
+        Some(now) => start.is_some_and(|s| s != now),
+    }
+}
+
 /// When a process started (field 22 of `/proc/<pid>/stat`), or `None` if it is not running.
 pub fn process_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -100,17 +113,7 @@ impl LockInfo {
 
     /// Whether the holder is proven gone (see the module documentation); never judged by age.
     pub fn is_dead(&self) -> bool {
-        if self.host != hostname() {
-            return false;
-        }
-        match (&self.pidns, current_pidns()) {
-            (Some(theirs), Some(ours)) if *theirs == ours => {}
-            _ => return false,
-        }
-        match process_start(self.pid) {
-            None => true,
-            Some(now) => self.start.is_some_and(|s| s != now),
-        }
+        self.host == hostname() && process_gone(self.pid, self.pidns.as_deref(), self.start)
     }
 
     /// Whether a lock of `mode` must wait for this one.

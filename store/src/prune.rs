@@ -448,7 +448,7 @@ impl Repository {
                 .packs
                 .iter()
                 .copied()
-                .filter(|p| !gone.contains(p) && fate_of.get(p).is_some_and(|(_, f)| *f != Fate::Keep))
+                .filter(|p| !due.contains(p) && fate_of.get(p).is_some_and(|(_, f)| *f != Fate::Keep))
                 .collect();
             if rest.len() == m.marker.packs.len() {
                 continue;

@@ -18,7 +18,7 @@ use std::collections::HashSet;
 
 use serde::Serialize;
 
-use crate::blob::{self, BlobKind};
+use crate::blob;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId, SnapshotId};
 use crate::index::Index;
@@ -57,15 +57,6 @@ pub struct RepairSnapshotsReport {
     pub resumed: usize,
 }
 
-/// Whether a blob's own bytes are intact: it authenticates and, unless a delta (whose bases are
-/// judged on their own), decodes to its id.
-fn blob_intact(repo: &Repository, e: &PackEntry, sealed: &[u8]) -> bool {
-    if e.kind == BlobKind::Delta {
-        return blob::open_blob(&repo.keys, &e.id, sealed).is_ok();
-    }
-    blob::decode(&repo.keys, &e.id, sealed).is_ok()
-}
-
 impl Repository {
     /// Deletes unreadable packs and rewrites packs with damaged blobs without them.
     pub fn repair_packs(&self, dry_run: bool, progress: &dyn Progress) -> Result<RepairPacksReport> {
@@ -100,7 +91,7 @@ impl Repository {
             let blob = |e: &PackEntry| data.get(e.offset as usize..e.offset as usize + e.length as usize);
             let (good, bad): (Vec<&PackEntry>, Vec<&PackEntry>) = entries
                 .iter()
-                .partition(|e| blob(e).is_some_and(|b| blob_intact(self, e, b)));
+                .partition(|e| blob(e).is_some_and(|b| blob::intact_alone(&self.keys, &e.id, b)));
             if bad.is_empty() {
                 continue;
             }

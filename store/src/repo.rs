@@ -306,6 +306,19 @@ impl Repository {
         Ok(())
     }
 
+    /// Whether a new snapshot may take `name`: `false` when it is free, `true` when a failed
+    /// snapshot holds it (the new one replaces it); `SnapshotExists` when a complete snapshot,
+    /// or a manifest that cannot be read, holds it.
+    pub(crate) fn held_by_failed(&self, name: &str) -> Result<bool> {
+        if !self.snapshot_exists(name) {
+            return Ok(false);
+        }
+        match self.snapshot(name) {
+            Ok(s) if !s.is_complete() => Ok(true),
+            _ => Err(Error::SnapshotExists(name.into())),
+        }
+    }
+
     pub fn snapshot_exists(&self, name: &str) -> bool {
         self.backend.exists(&manifest_path(&self.snapshot_id(name)))
     }

@@ -273,10 +273,10 @@ struct ParentCache {
 
 impl ParentCache {
     fn get(&mut self, root: BorrowedFd, comps: &[&OsStr]) -> std::result::Result<BorrowedFd<'_>, Errno> {
-        let key: Vec<Vec<u8>> = comps.iter().map(|c| c.as_bytes().to_vec()).collect();
-        if self.fd.is_none() || self.path != key {
+        let same = self.path.len() == comps.len() && self.path.iter().zip(comps).all(|(a, b)| a == b.as_bytes());
+        if self.fd.is_none() || !same {
             self.fd = Some(open_dir(root, comps)?);
-            self.path = key;
+            self.path = comps.iter().map(|c| c.as_bytes().to_vec()).collect();
         }
         Ok(self.fd.as_ref().expect("set above").as_fd())
     }

@@ -62,7 +62,9 @@ pub(crate) fn record_damage(
     }
     let text: String = all.iter().map(|(p, b)| format!("{p} {b}\n")).collect();
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text)
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = crate::backend::create_private_file(&tmp)?;
+    std::io::Write::write_all(&mut f, text.as_bytes())
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(|source| Error::Io { path, source })
 }
@@ -131,12 +133,14 @@ impl Trust {
         self.warnings.lock().unwrap().push(w);
     }
 
-    /// Whether a pack may be relied on, reading its trailer the first time.
-    fn pack_ok(&self, id: &PackId) -> Result<bool> {
+    /// Whether a pack may be relied on, reading its trailer the first time; and whether that
+    /// first read changed what the index says of it (rows replaced or dropped).
+    fn pack_ok(&self, id: &PackId) -> Result<(bool, bool)> {
         let mut packs = self.packs.lock().unwrap();
         if let Some(ok) = packs.get(id) {
-            return Ok(*ok);
+            return Ok((*ok, false));
         }
+        let mut reindexed = false;
         let ok = if self.marked.contains(id) {
             false
         } else {
@@ -148,6 +152,7 @@ impl Trust {
                             "the index cache was wrong about pack {id}; indexed it again from the pack"
                         ));
                         idx.replace_pack(id, size, &entries)?;
+                        reindexed = true;
                     }
                     true
                 }
@@ -156,6 +161,7 @@ impl Trust {
                         "the index cache named pack {id}, which is not in the repository; dropped it"
                     ));
                     idx.remove_pack(id)?;
+                    reindexed = true;
                     false
                 }
                 Err(e) => {
@@ -165,7 +171,7 @@ impl Trust {
             }
         };
         packs.insert(*id, ok);
-        Ok(ok)
+        Ok((ok, reindexed))
     }
 
     /// A copy of `id` this backup may rely on, if any.
@@ -177,22 +183,19 @@ impl Trust {
         if level > MAX_CHAIN {
             return Ok(None);
         }
-        let mut checked = HashSet::new();
-        // Reading a trailer may re-index its pack: ask again until every named pack is checked.
+        // Reading a trailer may re-index its pack: then ask the index again. A pack is read
+        // once per backup, so this asks at most once more per pack named.
         loop {
             let locs = idx.locations(id)?;
-            let mut fresh = false;
+            let mut reindexed = false;
             for loc in &locs {
-                if checked.insert(loc.pack) {
-                    fresh = true;
-                    self.pack_ok(&loc.pack)?;
-                }
+                reindexed |= self.pack_ok(&loc.pack)?.1;
             }
-            if fresh {
+            if reindexed {
                 continue;
             }
             for loc in locs {
-                if self.damaged.contains(&(loc.pack, *id)) || !self.pack_ok(&loc.pack)? {
+                if self.damaged.contains(&(loc.pack, *id)) || !self.pack_ok(&loc.pack)?.0 {
                     continue;
                 }
                 if loc.kind == BlobKind::Delta && !self.chain_ok(idx, id, level)? {
