@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use cairn_plugins::config::Loaded;
-use cairn_store::{Credentials, NewKey, OpenOptions, Progress, Repository};
+use cairn_store::{Credentials, Location, NewKey, OpenOptions, Progress, Repository};
 use clap::Args;
 
 fn no_passphrase() -> &'static str {
@@ -98,8 +98,13 @@ impl GlobalOpts {
         g
     }
 
-    pub fn repo_path(&self) -> PathBuf {
-        self.repo.clone().unwrap_or_else(|| PathBuf::from("/backups"))
+    /// The repository's location: `--repo`, `CAIRN_REPO` or the configuration, else `/backups`.
+    pub fn repo_location(&self) -> Result<Location> {
+        let repo = self.repo.clone().unwrap_or_else(|| PathBuf::from("/backups"));
+        let text = repo
+            .to_str()
+            .ok_or_else(|| anyhow::anyhow!("repository location {} is not UTF-8", repo.display()))?;
+        Ok(Location::parse(text)?)
     }
 
     pub fn open_options(&self) -> OpenOptions {
@@ -175,7 +180,7 @@ impl GlobalOpts {
     /// Opens the repository from these options alone.
     pub fn open_exact(&self) -> Result<Repository> {
         Ok(Repository::open(
-            &self.repo_path(),
+            &self.repo_location()?,
             &self.credentials()?,
             self.open_options(),
         )?)

@@ -73,7 +73,7 @@ pub async fn enter(loaded: &Loaded, reason: &str) -> Result<bool> {
         return Ok(true);
     }
     let dir = loaded.state_dir();
-    cairn_store::backend::create_private_dir(&dir).map_err(|e| Error::Plugin(e.to_string()))?;
+    cairn_store::create_private_dir(&dir).map_err(|e| Error::Plugin(e.to_string()))?;
     process::run_configured(loaded.config.maintenance.enter.as_deref())
         .await
         .map_err(|e| Error::Plugin(format!("entering maintenance mode: {e}")))?;

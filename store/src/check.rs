@@ -15,8 +15,8 @@ use crate::error::Result;
 use crate::id::{ChunkId, PackId};
 use crate::pack::{self, pack_path};
 use crate::progress::Progress;
+use crate::read::BlobReader;
 use crate::repo::Repository;
-use crate::restore::BlobReader;
 
 /// How much pack data to read.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -67,11 +67,11 @@ impl Repository {
     pub(crate) fn check_unlocked(&self, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
         let mut report = CheckReport::default();
         let mut idx = crate::index::Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
-        let sync = idx.sync(self.backend.as_ref(), &self.keys)?;
+        let sync = idx.sync(self.store.as_ref(), &self.keys)?;
         for (id, e) in &sync.unreadable {
             report.errors.push(format!("pack {id}: {e}"));
         }
-        let leftovers = self.backend.list("tmp")?;
+        let leftovers = self.store.leftovers()?;
         if !leftovers.is_empty() {
             report.warnings.push(format!(
                 "{} temporary file(s) in tmp/ from interrupted or running backups (removed by the next backup on their host)",
@@ -100,12 +100,12 @@ impl Repository {
         let data_reader = BlobReader::with_cache(
             self,
             idx.reopen()?,
-            crate::cache::ChunkCache::shared(crate::restore::CACHE_BYTES),
+            crate::cache::ChunkCache::shared(crate::read::CACHE_BYTES),
         );
         progress.start("check packs", Some(total_read));
         for (id, size) in &packs {
             let entries = idx.pack_entries(id)?;
-            match self.backend.size(&pack_path(id)) {
+            match self.store.size(&pack_path(id)) {
                 Ok(s) if s == *size => {}
                 Ok(s) => {
                     report.errors.push(format!(
@@ -120,7 +120,7 @@ impl Repository {
                     continue;
                 }
             }
-            if let Err(e) = pack::read_trailer(self.backend.as_ref(), &self.keys, id) {
+            if let Err(e) = pack::read_trailer(self.store.as_ref(), &self.keys, id) {
                 report.errors.push(e.to_string());
                 damaged.extend(entries.iter().map(|e| (*id, e.id)));
                 continue;
@@ -248,7 +248,7 @@ impl Repository {
         report: &mut CheckReport,
         bad: &mut HashSet<(PackId, ChunkId)>,
     ) -> Result<()> {
-        let data = match self.backend.read(&pack_path(id)) {
+        let data = match self.store.get(&pack_path(id)) {
             Ok(d) => d,
             Err(e) => {
                 report.errors.push(format!("pack {id}: {e}"));

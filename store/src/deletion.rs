@@ -20,7 +20,7 @@
 //! pack. A marker written after that records the backup's lock, except in one narrow race (the
 //! prune listed locks just before the backup took its lock, and wrote the marker just after the
 //! backup read the markers); for that, a backup reads the markers again before it commits and
-//! copies what it needs out of packs marked without its lock ([`crate::backup`]).
+//! copies what it needs out of packs marked without its lock ([`crate::write`]).
 //!
 //! Markers are never changed: a prune that keeps some packs of a marker writes a new marker with
 //! the rest and then removes the old one. A crash leaves at worst a marker whose packs are gone
@@ -30,10 +30,10 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
 use crate::crypto::Keys;
 use crate::error::{corrupt, Result};
 use crate::id::PackId;
+use crate::storage::ObjectStore;
 
 pub const DIR: &str = "deletions";
 const VERSION: u32 = 1;
@@ -55,7 +55,7 @@ impl Marker {
         Self {
             version: VERSION,
             time,
-            host: crate::backend::hostname(),
+            host: crate::util::hostname(),
             packs,
             locks,
         }
@@ -69,17 +69,17 @@ fn aad(name: &str) -> Vec<u8> {
 }
 
 /// Writes a new marker; returns its name.
-pub fn write(backend: &dyn Backend, keys: &Keys, marker: &Marker) -> Result<String> {
+pub fn write(store: &dyn ObjectStore, keys: &Keys, marker: &Marker) -> Result<String> {
     let name = hex::encode(rand::random::<[u8; 16]>());
     let sealed = keys.seal(&aad(&name), &serde_json::to_vec(marker).expect("marker serialises"));
-    backend.write_new(&format!("{DIR}/{name}"), &sealed)?;
+    store.put(&format!("{DIR}/{name}"), &sealed)?;
     Ok(name)
 }
 
 /// Reads one marker.
-pub fn read(backend: &dyn Backend, keys: &Keys, name: &str) -> Result<Marker> {
+pub fn read(store: &dyn ObjectStore, keys: &Keys, name: &str) -> Result<Marker> {
     let what = format!("deletion marker {DIR}/{name}");
-    let sealed = backend.read(&format!("{DIR}/{name}"))?;
+    let sealed = store.get(&format!("{DIR}/{name}"))?;
     let plain = keys.open(&what, &aad(name), &sealed)?;
     let m: Marker = serde_json::from_slice(&plain).map_err(|e| corrupt(&what, e.to_string()))?;
     if m.version != VERSION {
@@ -90,11 +90,11 @@ pub fn read(backend: &dyn Backend, keys: &Keys, name: &str) -> Result<Marker> {
 
 /// Every marker, with what it says or why it could not be read. A marker removed between the
 /// listing and the read (its prune finished) is left out.
-pub fn list(backend: &dyn Backend, keys: &Keys) -> Result<Vec<(String, Result<Marker>)>> {
+pub fn list(store: &dyn ObjectStore, keys: &Keys) -> Result<Vec<(String, Result<Marker>)>> {
     let mut out = Vec::new();
-    for name in backend.list(DIR)? {
-        match read(backend, keys, &name) {
-            Err(crate::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+    for name in crate::storage::names_in(store, DIR)? {
+        match read(store, keys, &name) {
+            Err(crate::Error::NotFound(_)) => {}
             r => out.push((name, r)),
         }
     }
@@ -103,9 +103,9 @@ pub fn list(backend: &dyn Backend, keys: &Keys) -> Result<Vec<(String, Result<Ma
 
 /// The packs some readable marker names, each with the lock names its marker recorded.
 /// Unreadable markers are skipped here (prune reports them; `cairn repair snapshots` removes them).
-pub fn marked(backend: &dyn Backend, keys: &Keys) -> Result<Vec<(PackId, Vec<String>)>> {
+pub fn marked(store: &dyn ObjectStore, keys: &Keys) -> Result<Vec<(PackId, Vec<String>)>> {
     let mut out = Vec::new();
-    for (_, m) in list(backend, keys)? {
+    for (_, m) in list(store, keys)? {
         if let Ok(m) = m {
             out.extend(m.packs.iter().map(|p| (*p, m.locks.clone())));
         }
@@ -114,24 +114,24 @@ pub fn marked(backend: &dyn Backend, keys: &Keys) -> Result<Vec<(PackId, Vec<Str
 }
 
 /// The marked packs, whatever lock their markers recorded.
-pub fn marked_set(backend: &dyn Backend, keys: &Keys) -> Result<HashSet<PackId>> {
-    Ok(marked(backend, keys)?.into_iter().map(|(p, _)| p).collect())
+pub fn marked_set(store: &dyn ObjectStore, keys: &Keys) -> Result<HashSet<PackId>> {
+    Ok(marked(store, keys)?.into_iter().map(|(p, _)| p).collect())
 }
 
-pub fn remove(backend: &dyn Backend, name: &str) -> Result<()> {
-    backend.remove(&format!("{DIR}/{name}"))
+pub fn remove(store: &dyn ObjectStore, name: &str) -> Result<()> {
+    store.delete(&format!("{DIR}/{name}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::LocalBackend;
     use crate::crypto::Secrets;
+    use crate::storage::LocalStore;
 
     #[test]
     fn markers_round_trip_and_are_bound_to_their_name() {
         let dir = tempfile::tempdir().unwrap();
-        let be = LocalBackend::new(dir.path());
+        let be = LocalStore::create(dir.path()).unwrap();
         let keys = Keys::new(Secrets::generate());
         let m = Marker::new(1_800_000_000, vec![PackId([7; 32])], vec!["ab".into()]);
         let name = write(&be, &keys, &m).unwrap();
@@ -141,8 +141,8 @@ mod tests {
             vec![(PackId([7; 32]), vec!["ab".to_string()])]
         );
         // Moved to another name, it no longer authenticates.
-        let data = be.read(&format!("{DIR}/{name}")).unwrap();
-        be.write_new(&format!("{DIR}/other"), &data).unwrap();
+        let data = be.get(&format!("{DIR}/{name}")).unwrap();
+        be.put(&format!("{DIR}/other"), &data).unwrap();
         assert!(read(&be, &keys, "other").is_err());
         assert_eq!(marked_set(&be, &keys).unwrap().len(), 1, "the moved copy is skipped");
     }

@@ -14,16 +14,19 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// An object (or file) that is not there; never used for a failure to ask (storage contract 4).
+    #[error("{0}: not found")]
+    NotFound(String),
     #[error("no Cairn repository at {0} (run `cairn init` first, or pass --repo / CAIRN_REPO)")]
-    NoRepository(PathBuf),
+    NoRepository(String),
     #[error("{0} already exists and is not empty; refusing to create a repository there")]
-    AlreadyExists(PathBuf),
+    AlreadyExists(String),
     #[error("{path} is not a Cairn repository: {reason}")]
-    ForeignRepository { path: PathBuf, reason: String },
+    ForeignRepository { path: String, reason: String },
     #[error("repository format version {found} is newer than this cairn understands ({supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
     #[error("wrong passphrase or identity: none of the {tried} key file(s) in {keys_dir} could be unlocked")]
-    WrongKey { tried: usize, keys_dir: PathBuf },
+    WrongKey { tried: usize, keys_dir: String },
     #[error("key error: {0}")]
     Key(String),
     #[error("integrity error in {what}: {reason}")]

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, TransactionBehavior};
 
-use crate::backend::Backend;
 use crate::blob::BlobKind;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId, RepoId};
 use crate::pack::{self, FinishedPack, PackEntry};
+use crate::storage::ObjectStore;
 
 /// Bumped whenever the schema changes; an index of another version is simply rebuilt.
 const SCHEMA_VERSION: i64 = 2;
@@ -104,7 +104,7 @@ impl Index {
     /// rebuilds it from the pack trailers, so no damage to the cache stops a command.
     pub fn open(cache_dir: &Path, repo_id: &RepoId) -> Result<Self> {
         let dir = cache_dir.join(repo_id.to_hex());
-        crate::backend::create_private_dir(&dir)?;
+        crate::util::create_private_dir(&dir)?;
         let path = dir.join("index.sqlite");
         let flagged = damage_flag(&path).exists();
         if !flagged {
@@ -148,7 +148,7 @@ impl Index {
 
     pub fn open_path(path: &Path) -> Result<Self> {
         let conn = Connection::open(path).map_err(|source| index_error(path, source))?;
-        crate::backend::make_private(path)?;
+        crate::util::make_private(path)?;
         let idx = Self {
             conn,
             path: path.into(),
@@ -425,47 +425,43 @@ impl Index {
 
     /// Brings the cache in line with the packs in the repository: indexes packs it has not seen
     /// (written by a crashed run, another process or another host) and drops packs that are gone.
-    /// Works one `packs/xx` directory at a time, so memory is bounded by one directory listing.
-    pub fn sync(&mut self, backend: &dyn Backend, keys: &Keys) -> Result<SyncStats> {
+    /// One listing of `packs/` (one paginated listing on an object store), not one per directory.
+    pub fn sync(&mut self, store: &dyn ObjectStore, keys: &Keys) -> Result<SyncStats> {
         let mut stats = SyncStats::default();
+        // The index first, then the listing: a pack another process publishes (and indexes) in
+        // between is then merely found in the listing again, never taken for deleted.
+        let mut known = std::collections::HashSet::new();
         for b in 0..=255u8 {
-            let dir = format!("packs/{b:02x}");
-            // The index first, then the directory: a pack another process publishes (and
-            // indexes) in between is then merely found on disk again, never taken for deleted.
-            let known = self.packs_with_prefix(b)?;
-            let on_disk: Vec<PackId> = backend
-                .list(&dir)?
-                .iter()
-                .filter_map(|n| pack::parse_pack_name(n))
-                .collect();
-            let known_set: std::collections::HashSet<PackId> = known.iter().map(|k| k.0).collect();
-            let disk_set: std::collections::HashSet<PackId> = on_disk.iter().copied().collect();
-            for id in &on_disk {
-                if !known_set.contains(id) {
-                    match pack::read_trailer(backend, keys, id) {
-                        Ok((size, entries)) => {
-                            self.add_entries(id, size, &entries)?;
-                            stats.packs_added += 1;
-                        }
-                        Err(e) => stats.unreadable.push((*id, e.to_string())),
+            known.extend(self.packs_with_prefix(b)?.into_iter().map(|k| k.0));
+        }
+        let listed: std::collections::HashSet<PackId> = store
+            .list("packs/")?
+            .iter()
+            .filter_map(|o| o.name.rsplit('/').next().and_then(pack::parse_pack_name))
+            .collect();
+        for id in &listed {
+            if !known.contains(id) {
+                match pack::read_trailer(store, keys, id) {
+                    Ok((size, entries)) => {
+                        self.add_entries(id, size, &entries)?;
+                        stats.packs_added += 1;
                     }
+                    Err(e) => stats.unreadable.push((*id, e.to_string())),
                 }
             }
-            for (id, _) in &known {
-                if !disk_set.contains(id) {
-                    self.remove_pack(id)?;
-                    stats.packs_removed += 1;
-                }
-            }
+        }
+        for id in known.difference(&listed) {
+            self.remove_pack(id)?;
+            stats.packs_removed += 1;
         }
         Ok(stats)
     }
 
     /// Throws the cache away and reads every pack trailer again.
-    pub fn rebuild(&mut self, backend: &dyn Backend, keys: &Keys) -> Result<SyncStats> {
+    pub fn rebuild(&mut self, store: &dyn ObjectStore, keys: &Keys) -> Result<SyncStats> {
         self.conn
             .execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM bases;")
             .map_err(|e| self.err(e))?;
-        self.sync(backend, keys)
+        self.sync(store, keys)
     }
 }

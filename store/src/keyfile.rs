@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use age::secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Backend;
 use crate::crypto::Secrets;
 use crate::error::{Error, Result};
 use crate::id::RepoId;
+use crate::storage::ObjectStore;
 
 const KEYFILE_VERSION: u32 = 1;
 /// Highest scrypt work factor accepted when unlocking (age's own default ceiling is 22).
@@ -78,7 +78,7 @@ pub struct KeyInfo {
 }
 
 pub(crate) fn write_key(
-    backend: &dyn Backend,
+    store: &dyn ObjectStore,
     repo_id: &RepoId,
     secrets: &Secrets,
     new: &NewKey,
@@ -88,7 +88,7 @@ pub(crate) fn write_key(
         version: KEYFILE_VERSION,
         repo_id: *repo_id,
         created: crate::util::format_rfc3339(crate::util::now_unix()),
-        host: crate::backend::hostname(),
+        host: crate::util::hostname(),
         label: label.to_string(),
         secrets: secrets.clone(),
     };
@@ -120,7 +120,7 @@ pub(crate) fn write_key(
         .and_then(|_| w.finish().map(|_| ()))
         .map_err(|e| Error::Key(e.to_string()))?;
     let id = hex::encode(rand::random::<[u8; 8]>());
-    backend.write_new(&format!("keys/{id}"), &out)?;
+    store.put(&format!("keys/{id}"), &out)?;
     Ok(id)
 }
 
@@ -212,11 +212,11 @@ fn try_unlock(data: &[u8], ids: &[Box<dyn age::Identity>]) -> Option<KeyFileBody
 }
 
 /// Tries every key file; returns the id of the one that opened, the repo id and the secrets.
-pub(crate) fn unlock(backend: &dyn Backend, creds: &Credentials) -> Result<(String, RepoId, Secrets)> {
+pub(crate) fn unlock(store: &dyn ObjectStore, creds: &Credentials) -> Result<(String, RepoId, Secrets)> {
     let ids = identities(creds)?;
-    let names = backend.list("keys")?;
+    let names = crate::storage::names_in(store, "keys")?;
     for name in &names {
-        let data = backend.read(&format!("keys/{name}"))?;
+        let data = store.get(&format!("keys/{name}"))?;
         // Skip files whose recipient type cannot match, to avoid a pointless scrypt run.
         let kind = stanza_kind(&data);
         let wanted = match creds {
@@ -238,7 +238,7 @@ pub(crate) fn unlock(backend: &dyn Backend, creds: &Credentials) -> Result<(Stri
     }
     Err(Error::WrongKey {
         tried: names.len(),
-        keys_dir: backend.location().join("keys"),
+        keys_dir: store.location().describe("keys"),
     })
 }
 
@@ -250,10 +250,10 @@ fn stanza_kind(data: &[u8]) -> Option<String> {
     line[3..].split_whitespace().next().map(str::to_string)
 }
 
-pub(crate) fn list(backend: &dyn Backend, current: &str) -> Result<Vec<KeyInfo>> {
+pub(crate) fn list(store: &dyn ObjectStore, current: &str) -> Result<Vec<KeyInfo>> {
     let mut out = Vec::new();
-    for name in backend.list("keys")? {
-        let data = backend.read(&format!("keys/{name}"))?;
+    for name in crate::storage::names_in(store, "keys")? {
+        let data = store.get(&format!("keys/{name}"))?;
         let kind = match stanza_kind(&data).as_deref() {
             Some("scrypt") => "passphrase".to_string(),
             Some("X25519") => "x25519".to_string(),

@@ -1,14 +1,15 @@
 //! # cairn-store
 //!
 //! Cairn's repository, which knows nothing of databases: named streams and file trees go in,
-//! snapshots come out. Data takes this path (each step in its own module):
+//! snapshots come out. Data takes this path (`docs/architecture.md` draws it):
 //!
 //! [`chunker`] cuts content-defined chunks → [`crypto`] names each by a keyed hash → the
-//! [`index`] drops chunks already stored → [`blob`] compresses and seals the rest → [`pack`]
-//! gathers them into pack files → a [`snapshot`] manifest records what an item is made of.
-//! [`backup`] runs that as a threaded pipeline; [`restore`] and [`check`] read it back.
-//! Files reach storage only through the [`backend`] contract, and [`lock`] keeps exclusive work
-//! away from running backups. `docs/format.md` specifies every byte.
+//! [`write`] path drops chunks its [`write::ChunkDestination`] already holds, picks delta bases
+//! through a [`write::BaseSelector`], and [`blob`] compresses and seals the rest → [`pack`]
+//! gathers them into pack files, put through the [`storage`] contract → the [`index`] cache
+//! records them → a [`snapshot`] manifest records what an item is made of. Restore, check and
+//! prune read back through one read path. [`lock`] and [`deletion`] keep prune and repair from
+//! taking what a running backup relies on. `docs/format.md` specifies every byte.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -17,9 +18,9 @@
 //! let dir = tempfile::tempdir().unwrap();
 //! let opts = OpenOptions { cache_dir: dir.path().join("cache"), ..Default::default() };
 //! let key = NewKey::Passphrase { passphrase: "pw".to_string().into(), log_n: Some(10) };
-//! Repository::init(&dir.path().join("repo"), &key, &InitOptions::default(), opts.clone()).unwrap();
+//! Repository::init(&dir.path().join("repo").into(), &key, &InitOptions::default(), opts.clone()).unwrap();
 //!
-//! let repo = Repository::open(&dir.path().join("repo"), &Credentials::Passphrase("pw".to_string().into()), opts).unwrap();
+//! let repo = Repository::open(&dir.path().join("repo").into(), &Credentials::Passphrase("pw".to_string().into()), opts).unwrap();
 //! let backup = repo.backup(BackupOptions { name: Some("first".into()), ..Default::default() }, Arc::new(NoProgress)).unwrap();
 //! backup.add_stream("greeting", &b"hello, world"[..]).unwrap();
 //! backup.commit().unwrap();
@@ -30,8 +31,6 @@
 //! assert_eq!(repo.snapshots().unwrap().len(), 1);
 //! ```
 
-pub mod backend;
-pub mod backup;
 pub mod blob;
 pub(crate) mod cache;
 pub mod check;
@@ -44,19 +43,22 @@ pub mod id;
 pub mod index;
 pub(crate) mod keyfile;
 pub mod lock;
+pub(crate) mod manifest;
 pub mod pack;
 pub mod progress;
 pub mod prune;
+pub(crate) mod read;
 pub mod repair;
 pub(crate) mod repo;
 pub mod restore;
 pub(crate) mod restore_tree;
 pub mod retention;
 pub mod snapshot;
+pub mod storage;
 pub(crate) mod trust;
 pub(crate) mod util;
+pub mod write;
 
-pub use backup::{validate_item_name, validate_name, Backup, BackupOptions};
 pub use check::{CheckOptions, CheckReport, ReadData};
 pub use chunker::ChunkerParams;
 pub use config::{Config, DeltaConfig, InitOptions, FORMAT_VERSION};
@@ -69,4 +71,6 @@ pub use repo::{default_cache_dir, OpenOptions, Repository};
 pub use restore::RestoreOptions;
 pub use retention::{parse_duration, Decision, Entry as RetentionEntry, Policy};
 pub use snapshot::{Item, ItemKind, Snapshot, Stats, Status};
-pub use util::{civil, format_rfc3339, now_unix, Civil};
+pub use storage::{Location, ObjectStore};
+pub use util::{civil, create_private_dir, format_rfc3339, hostname, now_unix, Civil};
+pub use write::{validate_item_name, validate_name, Backup, BackupOptions};

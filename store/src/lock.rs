@@ -29,9 +29,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{hostname, Backend};
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
+use crate::storage::ObjectStore;
+use crate::util::hostname;
 use crate::util::{format_rfc3339, now_unix};
 
 /// What a lock allows beside it.
@@ -149,7 +150,7 @@ fn aad(name: &str) -> Vec<u8> {
     a
 }
 
-fn write_lock(backend: &dyn Backend, keys: &Keys, mode: LockMode, purpose: &str) -> Result<String> {
+fn write_lock(store: &dyn ObjectStore, keys: &Keys, mode: LockMode, purpose: &str) -> Result<String> {
     let name = hex::encode(rand::random::<[u8; 16]>());
     let pid = std::process::id();
     let info = LockInfo {
@@ -163,15 +164,15 @@ fn write_lock(backend: &dyn Backend, keys: &Keys, mode: LockMode, purpose: &str)
         purpose: purpose.into(),
     };
     let sealed = keys.seal(&aad(&name), &serde_json::to_vec(&info).expect("lock serialises"));
-    backend.write_new(&format!("locks/{name}"), &sealed)?;
+    store.put(&format!("locks/{name}"), &sealed)?;
     Ok(name)
 }
 
 /// Every lock file with what it says (or why it could not be read).
-pub fn list(backend: &dyn Backend, keys: &Keys) -> Result<Vec<(String, std::result::Result<LockInfo, String>)>> {
+pub fn list(store: &dyn ObjectStore, keys: &Keys) -> Result<Vec<(String, std::result::Result<LockInfo, String>)>> {
     let mut out = Vec::new();
-    for name in backend.list("locks")? {
-        let info = match backend.read(&format!("locks/{name}")) {
+    for name in crate::storage::names_in(store, "locks")? {
+        let info = match store.get(&format!("locks/{name}")) {
             Ok(data) => keys
                 .open(&format!("lock {name}"), &aad(&name), &data)
                 .map_err(|e| e.to_string())
@@ -186,7 +187,7 @@ pub fn list(backend: &dyn Backend, keys: &Keys) -> Result<Vec<(String, std::resu
 
 /// A held lock; dropping it releases the lock.
 pub struct LockGuard {
-    backend: Arc<dyn Backend>,
+    store: Arc<dyn ObjectStore>,
     name: String,
 }
 
@@ -199,9 +200,9 @@ enum Obstacle {
     Other(String),
 }
 
-fn obstacle(backend: &dyn Backend, keys: &Keys, ours: &str, mode: LockMode) -> Result<Obstacle> {
+fn obstacle(store: &dyn ObjectStore, keys: &Keys, ours: &str, mode: LockMode) -> Result<Obstacle> {
     let mut holders = None;
-    for (name, info) in list(backend, keys)? {
+    for (name, info) in list(store, keys)? {
         if name == ours {
             continue;
         }
@@ -223,7 +224,7 @@ fn obstacle(backend: &dyn Backend, keys: &Keys, ours: &str, mode: LockMode) -> R
 impl LockGuard {
     /// Takes a lock, waiting up to `wait` for conflicting locks to go away.
     pub fn acquire(
-        backend: Arc<dyn Backend>,
+        store: Arc<dyn ObjectStore>,
         keys: &Keys,
         mode: LockMode,
         purpose: &str,
@@ -232,22 +233,22 @@ impl LockGuard {
         let start = Instant::now();
         let mut delay = Duration::from_millis(200);
         loop {
-            let ours = write_lock(backend.as_ref(), keys, mode, purpose)?;
+            let ours = write_lock(store.as_ref(), keys, mode, purpose)?;
             let why = loop {
-                match obstacle(backend.as_ref(), keys, &ours, mode) {
-                    Ok(Obstacle::None) => return Ok(Self { backend, name: ours }),
+                match obstacle(store.as_ref(), keys, &ours, mode) {
+                    Ok(Obstacle::None) => return Ok(Self { store, name: ours }),
                     Ok(Obstacle::Holders(_)) if start.elapsed() < wait => {
                         // Our file stays, so new shared takers back off while these finish.
                         std::thread::sleep(Duration::from_millis(100 + rand::random::<u64>() % 100));
                     }
                     Ok(Obstacle::Holders(why)) | Ok(Obstacle::Other(why)) => break why,
                     Err(e) => {
-                        let _ = backend.remove(&format!("locks/{ours}"));
+                        let _ = store.delete(&format!("locks/{ours}"));
                         return Err(e);
                     }
                 }
             };
-            backend.remove(&format!("locks/{ours}"))?;
+            store.delete(&format!("locks/{ours}"))?;
             if start.elapsed() >= wait {
                 return Err(Error::Locked(format!(
                     "{why}; if that process is gone for good, `cairn unlock` removes locks of dead \
@@ -267,20 +268,20 @@ impl LockGuard {
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        let _ = self.backend.remove(&format!("locks/{}", self.name));
+        let _ = self.store.delete(&format!("locks/{}", self.name));
     }
 }
 
 /// Removes locks of dead processes (every lock with `all`); returns what was removed.
-pub fn unlock(backend: &dyn Backend, keys: &Keys, all: bool) -> Result<Vec<String>> {
+pub fn unlock(store: &dyn ObjectStore, keys: &Keys, all: bool) -> Result<Vec<String>> {
     let mut removed = Vec::new();
-    for (name, info) in list(backend, keys)? {
+    for (name, info) in list(store, keys)? {
         let dead = match &info {
             Ok(i) => i.is_dead(),
             Err(_) => false,
         };
         if all || dead {
-            backend.remove(&format!("locks/{name}"))?;
+            store.delete(&format!("locks/{name}"))?;
             removed.push(match info {
                 Ok(i) => i.describe(),
                 Err(e) => format!("unreadable lock {name} ({e})"),
@@ -293,17 +294,17 @@ pub fn unlock(backend: &dyn Backend, keys: &Keys, all: bool) -> Result<Vec<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::LocalBackend;
     use crate::crypto::Secrets;
+    use crate::storage::LocalStore;
 
-    fn setup() -> (tempfile::TempDir, Arc<dyn Backend>, Keys) {
+    fn setup() -> (tempfile::TempDir, Arc<dyn ObjectStore>, Keys) {
         let dir = tempfile::tempdir().unwrap();
-        let be: Arc<dyn Backend> = Arc::new(LocalBackend::new(dir.path()));
+        let be: Arc<dyn ObjectStore> = Arc::new(LocalStore::create(dir.path()).unwrap());
         (dir, be, Keys::new(Secrets::generate()))
     }
 
-    fn plant(be: &dyn Backend, keys: &Keys, name: &str, info: &LockInfo) {
-        be.write_new(
+    fn plant(be: &dyn ObjectStore, keys: &Keys, name: &str, info: &LockInfo) {
+        be.put(
             &format!("locks/{name}"),
             &keys.seal(&aad(name), &serde_json::to_vec(info).unwrap()),
         )
@@ -337,7 +338,7 @@ mod tests {
         assert!(take(LockMode::Shared).is_err());
         assert!(take(LockMode::Prune).is_err());
         drop((b, p));
-        assert!(be.list("locks").unwrap().is_empty());
+        assert!(crate::storage::names_in(be.as_ref(), "locks").unwrap().is_empty());
         let x = take(LockMode::Exclusive).unwrap();
         assert!(take(LockMode::Backup).is_err());
         drop(x);
@@ -374,7 +375,10 @@ mod tests {
         );
         let removed = unlock(be.as_ref(), &keys, false).unwrap();
         assert_eq!(removed.len(), 1, "{removed:?}");
-        assert_eq!(be.list("locks").unwrap(), vec!["otherns".to_string()]);
+        assert_eq!(
+            crate::storage::names_in(be.as_ref(), "locks").unwrap(),
+            vec!["otherns".to_string()]
+        );
         assert_eq!(unlock(be.as_ref(), &keys, true).unwrap().len(), 1);
     }
 

@@ -11,11 +11,11 @@
 //! A pack's id is the plain BLAKE3 hash of the whole file; it is stored as `packs/xx/<id>` where
 //! `xx` is the first byte of the id in hex.
 
-use crate::backend::{Backend, TempFile};
 use crate::blob::BlobKind;
 use crate::crypto::Keys;
 use crate::error::{corrupt, Result};
 use crate::id::{ChunkId, PackId};
+use crate::storage::ObjectStore;
 
 const ENTRY_LEN: usize = 32 + 1 + 4 + 4 + 4;
 const TRAILER_VERSION: u8 = 2;
@@ -52,9 +52,9 @@ fn trailer_aad(len: u32) -> [u8; 25] {
     a
 }
 
-/// Builds one pack in a temp file.
+/// Builds one pack in memory; [`PackWriter::finish`] puts it as one whole object.
 pub struct PackWriter {
-    file: TempFile,
+    buf: Vec<u8>,
     hasher: blake3::Hasher,
     entries: Vec<PackEntry>,
 }
@@ -67,18 +67,24 @@ pub struct FinishedPack {
     pub entries: Vec<PackEntry>,
 }
 
+impl Default for PackWriter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PackWriter {
-    pub fn new(backend: &dyn Backend) -> Result<Self> {
-        Ok(Self {
-            file: backend.temp_file()?,
+    pub fn new() -> Self {
+        Self {
+            buf: Vec::new(),
             hasher: blake3::Hasher::new(),
             entries: Vec::new(),
-        })
+        }
     }
 
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
-        self.file.len()
+        self.buf.len() as u64
     }
 
     pub fn is_empty(&self) -> bool {
@@ -95,8 +101,8 @@ impl PackWriter {
         depth: u8,
     ) -> Result<()> {
         let offset =
-            u32::try_from(self.file.len()).map_err(|_| crate::error::Error::Invalid("pack exceeds 4 GiB".into()))?;
-        self.file.write_all(sealed)?;
+            u32::try_from(self.buf.len()).map_err(|_| crate::error::Error::Invalid("pack exceeds 4 GiB".into()))?;
+        self.buf.extend_from_slice(sealed);
         self.hasher.update(sealed);
         self.entries.push(PackEntry {
             id,
@@ -110,8 +116,9 @@ impl PackWriter {
         Ok(())
     }
 
-    /// Appends the trailer, fsyncs and publishes the pack under its content hash.
-    pub fn finish(mut self, keys: &Keys) -> Result<FinishedPack> {
+    /// Appends the trailer and puts the pack under its content hash (the object store makes it
+    /// visible only whole and durable).
+    pub fn finish(mut self, store: &dyn ObjectStore, keys: &Keys) -> Result<FinishedPack> {
         let mut plain = Vec::with_capacity(5 + self.entries.len() * ENTRY_LEN);
         plain.push(TRAILER_VERSION);
         plain.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
@@ -133,11 +140,11 @@ impl PackWriter {
         let mut tail = keys.seal(&trailer_aad(sealed_len), &plain);
         debug_assert_eq!(tail.len() as u32, sealed_len);
         tail.extend_from_slice(&sealed_len.to_le_bytes());
-        self.file.write_all(&tail)?;
+        self.buf.extend_from_slice(&tail);
         self.hasher.update(&tail);
         let id = PackId(*self.hasher.finalize().as_bytes());
-        let size = self.file.len();
-        self.file.publish(&pack_path(&id))?;
+        let size = self.buf.len() as u64;
+        store.put(&pack_path(&id), &self.buf)?;
         Ok(FinishedPack {
             id,
             size,
@@ -149,7 +156,7 @@ impl PackWriter {
 /// Copies sealed blobs into new packs, authenticating each on the way so a damaged blob is
 /// never spread (prune's repacking, a backup's rescue of blobs from packs marked for deletion).
 pub(crate) struct Copier<'a> {
-    backend: &'a dyn Backend,
+    store: &'a dyn ObjectStore,
     keys: &'a Keys,
     pack_size: u64,
     writer: Option<PackWriter>,
@@ -158,9 +165,9 @@ pub(crate) struct Copier<'a> {
 }
 
 impl<'a> Copier<'a> {
-    pub fn new(backend: &'a dyn Backend, keys: &'a Keys, pack_size: u64) -> Self {
+    pub fn new(store: &'a dyn ObjectStore, keys: &'a Keys, pack_size: u64) -> Self {
         Self {
-            backend,
+            store,
             keys,
             pack_size,
             writer: None,
@@ -175,12 +182,14 @@ impl<'a> Copier<'a> {
         let opened = crate::blob::open_blob(self.keys, &e.id, sealed)?;
         let w = match &mut self.writer {
             Some(w) => w,
-            None => self.writer.insert(PackWriter::new(self.backend)?),
+            None => self.writer.insert(PackWriter::new()),
         };
         w.add(e.id, e.kind, e.raw_len, sealed, &opened.bases, e.depth)?;
         self.bytes += sealed.len() as u64;
         if w.len() >= self.pack_size {
-            return Ok(Some(self.writer.take().expect("present").finish(self.keys)?));
+            return Ok(Some(
+                self.writer.take().expect("present").finish(self.store, self.keys)?,
+            ));
         }
         Ok(None)
     }
@@ -188,26 +197,26 @@ impl<'a> Copier<'a> {
     /// Publishes the last, partly filled pack, if any.
     pub fn finish(mut self) -> Result<Option<FinishedPack>> {
         match self.writer.take() {
-            Some(w) if !w.is_empty() => Ok(Some(w.finish(self.keys)?)),
+            Some(w) if !w.is_empty() => Ok(Some(w.finish(self.store, self.keys)?)),
             _ => Ok(None),
         }
     }
 }
 
 /// Reads and authenticates a pack's trailer.
-pub fn read_trailer(backend: &dyn Backend, keys: &Keys, id: &PackId) -> Result<(u64, Vec<PackEntry>)> {
+pub fn read_trailer(store: &dyn ObjectStore, keys: &Keys, id: &PackId) -> Result<(u64, Vec<PackEntry>)> {
     let path = pack_path(id);
-    let size = backend.size(&path)?;
+    let size = store.size(&path)?;
     let what = format!("pack {id}");
     if size < 4 {
         return Err(corrupt(what, "shorter than its trailer length field"));
     }
-    let len_bytes = backend.read_at(&path, size - 4, 4)?;
+    let len_bytes = store.get_range(&path, size - 4, 4)?;
     let tlen = u32::from_le_bytes(len_bytes.try_into().unwrap());
     if tlen as u64 + 4 > size {
         return Err(corrupt(what, "trailer length exceeds the file (truncated?)"));
     }
-    let sealed = backend.read_at(&path, size - 4 - tlen as u64, tlen as usize)?;
+    let sealed = store.get_range(&path, size - 4 - tlen as u64, tlen as usize)?;
     let entries = parse_trailer(keys, id, tlen, &sealed, size - 4 - tlen as u64)?;
     Ok((size, entries))
 }
@@ -273,25 +282,25 @@ pub fn parse_trailer(keys: &Keys, id: &PackId, tlen: u32, sealed: &[u8], blobs_e
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::LocalBackend;
     use crate::blob::{decode, Encoder};
     use crate::crypto::Secrets;
+    use crate::storage::LocalStore;
 
     #[test]
     fn write_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
-        let be = LocalBackend::new(dir.path());
+        let be = LocalStore::create(dir.path()).unwrap();
         let keys = Keys::new(Secrets::generate());
         let mut enc = Encoder::new(3);
-        let mut w = PackWriter::new(&be).unwrap();
+        let mut w = PackWriter::new();
         let datas: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; 1000 * (i + 1)]).collect();
         for d in &datas {
             let id = keys.chunk_id(d);
             let sealed = enc.encode(&keys, &id, BlobKind::Data, d).unwrap();
             w.add(id, BlobKind::Data, d.len() as u32, &sealed, &[], 0).unwrap();
         }
-        let fin = w.finish(&keys).unwrap();
-        let raw = be.read(&pack_path(&fin.id)).unwrap();
+        let fin = w.finish(&be, &keys).unwrap();
+        let raw = be.get(&pack_path(&fin.id)).unwrap();
         assert_eq!(*blake3::hash(&raw).as_bytes(), fin.id.0);
         let (size, entries) = read_trailer(&be, &keys, &fin.id).unwrap();
         assert_eq!(size, raw.len() as u64);
@@ -315,10 +324,10 @@ mod tests {
     #[test]
     fn garbage_and_mutated_packs_never_panic() {
         let dir = tempfile::tempdir().unwrap();
-        let be = LocalBackend::new(dir.path());
+        let be = LocalStore::create(dir.path()).unwrap();
         let keys = Keys::new(Secrets::generate());
         let mut enc = Encoder::new(1);
-        let mut w = PackWriter::new(&be).unwrap();
+        let mut w = PackWriter::new();
         for i in 0..3u8 {
             let d = vec![i; 500];
             let id = keys.chunk_id(&d);
@@ -332,7 +341,7 @@ mod tests {
             )
             .unwrap();
         }
-        let fin = w.finish(&keys).unwrap();
+        let fin = w.finish(&be, &keys).unwrap();
         let path = dir.path().join(pack_path(&fin.id));
         let good = std::fs::read(&path).unwrap();
         for round in 0..400u32 {

@@ -46,8 +46,8 @@ use crate::index::Index;
 use crate::lock::LockMode;
 use crate::pack::{pack_path, Copier, FinishedPack, PackEntry};
 use crate::progress::Progress;
+use crate::read::BlobReader;
 use crate::repo::Repository;
-use crate::restore::BlobReader;
 use crate::snapshot::{Item, Snapshot};
 use crate::util::now_unix;
 
@@ -126,13 +126,13 @@ impl Repository {
     pub fn forget(&self, names: &[String]) -> Result<()> {
         let _lock = self.freeing_lock(LockMode::Shared, "forget")?;
         for n in names {
-            if !self.snapshot_exists(n) {
+            if !self.snapshot_exists(n)? {
                 return Err(Error::UnknownSnapshot(n.clone()));
             }
         }
         for n in names {
-            self.backend
-                .remove(&crate::snapshot::manifest_path(&self.snapshot_id(n)))?;
+            self.store
+                .delete(&crate::snapshot::manifest_path(&self.snapshot_id(n)))?;
         }
         Ok(())
     }
@@ -171,7 +171,7 @@ impl Repository {
         let lock = self.freeing_lock(LockMode::Prune, "prune")?;
         let own = lock.as_ref().map_or("", |l| l.name());
         // Temp files of dead processes first: on a full disk they may be what fills it.
-        self.local.clean_stale_temp()?;
+        self.store.clean_up()?;
         let mut report = self.prune_once(opts, own, progress)?;
         if opts.grace.is_zero() && !opts.dry_run && report.packs_marked > 0 {
             let again = self.prune_once(opts, own, progress)?;
@@ -197,7 +197,7 @@ impl Repository {
         let locks: HashMap<String, Option<crate::lock::LockInfo>> =
             self.locks()?.into_iter().map(|(n, i)| (n, i.ok())).collect();
         let mut markers: Vec<MarkerState> = Vec::new();
-        for (name, m) in deletion::list(self.backend.as_ref(), &self.keys)? {
+        for (name, m) in deletion::list(self.store.as_ref(), &self.keys)? {
             let marker = match m {
                 Ok(m) => m,
                 Err(e) => {
@@ -216,8 +216,8 @@ impl Repository {
                 ));
                 let mut redated = marker.clone();
                 redated.time = now;
-                let new = deletion::write(self.backend.as_ref(), &self.keys, &redated)?;
-                deletion::remove(self.backend.as_ref(), &name)?;
+                let new = deletion::write(self.store.as_ref(), &self.keys, &redated)?;
+                deletion::remove(self.store.as_ref(), &name)?;
                 (new, redated)
             } else {
                 (name, marker)
@@ -371,7 +371,7 @@ impl Repository {
         let mut written: Vec<FinishedPack> = Vec::new();
         let repack: Vec<&(PackId, u64, Fate)> = fates.iter().filter(|f| f.2 == Fate::Repack).collect();
         progress.start("prune: repack", Some(repack.iter().map(|f| f.1).sum()));
-        let mut copier = Copier::new(self.backend.as_ref(), &self.keys, self.config.pack_size);
+        let mut copier = Copier::new(self.store.as_ref(), &self.keys, self.config.pack_size);
         for (id, size, _) in &repack {
             let entries = idx.pack_entries(id)?;
             let wanted: Vec<&PackEntry> = entries
@@ -388,7 +388,7 @@ impl Repository {
                 progress.advance(*size);
                 continue;
             }
-            let data = self.backend.read(&pack_path(id))?;
+            let data = self.store.get(&pack_path(id))?;
             for e in wanted {
                 let sealed = data
                     .get(e.offset as usize..e.offset as usize + e.length as usize)
@@ -432,12 +432,12 @@ impl Repository {
             idx.remove_pack(id)?;
         }
         for name in &report.failed_snapshots {
-            self.backend
-                .remove(&crate::snapshot::manifest_path(&self.snapshot_id(name)))?;
+            self.store
+                .delete(&crate::snapshot::manifest_path(&self.snapshot_id(name)))?;
         }
         progress.start("prune: delete", Some(gone.len() as u64));
         for id in &gone {
-            self.backend.remove(&pack_path(id))?;
+            self.store.delete(&pack_path(id))?;
             progress.advance(1);
             crate::util::crash_point("prune-deleting");
         }
@@ -456,9 +456,9 @@ impl Repository {
             if !rest.is_empty() {
                 let mut replaced = m.marker.clone();
                 replaced.packs = rest;
-                deletion::write(self.backend.as_ref(), &self.keys, &replaced)?;
+                deletion::write(self.store.as_ref(), &self.keys, &replaced)?;
             }
-            deletion::remove(self.backend.as_ref(), &m.name)?;
+            deletion::remove(self.store.as_ref(), &m.name)?;
         }
 
         // 5. Mark what goes next, with the locks present now.
@@ -475,7 +475,7 @@ impl Repository {
                 .filter(|n| n != own_lock)
                 .collect();
             deletion::write(
-                self.backend.as_ref(),
+                self.store.as_ref(),
                 &self.keys,
                 &Marker::new(now_unix(), to_mark, holders),
             )?;

@@ -25,8 +25,8 @@ use crate::index::Index;
 use crate::lock::LockMode;
 use crate::pack::{pack_path, Copier, PackEntry};
 use crate::progress::Progress;
+use crate::read::BlobReader;
 use crate::repo::Repository;
-use crate::restore::BlobReader;
 use crate::snapshot::{manifest_path, Item, Snapshot, Status};
 
 /// What `repair packs` found and did.
@@ -66,7 +66,7 @@ impl Repository {
             ..Default::default()
         };
         let mut idx = Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
-        let sync = idx.sync(self.backend.as_ref(), &self.keys)?;
+        let sync = idx.sync(self.store.as_ref(), &self.keys)?;
         let mut doomed: Vec<PackId> = Vec::new();
         for (id, why) in &sync.unreadable {
             report.packs_removed.push(format!("pack {id}: {why}"));
@@ -77,15 +77,15 @@ impl Repository {
             packs.extend(idx.packs_with_prefix(b)?);
         }
         progress.start("repair packs", Some(packs.iter().map(|p| p.1).sum()));
-        let mut copier = Copier::new(self.backend.as_ref(), &self.keys, self.config.pack_size);
+        let mut copier = Copier::new(self.store.as_ref(), &self.keys, self.config.pack_size);
         let mut written = Vec::new();
         for (id, size) in &packs {
             progress.advance(*size);
             report.packs_read += 1;
             let entries = idx.pack_entries(id)?;
-            let data = match self.backend.read(&pack_path(id)) {
+            let data = match self.store.get(&pack_path(id)) {
                 Ok(d) => d,
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(Error::NotFound(_)) => continue,
                 Err(e) => return Err(e),
             };
             let blob = |e: &PackEntry| data.get(e.offset as usize..e.offset as usize + e.length as usize);
@@ -127,7 +127,7 @@ impl Repository {
                 idx.remove_pack(id)?;
             }
             for id in &doomed {
-                self.backend.remove(&pack_path(id))?;
+                self.store.delete(&pack_path(id))?;
             }
         }
         drop(idx);
@@ -145,34 +145,34 @@ impl Repository {
             ..Default::default()
         };
         // A repair interrupted after removing a manifest: put the old one back, then redo.
-        for name in self.backend.list("snapshots")? {
+        for name in crate::storage::names_in(self.store.as_ref(), "snapshots")? {
             let Some(id) = name.strip_suffix(".repairing") else {
                 continue;
             };
             if dry_run {
                 continue;
             }
-            let saved = self.backend.read(&format!("snapshots/{name}"))?;
-            self.backend.create_new(&format!("snapshots/{id}"), &saved)?;
-            self.backend.remove(&format!("snapshots/{name}"))?;
+            let saved = self.store.get(&format!("snapshots/{name}"))?;
+            self.store.put_if_absent(&format!("snapshots/{id}"), &saved)?;
+            self.store.delete(&format!("snapshots/{name}"))?;
             report.resumed += 1;
         }
-        for name in self.backend.list("snapshots")? {
+        for name in crate::storage::names_in(self.store.as_ref(), "snapshots")? {
             let Ok(id) = name.parse::<SnapshotId>() else {
                 continue;
             };
             if self.read_manifest(&id).is_err() {
                 report.manifests_removed.push(name.clone());
                 if !dry_run {
-                    self.backend.remove(&manifest_path(&id))?;
+                    self.store.delete(&manifest_path(&id))?;
                 }
             }
         }
-        for (name, m) in crate::deletion::list(self.backend.as_ref(), &self.keys)? {
+        for (name, m) in crate::deletion::list(self.store.as_ref(), &self.keys)? {
             if m.is_err() {
                 report.markers_removed.push(name.clone());
                 if !dry_run {
-                    crate::deletion::remove(self.backend.as_ref(), &name)?;
+                    crate::deletion::remove(self.store.as_ref(), &name)?;
                 }
             }
         }
@@ -242,13 +242,13 @@ impl Repository {
     fn replace_manifest(&self, old: &Snapshot, new: &Snapshot) -> Result<()> {
         let id = self.snapshot_id(&old.name);
         let path = manifest_path(&id);
-        let saved = self.backend.read(&path)?;
+        let saved = self.store.get(&path)?;
         let aside = format!("{path}.repairing");
-        self.backend.remove(&aside)?;
-        self.backend.write_new(&aside, &saved)?;
-        self.backend.remove(&path)?;
+        self.store.delete(&aside)?;
+        self.store.put(&aside, &saved)?;
+        self.store.delete(&path)?;
         crate::util::crash_point("repair-snapshot-removed");
         self.write_manifest(new)?;
-        self.backend.remove(&aside)
+        self.store.delete(&aside)
     }
 }

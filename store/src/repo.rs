@@ -5,22 +5,18 @@
 //! the index ([`crate::Backup`], restore, check) open their own connection to the local cache and
 //! sync it with the packs first.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backend::{Backend, LocalBackend};
 use crate::config::{self, Config, InitOptions, CONFIG_AAD, CONFIG_PATH, FORMAT_VERSION, MARKER_PATH};
 use crate::crypto::{Keys, Secrets};
-use crate::error::{Error, IoContext, Result};
-use crate::id::{RepoId, SnapshotId};
+use crate::error::{Error, Result};
+use crate::id::RepoId;
 use crate::index::Index;
 use crate::keyfile::{self, Credentials, KeyInfo, NewKey};
 use crate::lock::{LockGuard, LockMode};
-use crate::snapshot::{manifest_aad, manifest_path, Snapshot};
-
-/// The name that stands for the newest complete snapshot.
-pub const LATEST: &str = "latest";
+use crate::storage::{Location, ObjectStore};
 
 const EROFS: i32 = 30;
 const EACCES: i32 = 13;
@@ -61,8 +57,7 @@ pub fn default_cache_dir() -> PathBuf {
 /// An unlocked repository.
 #[derive(Clone)]
 pub struct Repository {
-    pub(crate) backend: Arc<dyn Backend>,
-    pub(crate) local: LocalBackend,
+    pub(crate) store: Arc<dyn ObjectStore>,
     pub(crate) keys: Keys,
     pub(crate) config: Config,
     key_id: String,
@@ -70,8 +65,8 @@ pub struct Repository {
 }
 
 impl Repository {
-    /// Creates a repository at `path` (absent or an empty directory) with one key.
-    pub fn init(path: &Path, key: &NewKey, init: &InitOptions, opts: OpenOptions) -> Result<Self> {
+    /// Creates a repository at `location` (absent or empty) with one key.
+    pub fn init(location: &Location, key: &NewKey, init: &InitOptions, opts: OpenOptions) -> Result<Self> {
         init.chunker.validate().map_err(Error::Invalid)?;
         if !(1..=22).contains(&init.compression_level) {
             return Err(Error::Invalid(format!(
@@ -87,15 +82,7 @@ impl Repository {
         if init.pack_size < (64 << 10) || init.pack_size > (1 << 31) {
             return Err(Error::Invalid("pack size must be between 64 KiB and 2 GiB".into()));
         }
-        if path.exists() {
-            let mut rd = std::fs::read_dir(path).at(path)?;
-            if rd.next().is_some() {
-                return Err(Error::AlreadyExists(path.into()));
-            }
-        }
-        crate::backend::create_private_dir(path)?;
-        let local = LocalBackend::new(path);
-        let backend: Arc<dyn Backend> = Arc::new(local.clone());
+        let store = location.create()?;
         let secrets = Secrets::generate();
         let keys = Keys::new(secrets.clone());
         let config = Config {
@@ -109,16 +96,12 @@ impl Repository {
         };
         // Key and config first, the marker last: a directory without the marker is no repository,
         // so an init that dies half-way never leaves something that looks usable.
-        let key_id = keyfile::write_key(backend.as_ref(), &config.repo_id, &secrets, key, "init")?;
+        let key_id = keyfile::write_key(store.as_ref(), &config.repo_id, &secrets, key, "init")?;
         let sealed = keys.seal(CONFIG_AAD, &serde_json::to_vec(&config).expect("config serialises"));
-        backend.write_new(CONFIG_PATH, &sealed)?;
-        for d in ["packs", "snapshots", "locks", "tmp"] {
-            crate::backend::create_private_dir(&path.join(d))?;
-        }
-        backend.write_new(MARKER_PATH, config::marker_text().as_bytes())?;
+        store.put(CONFIG_PATH, &sealed)?;
+        store.put(MARKER_PATH, config::marker_text().as_bytes())?;
         Ok(Self {
-            backend,
-            local,
+            store,
             keys,
             config,
             key_id,
@@ -126,30 +109,26 @@ impl Repository {
         })
     }
 
-    /// Opens and unlocks the repository at `path`.
-    pub fn open(path: &Path, creds: &Credentials, opts: OpenOptions) -> Result<Self> {
-        if !path.is_dir() {
-            return Err(Error::NoRepository(path.into()));
-        }
-        let local = LocalBackend::new(path);
-        let backend: Arc<dyn Backend> = Arc::new(local.clone());
-        let marker = match std::fs::read(path.join(MARKER_PATH)) {
+    /// Opens and unlocks the repository at `location`.
+    pub fn open(location: &Location, creds: &Credentials, opts: OpenOptions) -> Result<Self> {
+        let store = location.open()?;
+        let marker = match store.get(MARKER_PATH) {
             Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let empty = std::fs::read_dir(path).at(path)?.next().is_none();
+            Err(Error::NotFound(_)) => {
+                let empty = store.list("")?.is_empty() && store.leftovers()?.is_empty();
                 return Err(if empty {
-                    Error::NoRepository(path.into())
+                    Error::NoRepository(location.to_string())
                 } else {
                     Error::ForeignRepository {
-                        path: path.into(),
+                        path: location.to_string(),
                         reason: "no CAIRN marker file".into(),
                     }
                 });
             }
-            Err(e) => return Err(e).at(path.join(MARKER_PATH)),
+            Err(e) => return Err(e),
         };
         let version = config::parse_marker(&marker).ok_or_else(|| Error::ForeignRepository {
-            path: path.into(),
+            path: location.to_string(),
             reason: "the CAIRN marker file is not Cairn's".into(),
         })?;
         if version != FORMAT_VERSION {
@@ -158,9 +137,9 @@ impl Repository {
                 supported: FORMAT_VERSION,
             });
         }
-        let (key_id, repo_id, secrets) = keyfile::unlock(backend.as_ref(), creds)?;
+        let (key_id, repo_id, secrets) = keyfile::unlock(store.as_ref(), creds)?;
         let keys = Keys::new(secrets);
-        let sealed = backend.read(CONFIG_PATH)?;
+        let sealed = store.get(CONFIG_PATH)?;
         let config: Config = serde_json::from_slice(&keys.open("config", CONFIG_AAD, &sealed)?)
             .map_err(|e| crate::error::corrupt("config", e.to_string()))?;
         if config.repo_id != repo_id {
@@ -173,8 +152,7 @@ impl Repository {
             });
         }
         Ok(Self {
-            backend,
-            local,
+            store,
             keys,
             config,
             key_id,
@@ -182,8 +160,9 @@ impl Repository {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        self.backend.location()
+    /// Where the repository is.
+    pub fn location(&self) -> &Location {
+        self.store.location()
     }
 
     pub fn config(&self) -> &Config {
@@ -202,17 +181,17 @@ impl Repository {
     /// Opens the index cache and brings it up to date with the packs.
     pub fn index(&self) -> Result<Index> {
         let mut idx = Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
-        idx.sync(self.backend.as_ref(), &self.keys)?;
+        idx.sync(self.store.as_ref(), &self.keys)?;
         Ok(idx)
     }
 
     /// The locks held on the repository now (or why one could not be read).
     pub fn locks(&self) -> Result<Vec<(String, std::result::Result<crate::lock::LockInfo, String>)>> {
-        crate::lock::list(self.backend.as_ref(), &self.keys)
+        crate::lock::list(self.store.as_ref(), &self.keys)
     }
 
     pub(crate) fn lock(&self, mode: LockMode, purpose: &str) -> Result<LockGuard> {
-        LockGuard::acquire(self.backend.clone(), &self.keys, mode, purpose, self.opts.lock_wait)
+        LockGuard::acquire(self.store.clone(), &self.keys, mode, purpose, self.opts.lock_wait)
     }
 
     /// A shared lock for reading, or none on a repository that cannot be written (a read-only
@@ -247,103 +226,10 @@ impl Repository {
         }
     }
 
-    pub(crate) fn snapshot_id(&self, name: &str) -> SnapshotId {
-        SnapshotId(self.keys.keyed_name("snapshot name", name.as_bytes()))
-    }
-
-    /// Loads a snapshot by name. `latest` (unless a snapshot has that very name) is the newest
-    /// complete snapshot that is not a safety snapshot (tag `safety`).
-    pub fn snapshot(&self, name: &str) -> Result<Snapshot> {
-        let id = self.snapshot_id(name);
-        if !self.backend.exists(&manifest_path(&id)) {
-            if name == LATEST {
-                return self
-                    .snapshots()?
-                    .into_iter()
-                    .flatten()
-                    .filter(|s| s.is_complete() && !s.tags.iter().any(|t| t == "safety"))
-                    .max_by_key(|s| (s.time, s.name.clone()))
-                    .ok_or_else(|| Error::UnknownSnapshot("latest (no complete snapshot yet)".into()));
-            }
-            return Err(Error::UnknownSnapshot(name.into()));
-        }
-        let snap = self.read_manifest(&id)?;
-        if snap.name != name {
-            return Err(crate::error::corrupt(
-                format!("snapshot {name:?}"),
-                "manifest holds another name",
-            ));
-        }
-        Ok(snap)
-    }
-
-    pub(crate) fn read_manifest(&self, id: &SnapshotId) -> Result<Snapshot> {
-        let what = format!("snapshot file {}", manifest_path(id));
-        let sealed = self.backend.read(&manifest_path(id))?;
-        let compressed = self.keys.open(&what, &manifest_aad(id), &sealed)?;
-        let json =
-            zstd::stream::decode_all(&compressed[..]).map_err(|e| crate::error::corrupt(&what, e.to_string()))?;
-        let snap: Snapshot = serde_json::from_slice(&json).map_err(|e| crate::error::corrupt(&what, e.to_string()))?;
-        if snap.version > crate::snapshot::MANIFEST_VERSION {
-            return Err(crate::error::corrupt(
-                &what,
-                format!("manifest version {} is newer than this cairn", snap.version),
-            ));
-        }
-        Ok(snap)
-    }
-
-    /// Writes a manifest under its name; fails if the name is taken.
-    pub(crate) fn write_manifest(&self, snap: &Snapshot) -> Result<()> {
-        let id = self.snapshot_id(&snap.name);
-        let json = serde_json::to_vec(snap).expect("manifest serialises");
-        let compressed =
-            zstd::bulk::compress(&json, 3).map_err(|e| Error::Invalid(format!("compressing a manifest: {e}")))?;
-        let sealed = self.keys.seal(&manifest_aad(&id), &compressed);
-        if !self.backend.create_new(&manifest_path(&id), &sealed)? {
-            return Err(Error::SnapshotExists(snap.name.clone()));
-        }
-        Ok(())
-    }
-
-    /// Whether a new snapshot may take `name`: `false` when it is free, `true` when a failed
-    /// snapshot holds it (the new one replaces it); `SnapshotExists` when a complete snapshot,
-    /// or a manifest that cannot be read, holds it.
-    pub(crate) fn held_by_failed(&self, name: &str) -> Result<bool> {
-        if !self.snapshot_exists(name) {
-            return Ok(false);
-        }
-        match self.snapshot(name) {
-            Ok(s) if !s.is_complete() => Ok(true),
-            _ => Err(Error::SnapshotExists(name.into())),
-        }
-    }
-
-    pub fn snapshot_exists(&self, name: &str) -> bool {
-        self.backend.exists(&manifest_path(&self.snapshot_id(name)))
-    }
-
-    /// All snapshots, oldest first. Unreadable manifests are returned as errors in the list so
-    /// one damaged file does not hide the others.
-    pub fn snapshots(&self) -> Result<Vec<std::result::Result<Snapshot, Error>>> {
-        let mut out = Vec::new();
-        for name in self.backend.list("snapshots")? {
-            let Ok(id) = name.parse::<SnapshotId>() else {
-                continue;
-            };
-            out.push(self.read_manifest(&id));
-        }
-        out.sort_by_key(|s| match s {
-            Ok(s) => (s.time, s.name.clone()),
-            Err(_) => (i64::MAX, String::new()),
-        });
-        Ok(out)
-    }
-
     /// Adds a key file that unlocks this repository.
     pub fn add_key(&self, key: &NewKey, label: &str) -> Result<String> {
         keyfile::write_key(
-            self.backend.as_ref(),
+            self.store.as_ref(),
             &self.config.repo_id,
             self.keys.secrets(),
             key,
@@ -352,7 +238,7 @@ impl Repository {
     }
 
     pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
-        keyfile::list(self.backend.as_ref(), &self.key_id)
+        keyfile::list(self.store.as_ref(), &self.key_id)
     }
 
     /// Removes a key file. The key in use and the last key cannot be removed.
@@ -369,12 +255,12 @@ impl Repository {
         if keys.len() == 1 {
             return Err(Error::Key("refusing to remove the last key".into()));
         }
-        self.backend.remove(&format!("keys/{id}"))
+        self.store.delete(&format!("keys/{id}"))
     }
 
     /// Removes locks of dead processes (every lock with `all`).
     pub fn unlock(&self, all: bool) -> Result<Vec<String>> {
-        crate::lock::unlock(self.backend.as_ref(), &self.keys, all)
+        crate::lock::unlock(self.store.as_ref(), &self.keys, all)
     }
 
     /// Drops the index cache and rebuilds it from the pack trailers. Takes an exclusive lock.
@@ -383,6 +269,6 @@ impl Repository {
         // The old cache is never opened: it may be what is broken.
         Index::discard(&self.opts.cache_dir, &self.config.repo_id)?;
         let mut idx = Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
-        idx.rebuild(self.backend.as_ref(), &self.keys)
+        idx.rebuild(self.store.as_ref(), &self.keys)
     }
 }

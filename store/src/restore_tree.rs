@@ -31,8 +31,8 @@ use rustix::io::Errno;
 use crate::cache::ChunkCache;
 use crate::error::{corrupt, Error, Result};
 use crate::progress::Progress;
+use crate::read::{BlobReader, CACHE_BYTES};
 use crate::repo::Repository;
-use crate::restore::{BlobReader, CACHE_BYTES};
 use crate::snapshot::{ContentRef, EntryType, TreeEntry};
 
 /// Files above this size are decoded by the parallel content writer.

@@ -23,13 +23,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use crate::backend::Backend;
 use crate::blob::BlobKind;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId};
 use crate::index::{BlobLocation, Index};
 use crate::pack::{self, PackEntry};
+use crate::storage::ObjectStore;
 
 /// Longest delta chain followed when checking a delta's bases (chains are bounded at 32).
 const MAX_CHAIN: usize = 40;
@@ -63,7 +63,7 @@ pub(crate) fn record_damage(
     let text: String = all.iter().map(|(p, b)| format!("{p} {b}\n")).collect();
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    let mut f = crate::backend::create_private_file(&tmp)?;
+    let mut f = crate::util::create_private_file(&tmp)?;
     std::io::Write::write_all(&mut f, text.as_bytes())
         .and_then(|_| std::fs::rename(&tmp, &path))
         .map_err(|source| Error::Io { path, source })
@@ -82,7 +82,7 @@ pub(crate) fn load_damage(cache_dir: &std::path::Path, repo: &crate::id::RepoId)
 }
 
 pub(crate) struct Trust {
-    backend: Arc<dyn Backend>,
+    store: Arc<dyn ObjectStore>,
     keys: Keys,
     /// Packs marked for deletion when the backup started.
     marked: HashSet<PackId>,
@@ -109,7 +109,7 @@ fn same_entries(mut a: Vec<PackEntry>, b: &[PackEntry]) -> bool {
 
 impl Trust {
     pub fn new(
-        backend: Arc<dyn Backend>,
+        store: Arc<dyn ObjectStore>,
         keys: Keys,
         marked: HashSet<PackId>,
         damaged: HashSet<(PackId, ChunkId)>,
@@ -117,7 +117,7 @@ impl Trust {
         warnings: Arc<Mutex<Vec<String>>>,
     ) -> Self {
         Self {
-            backend,
+            store,
             keys,
             marked,
             damaged,
@@ -133,6 +133,11 @@ impl Trust {
         self.warnings.lock().unwrap().push(w);
     }
 
+    /// Another connection to the index cache this trust heals.
+    pub fn index_connection(&self) -> Result<Index> {
+        self.index.lock().unwrap().reopen()
+    }
+
     /// Whether a pack may be relied on, reading its trailer the first time; and whether that
     /// first read changed what the index says of it (rows replaced or dropped).
     fn pack_ok(&self, id: &PackId) -> Result<(bool, bool)> {
@@ -145,7 +150,7 @@ impl Trust {
             false
         } else {
             let mut idx = self.index.lock().unwrap();
-            match pack::read_trailer(self.backend.as_ref(), &self.keys, id) {
+            match pack::read_trailer(self.store.as_ref(), &self.keys, id) {
                 Ok((size, entries)) => {
                     if !same_entries(idx.pack_entries(id)?, &entries) {
                         self.warn(format!(
@@ -156,7 +161,7 @@ impl Trust {
                     }
                     true
                 }
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::NotFound(_)) => {
                     self.warn(format!(
                         "the index cache named pack {id}, which is not in the repository; dropped it"
                     ));
@@ -230,15 +235,15 @@ impl Trust {
     /// `own_lock` (see the module documentation).
     pub fn at_risk(&self, own_lock: &str) -> Result<HashSet<PackId>> {
         let relied = self.relied.lock().unwrap().clone();
-        let mut risky: HashSet<PackId> = crate::deletion::marked(self.backend.as_ref(), &self.keys)?
+        let mut risky: HashSet<PackId> = crate::deletion::marked(self.store.as_ref(), &self.keys)?
             .into_iter()
             .filter(|(p, locks)| relied.contains(p) && !locks.iter().any(|l| l == own_lock))
             .map(|(p, _)| p)
             .collect();
         for p in &relied {
-            match self.backend.size(&pack::pack_path(p)) {
+            match self.store.size(&pack::pack_path(p)) {
                 Ok(_) => {}
-                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                Err(Error::NotFound(_)) => {
                     risky.insert(*p);
                 }
                 Err(e) => return Err(e),

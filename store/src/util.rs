@@ -1,6 +1,11 @@
-//! Small helpers: UTC time formatting without a calendar crate.
+//! Small helpers: UTC time formatting without a calendar crate, private files and directories,
+//! this host's name.
 
+use std::fs::{self, File, OpenOptions};
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::{IoContext, Result};
 
 /// Seconds since the Unix epoch, now. `CAIRN_TEST_CLOCK_OFFSET` (seconds, may be negative) skews
 /// it, so tests can run one process with a clock that is wrong, as a host's clock can be.
@@ -78,6 +83,53 @@ pub(crate) fn crash_point(name: &str) {
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
     }
+}
+
+/// Creates a directory and its missing parents, each `0700` whatever the umask (everything Cairn
+/// keeps may reveal what is backed up).
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).at(dir)
+}
+
+/// Makes a file Cairn created readable by its owner only (`0600`), whatever the umask.
+pub fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = fs::metadata(path).at(path)?;
+    if md.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).at(path)?;
+    }
+    Ok(())
+}
+
+/// Opens a new file, `0600` whatever the umask; fails if it exists.
+pub fn create_private_file(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .at(path)
+}
+
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+/// This host's name, for lock files and temp names.
+pub fn hostname() -> String {
+    fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Whether a process with this pid exists on this host.
+pub fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 #[cfg(test)]

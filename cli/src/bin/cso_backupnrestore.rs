@@ -77,9 +77,6 @@ enum YesNo {
     No,
 }
 
-/// The databases `-d` may name; `arrangodb` (the old tool's spelling) means arangodb.
-const DATABASES: [&str; 6] = ["cassandra", "elasticsearch", "zookeeper", "mariadb", "etcd", "arangodb"];
-
 /// `cairn`'s global options, from the environment only (CAIRN_CONFIG, CAIRN_REPO, ...).
 #[derive(Parser, Debug)]
 struct Env {
@@ -146,11 +143,13 @@ fn plan(c: &Cli) -> Result<Plan, String> {
                 Some(list) => {
                     let mut out = Vec::new();
                     for d in list.split(',').map(str::trim) {
+                        // The databases `-d` may name are the plugins' own list; `arrangodb`
+                        // (the old tool's spelling) means arangodb.
                         let d = if d == "arrangodb" { "arangodb" } else { d };
-                        if !DATABASES.contains(&d) {
+                        if !cairn_plugins::config::DATABASES.contains(&d) {
                             return Err(format!(
                                 "option -d: unknown database {d:?}; allowed: {} (comma separated) or '*'",
-                                DATABASES.join(", ")
+                                cairn_plugins::config::DATABASES.join(", ")
                             ));
                         }
                         if !out.iter().any(|x| x == d) {
@@ -213,7 +212,9 @@ fn snapshot_name(g: &GlobalOpts, s: &str) -> Result<String> {
         return Ok(s.to_string());
     }
     let g = g.with_config(g.load_config()?.as_ref());
-    let repo = g.repo_path();
+    let Some(repo) = g.repo_location()?.local_path().map(std::path::Path::to_path_buf) else {
+        return Ok(s.to_string());
+    };
     let canonical = std::fs::canonicalize(&repo).unwrap_or(repo.clone());
     let path = std::path::Path::new(s);
     for root in [&repo, &canonical] {

@@ -92,13 +92,17 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
         passphrase: passphrase.clone().into(),
         log_n: g.scrypt_log_n,
     };
-    Repository::init(&repo_path, &key, &InitOptions::default(), opts.clone())?;
+    Repository::init(&repo_path.clone().into(), &key, &InitOptions::default(), opts.clone())?;
     println!(
         "1. created an encrypted repository at {} (passphrase {:?})",
         repo_path.display(),
         passphrase
     );
-    let repo = Repository::open(&repo_path, &Credentials::Passphrase(passphrase.into()), opts)?;
+    let repo = Repository::open(
+        &repo_path.clone().into(),
+        &Credentials::Passphrase(passphrase.into()),
+        opts,
+    )?;
 
     let rows = a.size_mib * 1024 * 1024 / 205;
     let mut snaps = Vec::new();

@@ -109,7 +109,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
             bail!("give snapshot names or keep rules, not both");
         }
         for n in &a.names {
-            if !repo.snapshot_exists(n) {
+            if !repo.snapshot_exists(n)? {
                 bail!("no snapshot named {n:?}");
             }
         }

@@ -43,12 +43,12 @@ impl Args {
 pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
     let g = &g.with_config(g.load_config()?.as_ref());
     let key = g.new_key()?;
-    let repo = Repository::init(&g.repo_path(), &key, &a.init_options(), g.open_options())?;
+    let repo = Repository::init(&g.repo_location()?, &key, &a.init_options(), g.open_options())?;
     let c = repo.config();
     println!(
         "created repository {} at {} (chunks {}/{}/{} B, zstd {}, packs {}, deltas {})",
         repo.id().short(),
-        g.repo_path().display(),
+        g.repo_location()?,
         c.chunker.min,
         c.chunker.avg,
         c.chunker.max,

@@ -210,10 +210,10 @@ pub fn healthcheck(g: &GlobalOpts, json_out: bool) -> Result<ExitCode> {
                 .filter(|l| !l.is_dead())
                 .map(|l| l.describe())
                 .collect();
-            let free = free_space(repo.path());
+            let free = repo.location().local_path().and_then(free_space);
             let mut detail = format!(
                 "{} reachable, {} free",
-                repo.path().display(),
+                repo.location(),
                 free.map(bytes).unwrap_or_else(|| "?".into())
             );
             if !live.is_empty() {

@@ -1,0 +1,210 @@
+//! Reading blobs: the first copy that authenticates, deltas resolved through their bases.
+
+use std::sync::Arc;
+
+use crate::blob;
+use crate::cache::{ChunkCache, SharedCache};
+use crate::crypto::Keys;
+use crate::error::{corrupt, Error, Result};
+use crate::id::ChunkId;
+use crate::index::Index;
+use crate::pack::pack_path;
+use crate::repo::Repository;
+use crate::snapshot::{parse_records, ChunkRef, ContentRef};
+use crate::storage::ObjectStore;
+
+/// Reads blobs through the index.
+pub(crate) struct BlobReader {
+    store: Arc<dyn ObjectStore>,
+    keys: Keys,
+    pub(crate) index: Index,
+    cache: SharedCache,
+}
+
+/// A delta's zstd prefix: one base shared from the cache, or several concatenated.
+pub(crate) enum Prefix {
+    One(Arc<Vec<u8>>),
+    Many(Vec<u8>),
+}
+
+impl Prefix {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        match self {
+            Prefix::One(a) => a,
+            Prefix::Many(v) => v,
+        }
+    }
+}
+
+/// Deepest delta chain a reader follows; deeper (or cyclic) chains are reported as damage. The
+/// writer's own bound (`DeltaConfig::max_depth`) is far below it.
+const MAX_CHAIN: usize = 64;
+/// Decoded chunks kept for reuse as bases, per restore or backup (shared by its workers). Chains
+/// of neighbouring deltas share ancestors a few chunks wide per level, so 16 MiB holds them with
+/// room to spare at the default chain depth and chunk size.
+pub(crate) const CACHE_BYTES: usize = 16 << 20;
+/// Cache of a reader that mostly walks chunk lists (metadata) rather than decoding content.
+const LIST_CACHE_BYTES: usize = 4 << 20;
+
+impl BlobReader {
+    /// A reader with a small cache of its own, for walking chunk lists and tree listings.
+    pub(crate) fn new(repo: &Repository, index: Index) -> Self {
+        Self::with_cache(repo, index, ChunkCache::shared(LIST_CACHE_BYTES))
+    }
+
+    pub(crate) fn with_cache(repo: &Repository, index: Index, cache: SharedCache) -> Self {
+        Self {
+            store: repo.store.clone(),
+            keys: repo.keys.clone(),
+            index,
+            cache,
+        }
+    }
+
+    /// The first copy of a blob that authenticates: a damaged copy is passed over for another
+    /// (a backup after `cairn check` found damage stores the chunk again).
+    fn open_any_copy(&self, id: &ChunkId) -> Result<blob::Opened> {
+        let mut first_err = None;
+        for loc in self.index.locations(id)? {
+            let r = self
+                .read_sealed_at(id, &loc)
+                .and_then(|sealed| blob::open_blob(&self.keys, id, &sealed));
+            match r {
+                Ok(o) => return Ok(o),
+                Err(e @ (Error::MissingPack { .. } | Error::Corrupt { .. })) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(first_err.unwrap_or(Error::MissingBlob { id: *id }))
+    }
+
+    fn read_sealed_at(&self, id: &ChunkId, loc: &crate::index::BlobLocation) -> Result<Vec<u8>> {
+        self.store
+            .get_range(&pack_path(&loc.pack), loc.offset as u64, loc.length as usize)
+            .map_err(|e| match e {
+                Error::NotFound(_) => Error::MissingPack { id: loc.pack },
+                Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => corrupt(
+                    format!("pack {}", loc.pack),
+                    format!("truncated: blob {id} lies beyond its end"),
+                ),
+                e => e,
+            })
+    }
+
+    /// A blob's verified plaintext.
+    pub(crate) fn read(&self, id: &ChunkId) -> Result<Vec<u8>> {
+        Ok(Arc::unwrap_or_clone(self.read_shared(id)?))
+    }
+
+    /// A blob's verified plaintext, resolving deltas through their bases (cached for reuse).
+    pub(crate) fn read_shared(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
+        let (data, verified) = self.read_level(id, 0, false)?;
+        if !verified {
+            if self.keys.chunk_id(&data) != *id {
+                // Intermediate bases are not hashed on the fast path: decode again verifying
+                // every level, so the error names the blob that is really damaged.
+                // The cache may hold the bad base: empty it (a rare path) before decoding again.
+                self.cache.lock().unwrap().clear();
+                return self.read_level(id, 0, true).map(|(d, _)| d);
+            }
+            self.cache.lock().unwrap().mark_verified(id);
+        }
+        Ok(data)
+    }
+
+    /// Decodes a blob; returns its plaintext and whether that was verified against its id. The
+    /// top level (`level` 0) is always verified when decoded here; bases only with `verify_all`.
+    fn read_level(&self, id: &ChunkId, level: usize, verify_all: bool) -> Result<(Arc<Vec<u8>>, bool)> {
+        if !verify_all {
+            if let Some(hit) = self.cache.lock().unwrap().get(id) {
+                return Ok(hit);
+            }
+        }
+        if level > MAX_CHAIN {
+            return Err(corrupt(format!("blob {id}"), "delta chain too deep (or cyclic)"));
+        }
+        let opened = self.open_any_copy(id)?;
+        let prefix = self.bases_prefix(id, &opened.bases, level + 1, verify_all)?;
+        let verify = verify_all || level == 0;
+        let data = Arc::new(if verify {
+            opened.finish(&self.keys, id, prefix.as_slice())?
+        } else {
+            opened.finish_unverified(id, prefix.as_slice())?
+        });
+        self.cache.lock().unwrap().insert(*id, data.clone(), verify);
+        Ok((data, verify))
+    }
+
+    /// The plaintexts of a delta's bases, concatenated: the zstd prefix it was encoded against.
+    /// An unreadable base is reported as damage to `of`, the delta that needs it.
+    pub(crate) fn prefix_for(&self, of: &ChunkId, bases: &[ChunkId]) -> Result<Prefix> {
+        self.bases_prefix(of, bases, 1, false)
+    }
+
+    fn bases_prefix(&self, of: &ChunkId, bases: &[ChunkId], level: usize, verify_all: bool) -> Result<Prefix> {
+        let read = |b: &ChunkId| {
+            self.read_level(b, level, verify_all)
+                .map(|(d, _)| d)
+                .map_err(|e| match e {
+                    Error::Corrupt { what, reason } => corrupt(
+                        format!("blob {of}"),
+                        format!("its delta base is unreadable: {what}: {reason}"),
+                    ),
+                    Error::MissingBlob { id: missing } => {
+                        corrupt(format!("blob {of}"), format!("its delta base {missing} is missing"))
+                    }
+                    e => e,
+                })
+        };
+        match bases {
+            [] => Ok(Prefix::Many(Vec::new())),
+            [one] => Ok(Prefix::One(read(one)?)),
+            many => {
+                let mut prefix = Vec::new();
+                for b in many {
+                    prefix.extend_from_slice(&read(b)?);
+                }
+                Ok(Prefix::Many(prefix))
+            }
+        }
+    }
+
+    /// Calls `f` with every leaf chunk of `content`, in order, loading stored lists on the way.
+    /// `on_meta` sees every list chunk id (check uses it).
+    pub(crate) fn for_each_leaf(
+        &self,
+        content: &ContentRef,
+        on_meta: &mut dyn FnMut(&ChunkId),
+        f: &mut dyn FnMut(ChunkRef) -> Result<()>,
+    ) -> Result<()> {
+        let mut carries = vec![Vec::new(); content.depth as usize];
+        self.walk(&content.chunks, content.depth as usize, &mut carries, on_meta, f)?;
+        if carries.iter().any(|c| !c.is_empty()) {
+            return Err(corrupt("chunk list", "ends inside a record"));
+        }
+        Ok(())
+    }
+
+    fn walk(
+        &self,
+        refs: &[ChunkRef],
+        depth: usize,
+        carries: &mut [Vec<u8>],
+        on_meta: &mut dyn FnMut(&ChunkId),
+        f: &mut dyn FnMut(ChunkRef) -> Result<()>,
+    ) -> Result<()> {
+        if depth == 0 {
+            return refs.iter().try_for_each(|r| f(*r));
+        }
+        for r in refs {
+            on_meta(&r.0);
+            let bytes = self.read(&r.0)?;
+            let mut lower = Vec::new();
+            parse_records(&mut carries[depth - 1], &bytes, &mut lower);
+            self.walk(&lower, depth - 1, carries, on_meta, f)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,128 @@
+//! The **base selector** seam: which stored chunks a new chunk is delta-encoded against.
+//!
+//! A [`BaseSelector`] sees every data chunk of one stream in order and names candidate bases for
+//! the chunks that must be stored. [`choose_bases`] then keeps the candidates only if every one
+//! is stored and usable and the chain stays within the repository's depth limit. Today's
+//! selector is positional ([`PositionalSelector`]); a content-based one (resemblance sketches of
+//! stored chunks, say) implements the same trait and is built in `Backup::selector_for`.
+
+use std::collections::VecDeque;
+
+use crossbeam_channel::{bounded, Receiver};
+
+use super::destination::ChunkDestination;
+use crate::error::{Error, Result};
+use crate::id::ChunkId;
+use crate::index::Index;
+use crate::read::BlobReader;
+use crate::repo::Repository;
+use crate::snapshot::ContentRef;
+
+/// Names delta bases for the new chunks of one stream.
+pub trait BaseSelector: Send {
+    /// Sees the stream's next data chunk, which starts at `start`. For a chunk that must be
+    /// stored (`new`), returns candidate bases, best first, at most `blob::MAX_BASES - 1`;
+    /// for a duplicate, nothing.
+    fn observe(&mut self, start: u64, data: &[u8], id: &ChunkId, new: bool) -> Vec<ChunkId>;
+}
+
+/// Keeps the candidate bases if each is usable and the chain they make stays within this chunk's
+/// depth limit; returns the bases and the delta's depth (none and 0: store the chunk whole).
+///
+/// The limit varies with the chunk's id between `max_depth / 2` and `max_depth`, so chains of
+/// neighbouring chunks do not all restart at once.
+pub(crate) fn choose_bases(
+    dest: &dyn ChunkDestination,
+    max_depth: u8,
+    candidates: Vec<ChunkId>,
+    id: &ChunkId,
+) -> Result<(Vec<ChunkId>, u8)> {
+    let limit = max_depth - id.0[0] % (max_depth / 2 + 1);
+    let mut depth = 0u8;
+    for b in &candidates {
+        match dest.base_depth(b)? {
+            Some(d) => depth = depth.max(d),
+            None => return Ok((Vec::new(), 0)),
+        }
+    }
+    if candidates.is_empty() || depth + 1 > limit {
+        return Ok((Vec::new(), 0));
+    }
+    Ok((candidates, depth + 1))
+}
+
+/// Follows the previous version of a stream alongside the new one, to name delta bases: the
+/// previous chunks that overlap a new chunk's byte range. Exact duplicates re-anchor the two
+/// streams (an insertion shifts everything after it), so the overlap is taken in the previous
+/// version's coordinates. The previous chunk list is read by a thread into a bounded channel, and
+/// only a window of it (about [`LOOKAHEAD`] bytes ahead) is held.
+pub(crate) struct PositionalSelector {
+    rx: Receiver<(u64, crate::snapshot::ChunkRef)>,
+    window: VecDeque<(u64, crate::snapshot::ChunkRef)>,
+    /// Previous offset minus new offset, learned from the last duplicate found in the window.
+    shift: i64,
+    eof: bool,
+}
+
+const LOOKAHEAD: u64 = 8 << 20;
+
+impl PositionalSelector {
+    /// Follows `previous`, the content of the stream's newest complete version.
+    pub fn start(repo: &Repository, index: Index, previous: ContentRef) -> Self {
+        let reader = BlobReader::new(repo, index);
+        let (tx, rx) = bounded(1024);
+        std::thread::spawn(move || {
+            let mut off = 0u64;
+            // Ends early (with an error nobody needs) once the selector is dropped.
+            let _ = reader.for_each_leaf(&previous, &mut |_| {}, &mut |r| {
+                let o = off;
+                off += r.1 as u64;
+                tx.send((o, r)).map_err(|_| Error::Pipeline("selector gone".into()))
+            });
+        });
+        Self {
+            rx,
+            window: VecDeque::new(),
+            shift: 0,
+            eof: false,
+        }
+    }
+
+    fn fill(&mut self, until: u64) {
+        while !self.eof
+            && self
+                .window
+                .back()
+                .is_none_or(|(o, r)| o + r.1 as u64 <= until + LOOKAHEAD)
+        {
+            match self.rx.recv() {
+                Ok(e) => self.window.push_back(e),
+                Err(_) => self.eof = true,
+            }
+        }
+    }
+}
+
+impl BaseSelector for PositionalSelector {
+    fn observe(&mut self, start: u64, data: &[u8], id: &ChunkId, new: bool) -> Vec<ChunkId> {
+        let ps = (start as i64 + self.shift).max(0) as u64;
+        let pe = ps + data.len() as u64;
+        self.fill(pe);
+        if !new {
+            if let Some(i) = self.window.iter().position(|(_, r)| r.0 == *id) {
+                self.shift = self.window[i].0 as i64 - start as i64;
+                self.window.drain(..=i);
+            }
+            return Vec::new();
+        }
+        while self.window.front().is_some_and(|(o, r)| o + r.1 as u64 <= ps) {
+            self.window.pop_front();
+        }
+        self.window
+            .iter()
+            .take_while(|(o, _)| *o < pe)
+            .map(|(_, r)| r.0)
+            .take(crate::blob::MAX_BASES - 1)
+            .collect()
+    }
+}

@@ -1,0 +1,64 @@
+//! The dedup stage, in the thread of the item being read: hash each chunk, ask the destination
+//! whether it is missing, pick delta bases for the new ones and queue them for encoding. A
+//! duplicate costs a hash and a lookup, nothing more.
+
+use std::sync::Arc;
+
+use super::base::{choose_bases, BaseSelector};
+use super::pipeline::{Job, Pipeline};
+use super::stats::Counters;
+use crate::blob::BlobKind;
+use crate::chunker::Chunker;
+use crate::crypto::Keys;
+use crate::error::{Error, Result};
+use crate::progress::Progress;
+use crate::snapshot::ChunkRef;
+
+/// Hands one item's chunks to the pipeline, dropping duplicates first.
+pub(crate) struct Sink<'a> {
+    pub keys: &'a Keys,
+    pub max_depth: u8,
+    /// Bytes of data stored so far in this item (the offset of the next chunk).
+    pub offset: u64,
+    pub selector: Option<Box<dyn BaseSelector>>,
+    pub pipeline: &'a Pipeline,
+    pub chunker: &'a Chunker,
+    pub counters: Arc<Counters>,
+    pub progress: &'a dyn Progress,
+}
+
+impl Sink<'_> {
+    /// Stores one chunk (data, or a piece of a chunk list or tree listing); returns its reference.
+    pub fn store(&mut self, kind: BlobKind, data: &[u8]) -> Result<ChunkRef> {
+        if self.pipeline.failed() {
+            return Err(Error::Pipeline("after an earlier error".into()));
+        }
+        let id = self.keys.chunk_id(data);
+        Counters::add(&self.counters.chunks, 1);
+        let offset = self.offset;
+        if kind == BlobKind::Data {
+            self.progress.advance(data.len() as u64);
+            self.offset += data.len() as u64;
+        }
+        let dest = self.pipeline.destination();
+        let new = dest.missing(&[id])?[0];
+        let selector = self.selector.as_mut().filter(|_| kind == BlobKind::Data);
+        if new {
+            Counters::add(&self.counters.chunks_new, 1);
+            Counters::add(&self.counters.bytes_new, data.len() as u64);
+            let candidates = selector.map(|s| s.observe(offset, data, &id, true)).unwrap_or_default();
+            let (bases, depth) = choose_bases(dest, self.max_depth, candidates, &id)?;
+            self.pipeline.submit(Job {
+                id,
+                kind,
+                data: data.to_vec(),
+                bases,
+                depth,
+                counters: self.counters.clone(),
+            })?;
+        } else if let Some(s) = selector {
+            s.observe(offset, data, &id, false);
+        }
+        Ok(ChunkRef(id, data.len() as u32))
+    }
+}
