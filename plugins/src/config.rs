@@ -43,15 +43,15 @@ macro_rules! databases {
             #[serde(default)]
             pub maintenance: MaintenanceConfig,
             /// `[retention]`: applied after each scheduled backup.
-            pub retention: Option<crate::schedule::RetentionConfig>,
+            pub retention: Option<crate::ops::schedule::RetentionConfig>,
             /// `[files.NAME]`: certificates, encrypted passwords and other files to carry.
             #[serde(default)]
-            pub files: BTreeMap<String, crate::files::Config>,
+            pub files: BTreeMap<String, crate::db::files::Config>,
             /// `[[exec]]`: a database added by configuring its dump and restore commands.
             #[serde(default)]
-            pub exec: Vec<crate::exec::Config>,
+            pub exec: Vec<crate::db::exec::Config>,
             $(
-                pub $name: Option<crate::$module::Config>,
+                pub $name: Option<crate::db::$module::Config>,
             )*
         }
 
@@ -64,7 +64,7 @@ macro_rules! databases {
                 $(
                     if let Some(c) = &self.$name {
                         let name = stringify!($name);
-                        out.push((section_line(text, name, 0), name.to_string(), crate::$module::build(name, c)));
+                        out.push((section_line(text, name, 0), name.to_string(), crate::db::$module::build(name, c)));
                     }
                 )*
                 out
@@ -165,11 +165,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         built.push((
             section_line(text, &format!("files.{name}"), 0),
             "files".into(),
-            crate::files::build(name, c),
+            crate::db::files::build(name, c),
         ));
     }
     for (i, c) in config.exec.iter().enumerate() {
-        built.push((section_line(text, "exec", i), "exec".into(), crate::exec::build(c)));
+        built.push((section_line(text, "exec", i), "exec".into(), crate::db::exec::build(c)));
     }
     let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
     for (line, section, plugin) in built {

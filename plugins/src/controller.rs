@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::config::Loaded;
 use crate::error::{Error, Result};
-use crate::maintenance;
+use crate::ops::maintenance;
 use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Mode, Plugin, Reindexed};
 
 /// Snapshot metadata key that lists the plugins of a system snapshot.

@@ -32,11 +32,11 @@ const SLOT_DATA_KEY: u8 = 0;
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Secrets {
     #[serde(with = "hex_key")]
-    pub id_key: [u8; 32],
+    pub(crate) id_key: [u8; 32],
     #[serde(with = "hex_key")]
-    pub data_key: [u8; 32],
+    pub(crate) data_key: [u8; 32],
     #[serde(with = "hex_key")]
-    pub chunker_key: [u8; 32],
+    pub(crate) chunker_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Secrets {

@@ -15,7 +15,7 @@ use crate::blob::BlobKind;
 use crate::crypto::Keys;
 use crate::error::{corrupt, Result};
 use crate::id::{ChunkId, PackId};
-use crate::storage::ObjectStore;
+use crate::storage::{ObjectStore, ObjectWriter};
 
 const ENTRY_LEN: usize = 32 + 1 + 4 + 4 + 4;
 const TRAILER_VERSION: u8 = 2;
@@ -52,9 +52,10 @@ fn trailer_aad(len: u32) -> [u8; 25] {
     a
 }
 
-/// Builds one pack in memory; [`PackWriter::finish`] puts it as one whole object.
+/// Builds one pack, streamed into the object store ([`ObjectStore::writer`]);
+/// [`PackWriter::finish`] names it by its hash, which makes it visible whole.
 pub struct PackWriter {
-    buf: Vec<u8>,
+    out: Box<dyn ObjectWriter>,
     hasher: blake3::Hasher,
     entries: Vec<PackEntry>,
 }
@@ -67,24 +68,18 @@ pub struct FinishedPack {
     pub entries: Vec<PackEntry>,
 }
 
-impl Default for PackWriter {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl PackWriter {
-    pub fn new() -> Self {
-        Self {
-            buf: Vec::new(),
+    pub fn new(store: &dyn ObjectStore) -> Result<Self> {
+        Ok(Self {
+            out: store.writer()?,
             hasher: blake3::Hasher::new(),
             entries: Vec::new(),
-        }
+        })
     }
 
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
-        self.buf.len() as u64
+        self.out.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,8 +96,8 @@ impl PackWriter {
         depth: u8,
     ) -> Result<()> {
         let offset =
-            u32::try_from(self.buf.len()).map_err(|_| crate::error::Error::Invalid("pack exceeds 4 GiB".into()))?;
-        self.buf.extend_from_slice(sealed);
+            u32::try_from(self.out.len()).map_err(|_| crate::error::Error::Invalid("pack exceeds 4 GiB".into()))?;
+        self.out.write(sealed)?;
         self.hasher.update(sealed);
         self.entries.push(PackEntry {
             id,
@@ -116,9 +111,9 @@ impl PackWriter {
         Ok(())
     }
 
-    /// Appends the trailer and puts the pack under its content hash (the object store makes it
+    /// Appends the trailer and names the pack by its content hash (the object store makes it
     /// visible only whole and durable).
-    pub fn finish(mut self, store: &dyn ObjectStore, keys: &Keys) -> Result<FinishedPack> {
+    pub fn finish(mut self, keys: &Keys) -> Result<FinishedPack> {
         let mut plain = Vec::with_capacity(5 + self.entries.len() * ENTRY_LEN);
         plain.push(TRAILER_VERSION);
         plain.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
@@ -140,11 +135,11 @@ impl PackWriter {
         let mut tail = keys.seal(&trailer_aad(sealed_len), &plain);
         debug_assert_eq!(tail.len() as u32, sealed_len);
         tail.extend_from_slice(&sealed_len.to_le_bytes());
-        self.buf.extend_from_slice(&tail);
+        self.out.write(&tail)?;
         self.hasher.update(&tail);
         let id = PackId(*self.hasher.finalize().as_bytes());
-        let size = self.buf.len() as u64;
-        store.put(&pack_path(&id), &self.buf)?;
+        let size = self.out.len();
+        self.out.finish(&pack_path(&id))?;
         Ok(FinishedPack {
             id,
             size,
@@ -182,14 +177,12 @@ impl<'a> Copier<'a> {
         let opened = crate::blob::open_blob(self.keys, &e.id, sealed)?;
         let w = match &mut self.writer {
             Some(w) => w,
-            None => self.writer.insert(PackWriter::new()),
+            None => self.writer.insert(PackWriter::new(self.store)?),
         };
         w.add(e.id, e.kind, e.raw_len, sealed, &opened.bases, e.depth)?;
         self.bytes += sealed.len() as u64;
         if w.len() >= self.pack_size {
-            return Ok(Some(
-                self.writer.take().expect("present").finish(self.store, self.keys)?,
-            ));
+            return Ok(Some(self.writer.take().expect("present").finish(self.keys)?));
         }
         Ok(None)
     }
@@ -197,7 +190,7 @@ impl<'a> Copier<'a> {
     /// Publishes the last, partly filled pack, if any.
     pub fn finish(mut self) -> Result<Option<FinishedPack>> {
         match self.writer.take() {
-            Some(w) if !w.is_empty() => Ok(Some(w.finish(self.store, self.keys)?)),
+            Some(w) if !w.is_empty() => Ok(Some(w.finish(self.keys)?)),
             _ => Ok(None),
         }
     }
@@ -292,14 +285,14 @@ mod tests {
         let be = LocalStore::create(dir.path()).unwrap();
         let keys = Keys::new(Secrets::generate());
         let mut enc = Encoder::new(3);
-        let mut w = PackWriter::new();
+        let mut w = PackWriter::new(&be).unwrap();
         let datas: Vec<Vec<u8>> = (0..5).map(|i| vec![i as u8; 1000 * (i + 1)]).collect();
         for d in &datas {
             let id = keys.chunk_id(d);
             let sealed = enc.encode(&keys, &id, BlobKind::Data, d).unwrap();
             w.add(id, BlobKind::Data, d.len() as u32, &sealed, &[], 0).unwrap();
         }
-        let fin = w.finish(&be, &keys).unwrap();
+        let fin = w.finish(&keys).unwrap();
         let raw = be.get(&pack_path(&fin.id)).unwrap();
         assert_eq!(*blake3::hash(&raw).as_bytes(), fin.id.0);
         let (size, entries) = read_trailer(&be, &keys, &fin.id).unwrap();
@@ -327,7 +320,7 @@ mod tests {
         let be = LocalStore::create(dir.path()).unwrap();
         let keys = Keys::new(Secrets::generate());
         let mut enc = Encoder::new(1);
-        let mut w = PackWriter::new();
+        let mut w = PackWriter::new(&be).unwrap();
         for i in 0..3u8 {
             let d = vec![i; 500];
             let id = keys.chunk_id(&d);
@@ -341,7 +334,7 @@ mod tests {
             )
             .unwrap();
         }
-        let fin = w.finish(&be, &keys).unwrap();
+        let fin = w.finish(&keys).unwrap();
         let path = dir.path().join(pack_path(&fin.id));
         let good = std::fs::read(&path).unwrap();
         for round in 0..400u32 {

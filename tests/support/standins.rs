@@ -111,7 +111,7 @@ pub fn http(method: &str, url: &str, auth: Option<&str>, body: Option<&str>) -> 
     if let Some(a) = auth {
         req = req.header(
             "Authorization",
-            format!("Basic {}", cairn_plugins::http::base64(a.as_bytes())),
+            format!("Basic {}", cairn_plugins::db::http::base64(a.as_bytes())),
         );
     }
     let mut resp = match body {

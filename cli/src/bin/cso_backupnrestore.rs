@@ -19,8 +19,8 @@ use anyhow::{bail, Result};
 use cairn_cli::cmd::{schedule, system};
 use cairn_cli::common::{bytes, print_table, GlobalOpts};
 use cairn_plugins::controller::{BackupRequest, Reporter, RestoreRequest, PLUGINS_META};
+use cairn_plugins::ops::schedule::CronExpr;
 use cairn_plugins::plugin::Mode;
-use cairn_plugins::schedule::CronExpr;
 use cairn_store::{format_rfc3339, Snapshot, Status};
 use clap::{Parser, ValueEnum};
 

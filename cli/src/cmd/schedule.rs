@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use cairn_plugins::controller::{self, BackupRequest};
-use cairn_plugins::schedule::{self, CronExpr, RunGuard};
+use cairn_plugins::ops::schedule::{self, CronExpr, RunGuard};
 use cairn_store::{now_unix, PruneOptions, Status};
 
 use crate::common::{bytes, GlobalOpts};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use cairn_plugins::config::Loaded;
 use cairn_plugins::controller::{self, BackupRequest, RestoreRequest};
-use cairn_plugins::maintenance;
+use cairn_plugins::ops::maintenance;
 use cairn_plugins::plugin::{Health, Mode};
 use cairn_store::{Repository, Status};
 use serde_json::json;

@@ -1,5 +1,6 @@
 //! Reading blobs: the first copy that authenticates, deltas resolved through their bases.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use crate::blob;
@@ -7,17 +8,22 @@ use crate::cache::{ChunkCache, SharedCache};
 use crate::crypto::Keys;
 use crate::error::{corrupt, Error, Result};
 use crate::id::ChunkId;
+use crate::id::PackId;
 use crate::index::Index;
 use crate::pack::pack_path;
 use crate::repo::Repository;
 use crate::snapshot::{parse_records, ChunkRef, ContentRef};
-use crate::storage::ObjectStore;
+use crate::storage::{ObjectReader, ObjectStore};
+
+/// Open packs kept by a reader: chunks of one stream mostly sit in a few packs in a row.
+const OPEN_PACKS: usize = 8;
 
 /// Reads blobs through the index.
 pub(crate) struct BlobReader {
     store: Arc<dyn ObjectStore>,
     keys: Keys,
     pub(crate) index: Index,
+    open: RefCell<Vec<(PackId, Box<dyn ObjectReader>)>>,
     cache: SharedCache,
 }
 
@@ -57,6 +63,7 @@ impl BlobReader {
             store: repo.store.clone(),
             keys: repo.keys.clone(),
             index,
+            open: RefCell::new(Vec::new()),
             cache,
         }
     }
@@ -81,10 +88,25 @@ impl BlobReader {
     }
 
     fn read_sealed_at(&self, id: &ChunkId, loc: &crate::index::BlobLocation) -> Result<Vec<u8>> {
-        self.store
-            .get_range(&pack_path(&loc.pack), loc.offset as u64, loc.length as usize)
+        let mut open = self.open.borrow_mut();
+        let pos = match open.iter().position(|(p, _)| *p == loc.pack) {
+            Some(i) => i,
+            None => {
+                let r = self.store.open(&pack_path(&loc.pack)).map_err(|e| match e {
+                    Error::NotFound(_) => Error::MissingPack { id: loc.pack },
+                    e => e,
+                })?;
+                if open.len() == OPEN_PACKS {
+                    open.remove(0);
+                }
+                open.push((loc.pack, r));
+                open.len() - 1
+            }
+        };
+        open[pos]
+            .1
+            .read_at(loc.offset as u64, loc.length as usize)
             .map_err(|e| match e {
-                Error::NotFound(_) => Error::MissingPack { id: loc.pack },
                 Error::Io { source, .. } if source.kind() == std::io::ErrorKind::UnexpectedEof => corrupt(
                     format!("pack {}", loc.pack),
                     format!("truncated: blob {id} lies beyond its end"),

@@ -14,7 +14,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::{Location, ObjectInfo, ObjectStore};
+use super::{Location, ObjectInfo, ObjectReader, ObjectStore, ObjectWriter};
 use crate::error::{Error, IoContext, Result};
 use crate::util::{create_private_dir, create_private_file, hostname, pid_alive, sync_dir};
 
@@ -89,13 +89,20 @@ impl LocalStore {
         }
     }
 
-    /// Writes `data` to a new, fsynced file under `tmp/`.
-    fn write_temp(&self, data: &[u8]) -> Result<Temp> {
+    /// A new file under `tmp/`, named so that `clean_up` on this host can tell whether its
+    /// writer is alive.
+    fn new_temp(&self) -> Result<(File, Temp)> {
         let dir = self.root.join(TMP);
         create_private_dir(&dir)?;
         let name = format!("{}-{}-{:016x}", hostname(), std::process::id(), rand::random::<u64>());
         let temp = Temp { path: dir.join(name) };
-        let mut f = create_private_file(&temp.path)?;
+        let f = create_private_file(&temp.path)?;
+        Ok((f, temp))
+    }
+
+    /// Writes `data` to a new, fsynced file under `tmp/`.
+    fn write_temp(&self, data: &[u8]) -> Result<Temp> {
+        let (mut f, temp) = self.new_temp()?;
         f.write_all(data).at(&temp.path)?;
         f.sync_all().at(&temp.path)?;
         Ok(temp)
@@ -133,19 +140,78 @@ impl LocalStore {
     }
 }
 
-impl ObjectStore for LocalStore {
-    fn location(&self) -> &Location {
-        &self.location
-    }
-
-    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
-        let mut temp = self.write_temp(data)?;
+impl LocalStore {
+    /// Renames a complete, fsynced temp file into place and fsyncs the directory.
+    fn publish(&self, mut temp: Temp, name: &str) -> Result<()> {
         let dest = self.path(name);
         let dir = dest.parent().expect("an object name has a parent");
         create_private_dir(dir)?;
         fs::rename(&temp.path, &dest).at(&dest)?;
         temp.path = PathBuf::new();
         sync_dir(dir)
+    }
+}
+
+/// An open object file.
+struct LocalReader {
+    file: File,
+    path: PathBuf,
+}
+
+impl ObjectReader for LocalReader {
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, offset).at(&self.path)?;
+        Ok(buf)
+    }
+}
+
+/// An object streamed into a file under `tmp/`: the kernel writes it back while the rest
+/// arrives, and `finish` is the same fsync and rename as `put`.
+struct LocalWriter {
+    store: LocalStore,
+    file: File,
+    temp: Temp,
+    written: u64,
+}
+
+impl ObjectWriter for LocalWriter {
+    fn write(&mut self, data: &[u8]) -> Result<()> {
+        self.file.write_all(data).at(&self.temp.path)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    fn len(&self) -> u64 {
+        self.written
+    }
+
+    fn finish(self: Box<Self>, name: &str) -> Result<()> {
+        let LocalWriter { store, file, temp, .. } = *self;
+        file.sync_all().at(&temp.path)?;
+        drop(file);
+        store.publish(temp, name)
+    }
+}
+
+impl ObjectStore for LocalStore {
+    fn location(&self) -> &Location {
+        &self.location
+    }
+
+    fn put(&self, name: &str, data: &[u8]) -> Result<()> {
+        let temp = self.write_temp(data)?;
+        self.publish(temp, name)
+    }
+
+    fn writer(&self) -> Result<Box<dyn ObjectWriter>> {
+        let (file, temp) = self.new_temp()?;
+        Ok(Box::new(LocalWriter {
+            store: self.clone(),
+            file,
+            temp,
+            written: 0,
+        }))
     }
 
     fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<bool> {
@@ -177,6 +243,12 @@ impl ObjectStore for LocalStore {
         let mut buf = vec![0u8; len];
         f.read_exact_at(&mut buf, offset).at(&p)?;
         Ok(buf)
+    }
+
+    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>> {
+        let path = self.path(name);
+        let file = File::open(&path).map_err(|e| Self::err(&path, e))?;
+        Ok(Box::new(LocalReader { file, path }))
     }
 
     fn size(&self, name: &str) -> Result<u64> {
@@ -262,6 +334,10 @@ mod tests {
         let (_d, s) = store();
         s.put("packs/00/x", b"abc").unwrap();
         assert_eq!(s.get_range("packs/00/x", 1, 2).unwrap(), b"bc");
+        let r = s.open("packs/00/x").unwrap();
+        assert_eq!(r.read_at(0, 2).unwrap(), b"ab");
+        assert!(matches!(r.read_at(2, 5), Err(Error::Io { .. })));
+        assert!(matches!(s.open("packs/00/y"), Err(Error::NotFound(_))));
         assert!(matches!(s.get_range("packs/00/x", 1, 5), Err(Error::Io { .. })));
         assert_eq!(s.size("packs/00/x").unwrap(), 3);
         assert!(s.exists("packs/00/x").unwrap());
@@ -276,6 +352,24 @@ mod tests {
         s.delete("packs/00/x").unwrap();
         s.delete("packs/00/x").unwrap();
         assert!(!s.exists("packs/00/x").unwrap());
+    }
+
+    #[test]
+    fn a_streamed_object_appears_only_when_finished() {
+        let (_d, s) = store();
+        let mut w = s.writer().unwrap();
+        w.write(b"ab").unwrap();
+        w.write(b"c").unwrap();
+        assert_eq!(w.len(), 3);
+        assert!(s.list("").unwrap().is_empty(), "nothing visible before finish");
+        w.finish("packs/00/p").unwrap();
+        assert_eq!(s.get("packs/00/p").unwrap(), b"abc");
+        assert!(s.leftovers().unwrap().is_empty());
+        let mut w = s.writer().unwrap();
+        w.write(b"x").unwrap();
+        drop(w);
+        assert!(s.leftovers().unwrap().is_empty(), "an abandoned object leaves nothing");
+        assert_eq!(s.list("").unwrap().len(), 1);
     }
 
     #[test]

@@ -9,7 +9,11 @@
 //! on; every implementation must give it:
 //! 1. **Whole objects.** [`ObjectStore::put`] makes an object visible under its name only
 //!    complete and durable; a crash or error in the middle leaves the name as it was (absent).
-//!    Readers never see a partial object.
+//!    Readers never see a partial object. The same holds for an object streamed in through an
+//!    [`ObjectWriter`] (a pack, whose name is the hash of its bytes and so is known only at the
+//!    end): nothing is visible before [`ObjectWriter::finish`], and a writer dropped unfinished
+//!    leaves nothing a reader sees. Where it keeps the bytes meanwhile is the store's business
+//!    (a file on the same filesystem, memory, a multipart upload).
 //! 2. **Nothing changes in place.** The store puts each name once (content-named packs may be put
 //!    again with the same bytes) and later deletes it whole.
 //! 3. **Put-if-absent** ([`ObjectStore::put_if_absent`]) is atomic against every other writer of
@@ -49,12 +53,17 @@ pub trait ObjectStore: Send + Sync {
     fn location(&self) -> &Location;
     /// Stores a whole object durably (contract 1).
     fn put(&self, name: &str, data: &[u8]) -> Result<()>;
+    /// Starts an object streamed in and named when complete (contract 1).
+    fn writer(&self) -> Result<Box<dyn ObjectWriter>>;
     /// Stores a whole object unless the name is taken; `Ok(false)` if it was (contract 3).
     fn put_if_absent(&self, name: &str, data: &[u8]) -> Result<bool>;
     /// Reads a whole object.
     fn get(&self, name: &str) -> Result<Vec<u8>>;
     /// Reads `len` bytes at `offset`; a range beyond the end is an `UnexpectedEof` I/O error.
     fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// Opens an object for many ranged reads (a restore reads a pack blob by blob); the same as
+    /// calling `get_range` each time, without finding the object again for each read.
+    fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>>;
     /// An object's size.
     fn size(&self, name: &str) -> Result<u64>;
     /// Every object whose name starts with `prefix`, with sizes, sorted by name.
@@ -81,6 +90,25 @@ pub trait ObjectStore: Send + Sync {
     fn leftovers(&self) -> Result<Vec<String>> {
         Ok(Vec::new())
     }
+}
+
+/// An object open for ranged reads; see [`ObjectStore::open`].
+pub trait ObjectReader: Send {
+    /// Reads `len` bytes at `offset`; a range beyond the end is an `UnexpectedEof` I/O error.
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>>;
+}
+
+/// An object being streamed in; see [`ObjectStore::writer`].
+pub trait ObjectWriter: Send {
+    /// Appends bytes.
+    fn write(&mut self, data: &[u8]) -> Result<()>;
+    /// Bytes written so far.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Makes the object visible as `name`, whole and durable.
+    fn finish(self: Box<Self>, name: &str) -> Result<()>;
 }
 
 /// The names directly under `dir` (a flat directory such as `snapshots` or `keys`), without the

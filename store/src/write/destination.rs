@@ -59,7 +59,7 @@ pub trait ChunkDestination: Send + Sync {
 type Slot = Arc<Mutex<Option<Error>>>;
 
 fn keep_first(slot: &Slot, e: Error) {
-    slot.lock().unwrap().get_or_insert(e);
+    super::pipeline::fail(slot, e);
 }
 
 /// Packs blobs into this repository: a packer thread appends them to a pack in memory, a
@@ -124,7 +124,14 @@ impl LocalDestination {
         r
     }
 
+    /// Why the packer stopped: waits for it to end (its error is recorded as it ends).
     fn stopped(&self) -> Error {
+        let mut packer = self.packer.lock().unwrap();
+        if let Some(p) = packer.take() {
+            if p.join().is_err() {
+                keep_first(&self.failure, Error::Pipeline("the packer thread panicked".into()));
+            }
+        }
         self.failure
             .lock()
             .unwrap()
@@ -207,7 +214,7 @@ fn packer(
         for w in pub_rx {
             // Crash-safety steps 2 and 3: put the pack, index it, then stop treating its blobs
             // as pending.
-            let r = w.finish(store.as_ref(), &keys).and_then(|fin| {
+            let r = w.finish(&keys).and_then(|fin| {
                 index.add_pack(&fin)?;
                 trust.wrote(fin.id);
                 let mut p = pending.lock().unwrap();
@@ -225,7 +232,16 @@ fn packer(
     let mut writer: Option<PackWriter> = None;
     let mut result = Ok(());
     for blob in rx {
-        let w = writer.get_or_insert_with(PackWriter::new);
+        if writer.is_none() {
+            match PackWriter::new(store.as_ref()) {
+                Ok(w) => writer = Some(w),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let w = writer.as_mut().expect("just made");
         if let Err(e) = w.add(blob.id, blob.kind, blob.raw_len, &blob.sealed, &blob.bases, blob.depth) {
             result = Err(e);
             break;

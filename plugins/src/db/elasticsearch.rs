@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::absolute;
+use crate::db::http::{segment, Http};
 use crate::error::{Error, Result};
-use crate::http::{segment, Http};
 use crate::plugin::{as_in_snapshot, timestamped, Ctx, Health, ItemSink, ItemSource, Mode, Plugin, Reindexed};
 
 /// `[elasticsearch]`

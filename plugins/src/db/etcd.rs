@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::process::Command;
 
 use crate::config::absolute;
-use crate::datadir::{self, Replaced};
+use crate::db::datadir::{self, Replaced};
 use crate::error::{Error, Result};
 use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Mode, Plugin};
 use crate::process;

@@ -25,8 +25,8 @@ use serde_json::json;
 use tokio::process::Command;
 
 use crate::config::absolute;
+use crate::db::http::{segment, Http};
 use crate::error::{Error, Result};
-use crate::http::{segment, Http};
 use crate::plugin::{as_in_snapshot, Ctx, Health, ItemSink, ItemSource, Plugin};
 use crate::process;
 
@@ -183,7 +183,7 @@ impl ArangoDb {
         let mut text = format!("[server]\nendpoint = {}\n", self.cfg.endpoint);
         match &self.cfg.credentials_file {
             Some(f) => {
-                let (user, password) = crate::http::read_credentials(f)?;
+                let (user, password) = crate::db::http::read_credentials(f)?;
                 text.push_str(&format!("username = {user}\npassword = {password}\n"));
             }
             // Without credentials the tools would prompt for a password.

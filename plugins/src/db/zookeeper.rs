@@ -19,7 +19,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::absolute;
-use crate::datadir::{self, Replaced};
+use crate::db::datadir::{self, Replaced};
 use crate::error::{Error, Result};
 use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Keep, Mode, Plugin};
 use crate::process;

@@ -34,6 +34,8 @@
 //! overhead) plus one pack being copied; time follows the kept snapshots' chunk lists (read to
 //! find the live set) and the bytes deleted and copied, not the repository's size.
 
+mod plan;
+
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
@@ -50,6 +52,7 @@ use crate::read::BlobReader;
 use crate::repo::Repository;
 use crate::snapshot::{Item, Snapshot};
 use crate::util::now_unix;
+use plan::{MarkerState, Plan};
 
 /// How prune decides.
 #[derive(Debug, Clone, Copy)]
@@ -104,21 +107,6 @@ pub struct PruneReport {
     /// Bytes of packs in the repository afterwards (marked ones included until deleted).
     pub bytes_after: u64,
     pub warnings: Vec<String>,
-}
-
-/// One pack's fate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Fate {
-    Keep,
-    Repack,
-    Drop,
-}
-
-/// A readable marker and whether its packs may go now.
-struct MarkerState {
-    name: String,
-    marker: Marker,
-    due: bool,
 }
 
 impl Repository {
@@ -282,97 +270,17 @@ impl Repository {
         }
         report.packs_before = packs.len() as u64;
         report.bytes_before = packs.iter().map(|p| p.1).sum();
-        let mut fates: Vec<(PackId, u64, Fate)> = Vec::with_capacity(packs.len());
-        // Of each kept pack: every blob in it, and the bases of its dead deltas.
-        let mut kept_blobs: Vec<(usize, Vec<ChunkId>, Vec<Vec<ChunkId>>)> = Vec::new();
-        for (id, size) in &packs {
-            let entries = idx.pack_entries(id)?;
-            let live_bytes: u64 = entries
-                .iter()
-                .filter(|e| live.contains(&e.id))
-                .map(|e| u64::from(e.length))
-                .sum();
-            let total: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
-            let fate = if live_bytes == 0 {
-                Fate::Drop
-            } else if (live_bytes as f64) < opts.repack_below * total as f64 {
-                Fate::Repack
-            } else {
-                Fate::Keep
-            };
-            if fate == Fate::Keep {
-                let dead_deltas = entries
-                    .iter()
-                    .filter(|e| !e.bases.is_empty() && !live.contains(&e.id))
-                    .map(|e| e.bases.clone())
-                    .collect();
-                kept_blobs.push((fates.len(), entries.iter().map(|e| e.id).collect(), dead_deltas));
-            }
-            fates.push((*id, *size, fate));
-        }
-        // A kept pack may hold dead deltas whose bases go with the packs dropped or repacked.
-        // Such a blob could never be read again, so its pack is repacked (dropping it) too;
-        // that can strand dead deltas elsewhere, hence the loop. Live blobs never strand: their
-        // bases are live.
-        loop {
-            let survivors: HashSet<ChunkId> = kept_blobs
-                .iter()
-                .filter(|(i, _, _)| fates[*i].2 == Fate::Keep)
-                .flat_map(|(_, ids, _)| ids.iter().copied())
-                .collect();
-            let mut changed = false;
-            for (i, _, dead_deltas) in &kept_blobs {
-                if fates[*i].2 == Fate::Keep
-                    && dead_deltas
-                        .iter()
-                        .flatten()
-                        .any(|b| !survivors.contains(b) && !live.contains(b))
-                {
-                    fates[*i].2 = Fate::Repack;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
-        let mut secured: HashSet<ChunkId> = kept_blobs
-            .iter()
-            .filter(|(i, _, _)| fates[*i].2 == Fate::Keep)
-            .flat_map(|(_, ids, _)| ids.iter().copied())
-            .filter(|id| live.contains(id))
-            .collect();
-        drop(kept_blobs);
-        let fate_of: HashMap<PackId, (u64, Fate)> = fates.iter().map(|(p, s, f)| (*p, (*s, *f))).collect();
-        let marked: HashSet<PackId> = markers.iter().flat_map(|m| m.marker.packs.iter().copied()).collect();
-        let due: HashSet<PackId> = markers
-            .iter()
-            .filter(|m| m.due)
-            .flat_map(|m| m.marker.packs.iter().copied())
-            .filter(|p| fate_of.get(p).is_none_or(|(_, f)| *f != Fate::Keep))
-            .collect();
-        for (id, size, fate) in &fates {
-            if *fate != Fate::Keep && due.contains(id) {
-                report.packs_deleted += 1;
-                report.bytes_deleted += size;
-            } else if *fate != Fate::Keep && marked.contains(id) {
-                report.packs_waiting += 1;
-                report.bytes_waiting += size;
-            } else if *fate != Fate::Keep {
-                report.packs_marked += 1;
-                report.bytes_marked += size;
-            }
-            if *fate == Fate::Repack && !marked.contains(id) {
-                report.packs_repacked += 1;
-            }
-        }
+        let (fates, secured) = plan::decide(&packs, |id| idx.pack_entries(id), &live, opts.repack_below)?;
+        let mut plan = Plan::new(fates, secured, &markers);
+        plan.account(&mut report);
+        let mut secured = std::mem::take(&mut plan.secured);
 
         // 3. Copy the live blobs of repacked packs (estimated in a dry run).
         let mut written: Vec<FinishedPack> = Vec::new();
-        let repack: Vec<&(PackId, u64, Fate)> = fates.iter().filter(|f| f.2 == Fate::Repack).collect();
-        progress.start("prune: repack", Some(repack.iter().map(|f| f.1).sum()));
+        progress.start("prune: repack", Some(plan.repack().map(|(_, size)| size).sum()));
         let mut copier = Copier::new(self.store.as_ref(), &self.keys, self.config.pack_size);
-        for (id, size, _) in &repack {
+        for (id, size) in plan.repack() {
+            let (id, size) = (&id, &size);
             let entries = idx.pack_entries(id)?;
             let wanted: Vec<&PackEntry> = entries
                 .iter()
@@ -423,11 +331,7 @@ impl Repository {
         crate::util::crash_point("prune-indexed");
 
         // 4. Delete what is due: index first, then the files, then the markers.
-        let gone: Vec<PackId> = fates
-            .iter()
-            .filter(|f| f.2 != Fate::Keep && due.contains(&f.0))
-            .map(|f| f.0)
-            .collect();
+        let gone = plan.to_delete();
         for id in &gone {
             idx.remove_pack(id)?;
         }
@@ -443,16 +347,9 @@ impl Repository {
         }
         progress.finish();
         for m in &markers {
-            let rest: Vec<PackId> = m
-                .marker
-                .packs
-                .iter()
-                .copied()
-                .filter(|p| !due.contains(p) && fate_of.get(p).is_some_and(|(_, f)| *f != Fate::Keep))
-                .collect();
-            if rest.len() == m.marker.packs.len() {
+            let Some(rest) = plan.marker_rest(&m.marker) else {
                 continue;
-            }
+            };
             if !rest.is_empty() {
                 let mut replaced = m.marker.clone();
                 replaced.packs = rest;
@@ -462,11 +359,7 @@ impl Repository {
         }
 
         // 5. Mark what goes next, with the locks present now.
-        let to_mark: Vec<PackId> = fates
-            .iter()
-            .filter(|f| f.2 != Fate::Keep && !marked.contains(&f.0))
-            .map(|f| f.0)
-            .collect();
+        let to_mark = plan.to_mark();
         if !to_mark.is_empty() {
             let holders: Vec<String> = self
                 .locks()?

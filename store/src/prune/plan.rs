@@ -1,0 +1,315 @@
+//! Prune's plan: which packs stay, which are copied from and which go, decided from the live set
+//! and the markers before anything is written (steps 1-2 of `prune/mod.rs`). Pure decisions on
+//! what the index and the markers say, so each rule is tested here without a repository.
+
+use std::collections::{HashMap, HashSet};
+
+use super::PruneReport;
+use crate::deletion::Marker;
+use crate::error::Result;
+use crate::id::{ChunkId, PackId};
+use crate::pack::PackEntry;
+
+/// One pack's fate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Enough of it is live: it stays as it is.
+    Keep,
+    /// Less than `repack_below` of its bytes are live: its live blobs are copied, then it goes.
+    Repack,
+    /// Nothing in it is live.
+    Drop,
+}
+
+/// Every indexed pack, its size and its fate.
+pub(crate) type Fates = Vec<(PackId, u64, Fate)>;
+
+/// A readable marker and whether its packs may go now.
+pub(crate) struct MarkerState {
+    pub name: String,
+    pub marker: Marker,
+    pub due: bool,
+}
+
+/// What one prune run does.
+pub(crate) struct Plan {
+    pub fates: Fates,
+    /// Live blobs already safe in kept packs: never copied.
+    pub secured: HashSet<ChunkId>,
+    /// Packs some marker names.
+    marked: HashSet<PackId>,
+    /// Marked packs whose marker is due and that are not kept: deleted by this run.
+    due: HashSet<PackId>,
+    fate_of: HashMap<PackId, Fate>,
+}
+
+/// Decides each pack's fate. `entries` gives a pack's blobs (from the index). A kept pack that
+/// holds a dead delta whose base would go is repacked as well, so that every blob left in the
+/// repository can still be decoded; that can strand dead deltas elsewhere, hence the loop. Live
+/// blobs never strand: their bases are live.
+pub(crate) fn decide(
+    packs: &[(PackId, u64)],
+    mut entries: impl FnMut(&PackId) -> Result<Vec<PackEntry>>,
+    live: &HashSet<ChunkId>,
+    repack_below: f64,
+) -> Result<(Fates, HashSet<ChunkId>)> {
+    let mut fates: Vec<(PackId, u64, Fate)> = Vec::with_capacity(packs.len());
+    // Of each kept pack: every blob in it, and the bases of its dead deltas.
+    let mut kept_blobs: Vec<(usize, Vec<ChunkId>, Vec<Vec<ChunkId>>)> = Vec::new();
+    for (id, size) in packs {
+        let entries = entries(id)?;
+        let live_bytes: u64 = entries
+            .iter()
+            .filter(|e| live.contains(&e.id))
+            .map(|e| u64::from(e.length))
+            .sum();
+        let total: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
+        let fate = if live_bytes == 0 {
+            Fate::Drop
+        } else if (live_bytes as f64) < repack_below * total as f64 {
+            Fate::Repack
+        } else {
+            Fate::Keep
+        };
+        if fate == Fate::Keep {
+            let dead_deltas = entries
+                .iter()
+                .filter(|e| !e.bases.is_empty() && !live.contains(&e.id))
+                .map(|e| e.bases.clone())
+                .collect();
+            kept_blobs.push((fates.len(), entries.iter().map(|e| e.id).collect(), dead_deltas));
+        }
+        fates.push((*id, *size, fate));
+    }
+    loop {
+        let survivors: HashSet<ChunkId> = kept_blobs
+            .iter()
+            .filter(|(i, _, _)| fates[*i].2 == Fate::Keep)
+            .flat_map(|(_, ids, _)| ids.iter().copied())
+            .collect();
+        let mut changed = false;
+        for (i, _, dead_deltas) in &kept_blobs {
+            if fates[*i].2 == Fate::Keep
+                && dead_deltas
+                    .iter()
+                    .flatten()
+                    .any(|b| !survivors.contains(b) && !live.contains(b))
+            {
+                fates[*i].2 = Fate::Repack;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    let secured = kept_blobs
+        .iter()
+        .filter(|(i, _, _)| fates[*i].2 == Fate::Keep)
+        .flat_map(|(_, ids, _)| ids.iter().copied())
+        .filter(|id| live.contains(id))
+        .collect();
+    Ok((fates, secured))
+}
+
+impl Plan {
+    pub fn new(fates: Fates, secured: HashSet<ChunkId>, markers: &[MarkerState]) -> Self {
+        let fate_of: HashMap<PackId, Fate> = fates.iter().map(|(p, _, f)| (*p, *f)).collect();
+        let marked = markers.iter().flat_map(|m| m.marker.packs.iter().copied()).collect();
+        let due = markers
+            .iter()
+            .filter(|m| m.due)
+            .flat_map(|m| m.marker.packs.iter().copied())
+            .filter(|p| fate_of.get(p).is_none_or(|f| *f != Fate::Keep))
+            .collect();
+        Self {
+            fates,
+            secured,
+            marked,
+            due,
+            fate_of,
+        }
+    }
+
+    /// Counts what the plan deletes, leaves waiting, marks and repacks.
+    pub fn account(&self, report: &mut PruneReport) {
+        for (id, size, fate) in &self.fates {
+            if *fate == Fate::Keep {
+                continue;
+            }
+            if self.due.contains(id) {
+                report.packs_deleted += 1;
+                report.bytes_deleted += size;
+            } else if self.marked.contains(id) {
+                report.packs_waiting += 1;
+                report.bytes_waiting += size;
+            } else {
+                report.packs_marked += 1;
+                report.bytes_marked += size;
+            }
+            if *fate == Fate::Repack && !self.marked.contains(id) {
+                report.packs_repacked += 1;
+            }
+        }
+    }
+
+    /// Packs whose live blobs are copied out.
+    pub fn repack(&self) -> impl Iterator<Item = (PackId, u64)> + '_ {
+        self.fates
+            .iter()
+            .filter(|f| f.2 == Fate::Repack)
+            .map(|(p, s, _)| (*p, *s))
+    }
+
+    /// Packs this run deletes.
+    pub fn to_delete(&self) -> Vec<PackId> {
+        self.fates
+            .iter()
+            .filter(|f| f.2 != Fate::Keep && self.due.contains(&f.0))
+            .map(|f| f.0)
+            .collect()
+    }
+
+    /// The packs a marker should still name after this run, or `None` if it stays as it is.
+    /// Deleted packs leave it; so do packs that turned out to be kept.
+    pub fn marker_rest(&self, m: &Marker) -> Option<Vec<PackId>> {
+        let rest: Vec<PackId> = m
+            .packs
+            .iter()
+            .copied()
+            .filter(|p| !self.due.contains(p) && self.fate_of.get(p).is_some_and(|f| *f != Fate::Keep))
+            .collect();
+        (rest.len() != m.packs.len()).then_some(rest)
+    }
+
+    /// Packs to go that no marker names yet: marked by this run for a later one.
+    pub fn to_mark(&self) -> Vec<PackId> {
+        self.fates
+            .iter()
+            .filter(|f| f.2 != Fate::Keep && !self.marked.contains(&f.0))
+            .map(|f| f.0)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::BlobKind;
+
+    fn id(n: u8) -> ChunkId {
+        ChunkId([n; 32])
+    }
+
+    fn pack(n: u8) -> PackId {
+        PackId([n; 32])
+    }
+
+    fn entry(n: u8, length: u32, bases: &[u8]) -> PackEntry {
+        PackEntry {
+            id: id(n),
+            kind: if bases.is_empty() {
+                BlobKind::Data
+            } else {
+                BlobKind::Delta
+            },
+            offset: 0,
+            length,
+            raw_len: length,
+            bases: bases.iter().map(|b| id(*b)).collect(),
+            depth: u8::from(!bases.is_empty()),
+        }
+    }
+
+    fn run(packs: &[(u8, Vec<PackEntry>)], live: &[u8], below: f64) -> (Fates, HashSet<ChunkId>) {
+        let list: Vec<(PackId, u64)> = packs.iter().map(|(p, _)| (pack(*p), 100)).collect();
+        let by: HashMap<PackId, Vec<PackEntry>> = packs.iter().map(|(p, e)| (pack(*p), e.clone())).collect();
+        let live: HashSet<ChunkId> = live.iter().map(|n| id(*n)).collect();
+        decide(&list, |p| Ok(by[p].clone()), &live, below).unwrap()
+    }
+
+    fn fates(d: &(Fates, HashSet<ChunkId>)) -> Vec<Fate> {
+        d.0.iter().map(|f| f.2).collect()
+    }
+
+    #[test]
+    fn packs_are_kept_repacked_or_dropped_by_their_live_bytes() {
+        let packs = vec![
+            (1, vec![entry(1, 60, &[]), entry(2, 40, &[])]), // all live
+            (2, vec![entry(3, 60, &[]), entry(4, 40, &[])]), // 40% live
+            (3, vec![entry(5, 60, &[]), entry(6, 40, &[])]), // 60% live
+            (4, vec![entry(7, 50, &[])]),                    // nothing live
+        ];
+        let d = run(&packs, &[1, 2, 4, 5], 0.5);
+        assert_eq!(fates(&d), [Fate::Keep, Fate::Repack, Fate::Keep, Fate::Drop]);
+        let secured: HashSet<ChunkId> = [1, 2, 5].iter().map(|n| id(*n)).collect();
+        assert_eq!(d.1, secured, "live blobs of kept packs are secured, no others");
+        assert_eq!(
+            fates(&run(&packs, &[1, 2, 4, 5], 0.0)),
+            [Fate::Keep, Fate::Keep, Fate::Keep, Fate::Drop]
+        );
+        assert_eq!(
+            fates(&run(&packs, &[1, 2, 4, 5], 1.0)),
+            [Fate::Keep, Fate::Repack, Fate::Repack, Fate::Drop]
+        );
+    }
+
+    #[test]
+    fn a_kept_pack_whose_dead_delta_loses_its_base_is_repacked_and_that_cascades() {
+        let packs = vec![
+            (1, vec![entry(1, 10, &[])]),                     // base of 2: dead, goes
+            (2, vec![entry(2, 10, &[1]), entry(3, 90, &[])]), // dead delta on 1; 3 live
+            (3, vec![entry(4, 10, &[2]), entry(5, 90, &[])]), // dead delta on 2; 5 live
+            (4, vec![entry(6, 10, &[5]), entry(7, 90, &[])]), // dead delta on live 5: fine
+        ];
+        let d = run(&packs, &[3, 5, 7], 0.5);
+        assert_eq!(fates(&d), [Fate::Drop, Fate::Repack, Fate::Repack, Fate::Keep]);
+        let secured: HashSet<ChunkId> = [7].iter().map(|n| id(*n)).collect();
+        assert_eq!(d.1, secured);
+    }
+
+    #[test]
+    fn the_plan_deletes_only_due_marked_packs_and_marks_the_rest() {
+        let fates = vec![
+            (pack(1), 10, Fate::Keep),
+            (pack(2), 20, Fate::Drop),   // marked, due
+            (pack(3), 30, Fate::Repack), // marked, not due
+            (pack(4), 40, Fate::Drop),   // unmarked
+        ];
+        let markers = vec![
+            MarkerState {
+                name: "a".into(),
+                marker: Marker::new(0, vec![pack(1), pack(2)], vec![]),
+                due: true,
+            },
+            MarkerState {
+                name: "b".into(),
+                marker: Marker::new(0, vec![pack(3)], vec!["lock".into()]),
+                due: false,
+            },
+        ];
+        let plan = Plan::new(fates, HashSet::new(), &markers);
+        assert_eq!(
+            plan.to_delete(),
+            vec![pack(2)],
+            "a kept pack is never deleted, due or not"
+        );
+        assert_eq!(plan.to_mark(), vec![pack(4)]);
+        assert_eq!(plan.repack().collect::<Vec<_>>(), vec![(pack(3), 30)]);
+        assert_eq!(
+            plan.marker_rest(&markers[0].marker),
+            Some(vec![]),
+            "marker a is finished"
+        );
+        assert_eq!(plan.marker_rest(&markers[1].marker), None, "marker b stays as it is");
+        let mut r = PruneReport::default();
+        plan.account(&mut r);
+        assert_eq!((r.packs_deleted, r.bytes_deleted), (1, 20));
+        assert_eq!((r.packs_waiting, r.bytes_waiting), (1, 30));
+        assert_eq!((r.packs_marked, r.bytes_marked), (1, 40));
+        assert_eq!(
+            r.packs_repacked, 0,
+            "a marked pack was repacked by the run that marked it"
+        );
+    }
+}
