@@ -182,10 +182,6 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         }
         plugins.push(plugin);
     }
-    if let Some(r) = &config.retention {
-        r.policy()
-            .map_err(|m| err(section_line(text, "retention", 0), format!("[retention] {m}")))?;
-    }
     if config.password_file.is_some() && config.identity_file.is_some() {
         return Err(err(None, "give password_file or identity_file, not both".into()));
     }

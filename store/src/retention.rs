@@ -9,22 +9,43 @@
 //! bucket). Time is UTC and comes from the snapshots, not the clock, so a decision is the same
 //! whenever it is made.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+use crate::repo::Repository;
 use crate::util::civil_from_days;
 
-/// What to keep. An empty policy keeps nothing and is refused by `forget`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// What to keep. An empty policy keeps nothing and is refused by `forget`. The one shape of a
+/// retention policy: `cairn forget`'s flags build it, and a configuration's `[retention]` reads
+/// into it under the same names (`keep_last = 7`, `keep_within = "30d"`, `keep_tags = [..]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Policy {
+    #[serde(default, rename(deserialize = "keep_last"))]
     pub last: u32,
+    #[serde(default, rename(deserialize = "keep_hourly"))]
     pub hourly: u32,
+    #[serde(default, rename(deserialize = "keep_daily"))]
     pub daily: u32,
+    #[serde(default, rename(deserialize = "keep_weekly"))]
     pub weekly: u32,
+    #[serde(default, rename(deserialize = "keep_monthly"))]
     pub monthly: u32,
+    #[serde(default, rename(deserialize = "keep_yearly"))]
     pub yearly: u32,
     /// Seconds before the newest snapshot within which everything is kept.
+    #[serde(default, rename(deserialize = "keep_within"), deserialize_with = "within_text")]
     pub within: Option<i64>,
+    #[serde(default, rename(deserialize = "keep_tags"))]
     pub tags: Vec<String>,
+}
+
+/// `keep_within` as a duration text (`30d`, `1y6m`).
+fn within_text<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<i64>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("keep_within: {e}")))
 }
 
 /// A snapshot as retention sees it.
@@ -44,6 +65,41 @@ pub struct Decision {
     pub keep: bool,
     /// Why it is kept (`daily 2026-11-20`, `last 3`, `tag safety`), or why it goes.
     pub reasons: Vec<String>,
+}
+
+impl Repository {
+    /// Applies a policy to every snapshot (or only those tagged `only_tag`) and forgets what it
+    /// does not keep, unless `dry_run`. Returns every decision, newest first. An empty policy
+    /// is refused (it would forget everything), and so is a repository with a manifest that
+    /// cannot be read (the policy could not see it).
+    pub fn forget_by_policy(&self, policy: &Policy, dry_run: bool, only_tag: Option<&str>) -> Result<Vec<Decision>> {
+        if policy.is_empty() {
+            return Err(Error::Invalid(
+                "no keep rule given: that would forget every snapshot (use --keep-last, --keep-daily, \
+                 ... or name snapshots)"
+                    .into(),
+            ));
+        }
+        let mut entries = Vec::new();
+        for s in self.snapshots()? {
+            let s = s.map_err(|e| Error::Invalid(format!("{e}; run `cairn check` before forgetting by policy")))?;
+            if only_tag.is_some_and(|t| !s.tags.iter().any(|x| x == t)) {
+                continue;
+            }
+            entries.push(Entry {
+                name: s.name.clone(),
+                time: s.time,
+                tags: s.tags.clone(),
+                complete: s.is_complete(),
+            });
+        }
+        let decisions = policy.apply(&entries);
+        if !dry_run {
+            let gone: Vec<String> = decisions.iter().filter(|d| !d.keep).map(|d| d.name.clone()).collect();
+            self.forget(&gone)?;
+        }
+        Ok(decisions)
+    }
 }
 
 impl Policy {

@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use cairn_store::{format_rfc3339, Decision, Policy, PruneOptions, Repository, RetentionEntry};
+use cairn_store::{format_rfc3339, Decision, Policy, PruneOptions};
 
 use crate::common::{print_table, GlobalOpts};
 
@@ -74,33 +74,6 @@ impl PolicyArgs {
     }
 }
 
-/// Applies a policy to every snapshot (or only those tagged `only_tag`) and forgets what it
-/// does not keep (unless `dry_run`).
-pub fn apply(repo: &Repository, policy: &Policy, dry_run: bool, only_tag: Option<&str>) -> Result<Vec<Decision>> {
-    if policy.is_empty() {
-        bail!("no keep rule given: that would forget every snapshot (use --keep-last, --keep-daily, ... or name snapshots)");
-    }
-    let mut entries = Vec::new();
-    for s in repo.snapshots()? {
-        let s = s.map_err(|e| anyhow::anyhow!("{e}; run `cairn check` before forgetting by policy"))?;
-        if only_tag.is_some_and(|t| !s.tags.iter().any(|x| x == t)) {
-            continue;
-        }
-        entries.push(RetentionEntry {
-            name: s.name.clone(),
-            time: s.time,
-            tags: s.tags.clone(),
-            complete: s.is_complete(),
-        });
-    }
-    let decisions = policy.apply(&entries);
-    if !dry_run {
-        let gone: Vec<String> = decisions.iter().filter(|d| !d.keep).map(|d| d.name.clone()).collect();
-        repo.forget(&gone)?;
-    }
-    Ok(decisions)
-}
-
 pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
     let repo = g.open()?;
     let policy = a.policy.policy();
@@ -126,7 +99,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
             })
             .collect()
     } else {
-        apply(&repo, &policy, a.dry_run, None)?
+        repo.forget_by_policy(&policy, a.dry_run, None)?
     };
     let forgotten = decisions.iter().filter(|d| !d.keep).count();
     if a.json {

@@ -2,14 +2,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use cairn_plugins::controller::{self, BackupRequest};
 use cairn_plugins::ops::schedule::{self, CronExpr, RunGuard};
-use cairn_store::{now_unix, PruneOptions, Status};
+use cairn_store::now_unix;
 
-use crate::common::{bytes, GlobalOpts};
-
-/// The tag of scheduled backups; `[retention]` applies to these alone.
-pub const SCHEDULED_TAG: &str = "scheduled";
+use crate::common::GlobalOpts;
 
 /// Scheduled backups: the system cron entry, one scheduled run, or a foreground scheduler.
 #[derive(clap::Subcommand, Debug)]
@@ -159,70 +155,10 @@ pub fn fire(g: &GlobalOpts, maintenance: bool) -> Result<ExitCode> {
         if maintenance { " (maintenance mode)" } else { "" }
     ));
     let result = (|| -> Result<ExitCode> {
-        let g2 = g.with_config(Some(&loaded));
-        let repo = g2.open_exact()?;
-        let req = BackupRequest {
-            name: Some(name.clone()),
-            tags: vec![SCHEDULED_TAG.into()],
-            plugins: None,
-            maintenance,
-            ..Default::default()
-        };
-        let (snap, _) = super::system::runtime()?.block_on(controller::backup(&repo, &loaded, &req))?;
-        if let Status::Failed { reason } = &snap.status {
-            log(&format!("FAILED {name}: {reason}"));
-            return Ok(ExitCode::FAILURE);
-        }
-        log(&format!(
-            "done {name}: complete, {} logical, {} added",
-            bytes(snap.size()),
-            bytes(snap.stats.bytes_added)
-        ));
-        if let Some(r) = &loaded.config.retention {
-            let policy = r.policy().map_err(anyhow::Error::msg)?;
-            // Only scheduled snapshots: manual, safety and other hosts' snapshots are not the
-            // schedule's to remove.
-            let decisions = super::forget::apply(&repo, &policy, false, Some(SCHEDULED_TAG))?;
-            let gone: Vec<&str> = decisions.iter().filter(|d| !d.keep).map(|d| d.name.as_str()).collect();
-            log(&format!(
-                "retention: forgot {} snapshot(s){}",
-                gone.len(),
-                if gone.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", gone.join(", "))
-                }
-            ));
-            // Safety snapshots by a rule of their own: the newest `keep_safety`.
-            let keep_safety = r.keep_safety.unwrap_or(5);
-            if keep_safety > 0 {
-                let safety_policy = cairn_store::Policy {
-                    last: keep_safety,
-                    ..Default::default()
-                };
-                let decisions = super::forget::apply(&repo, &safety_policy, false, Some("safety"))?;
-                let gone: Vec<&str> = decisions.iter().filter(|d| !d.keep).map(|d| d.name.as_str()).collect();
-                if !gone.is_empty() {
-                    log(&format!(
-                        "retention: forgot {} safety snapshot(s) beyond the newest {keep_safety}: {}",
-                        gone.len(),
-                        gone.join(", ")
-                    ));
-                }
-            }
-            if r.prune.unwrap_or(true) {
-                let p = repo.prune(&PruneOptions::default(), &cairn_store::NoProgress)?;
-                log(&format!(
-                    "prune: deleted {} pack(s), marked {} for a later prune, repacked {}, {} -> {}",
-                    p.packs_deleted,
-                    p.packs_marked,
-                    p.packs_repacked,
-                    bytes(p.bytes_before),
-                    bytes(p.bytes_after)
-                ));
-            }
-        }
-        Ok(ExitCode::SUCCESS)
+        let repo = g.with_config(Some(&loaded)).open_exact()?;
+        let rt = super::system::runtime()?;
+        let complete = schedule::run_once(&rt, &repo, &loaded, &name, maintenance, &log)?;
+        Ok(if complete { ExitCode::SUCCESS } else { ExitCode::FAILURE })
     })();
     match result {
         Ok(code) => Ok(code),

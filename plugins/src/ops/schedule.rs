@@ -11,54 +11,52 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use cairn_store::{format_bytes, Policy, PruneOptions, Repository, Status};
+
+use crate::config::Loaded;
+use crate::controller::{self, BackupRequest};
 use serde::Deserialize;
 
-/// `[retention]`: the policy applied after each scheduled backup (see `cairn forget`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The tag of scheduled backups; `[retention]` applies to these alone.
+pub const SCHEDULED_TAG: &str = "scheduled";
+
+/// `[retention]`: the policy applied after each scheduled backup (the same `keep_*` rules as
+/// `cairn forget`), whether to prune after it, and how many safety snapshots to keep.
+#[derive(Debug, Clone)]
 pub struct RetentionConfig {
-    #[serde(default)]
-    pub keep_last: u32,
-    #[serde(default)]
-    pub keep_hourly: u32,
-    #[serde(default)]
-    pub keep_daily: u32,
-    #[serde(default)]
-    pub keep_weekly: u32,
-    #[serde(default)]
-    pub keep_monthly: u32,
-    #[serde(default)]
-    pub keep_yearly: u32,
-    /// A duration such as `30d`.
-    pub keep_within: Option<String>,
-    #[serde(default)]
-    pub keep_tags: Vec<String>,
-    /// Prune after forgetting (default true).
-    pub prune: Option<bool>,
+    pub policy: Policy,
+    /// Prune after forgetting (`prune`, default true).
+    pub prune: bool,
     /// Safety snapshots (taken before each restore) kept by their own rule: the newest N
-    /// (default 5; 0 keeps them all).
-    pub keep_safety: Option<u32>,
+    /// (`keep_safety`, default 5; 0 keeps them all).
+    pub keep_safety: u32,
 }
 
-impl RetentionConfig {
-    pub fn policy(&self) -> Result<cairn_store::Policy, String> {
-        let p = cairn_store::Policy {
-            last: self.keep_last,
-            hourly: self.keep_hourly,
-            daily: self.keep_daily,
-            weekly: self.keep_weekly,
-            monthly: self.keep_monthly,
-            yearly: self.keep_yearly,
-            within: match &self.keep_within {
-                Some(d) => Some(cairn_store::parse_duration(d).map_err(|e| format!("keep_within: {e}"))?),
-                None => None,
-            },
-            tags: self.keep_tags.clone(),
+impl<'de> Deserialize<'de> for RetentionConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(d)?;
+        let prune = match table.remove("prune") {
+            None => true,
+            Some(toml::Value::Boolean(b)) => b,
+            Some(v) => return Err(D::Error::custom(format!("prune: expected true or false, found {v}"))),
         };
-        if p.is_empty() {
-            return Err("no keep_* rule: it would forget every snapshot".into());
+        let keep_safety = match table.remove("keep_safety") {
+            None => 5,
+            Some(toml::Value::Integer(n)) => {
+                u32::try_from(n).map_err(|_| D::Error::custom(format!("keep_safety: {n} is not a count")))?
+            }
+            Some(v) => return Err(D::Error::custom(format!("keep_safety: expected a number, found {v}"))),
+        };
+        let policy = Policy::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
+        if policy.is_empty() {
+            return Err(D::Error::custom("no keep_* rule: it would forget every snapshot"));
         }
-        Ok(p)
+        Ok(Self {
+            policy,
+            prune,
+            keep_safety,
+        })
     }
 }
 
@@ -324,9 +322,121 @@ pub fn run_name(unix: i64) -> String {
     format!("DAILY/{}", cairn_store::format_rfc3339(unix))
 }
 
+/// One scheduled run, once its slot is taken ([`RunGuard`]): backs the platform up as `name`
+/// (tagged [`SCHEDULED_TAG`]), then applies `[retention]`. Each step's outcome goes to `log`.
+/// Returns whether the snapshot is complete; a failed one leaves retention for the next run.
+pub fn run_once(
+    rt: &tokio::runtime::Runtime,
+    repo: &Repository,
+    loaded: &Loaded,
+    name: &str,
+    maintenance: bool,
+    log: &dyn Fn(&str),
+) -> crate::Result<bool> {
+    let req = BackupRequest {
+        name: Some(name.to_string()),
+        tags: vec![SCHEDULED_TAG.into()],
+        plugins: None,
+        maintenance,
+        ..Default::default()
+    };
+    let (snap, _) = rt.block_on(controller::backup(repo, loaded, &req))?;
+    if let Status::Failed { reason } = &snap.status {
+        log(&format!("FAILED {name}: {reason}"));
+        return Ok(false);
+    }
+    log(&format!(
+        "done {name}: complete, {} logical, {} added",
+        format_bytes(snap.size()),
+        format_bytes(snap.stats.bytes_added)
+    ));
+    if let Some(r) = &loaded.config.retention {
+        apply_retention(repo, r, log)?;
+    }
+    Ok(true)
+}
+
+/// `[retention]` after a scheduled backup: its policy on the scheduled snapshots alone (manual,
+/// safety and other hosts' snapshots are not the schedule's to remove), the newest
+/// `keep_safety` safety snapshots, then a prune unless `prune = false`.
+pub fn apply_retention(repo: &Repository, r: &RetentionConfig, log: &dyn Fn(&str)) -> crate::Result<()> {
+    let decisions = repo.forget_by_policy(&r.policy, false, Some(SCHEDULED_TAG))?;
+    let gone: Vec<&str> = decisions.iter().filter(|d| !d.keep).map(|d| d.name.as_str()).collect();
+    log(&format!(
+        "retention: forgot {} snapshot(s){}",
+        gone.len(),
+        if gone.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", gone.join(", "))
+        }
+    ));
+    if r.keep_safety > 0 {
+        let safety = Policy {
+            last: r.keep_safety,
+            ..Default::default()
+        };
+        let decisions = repo.forget_by_policy(&safety, false, Some("safety"))?;
+        let gone: Vec<&str> = decisions.iter().filter(|d| !d.keep).map(|d| d.name.as_str()).collect();
+        if !gone.is_empty() {
+            log(&format!(
+                "retention: forgot {} safety snapshot(s) beyond the newest {}: {}",
+                gone.len(),
+                r.keep_safety,
+                gone.join(", ")
+            ));
+        }
+    }
+    if r.prune {
+        let p = repo.prune(&PruneOptions::default(), &cairn_store::NoProgress)?;
+        log(&format!(
+            "prune: deleted {} pack(s), marked {} for a later prune, repacked {}, {} -> {}",
+            p.packs_deleted,
+            p.packs_marked,
+            p.packs_repacked,
+            format_bytes(p.bytes_before),
+            format_bytes(p.bytes_after)
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn retention(text: &str) -> Result<RetentionConfig, String> {
+        toml::from_str::<RetentionConfig>(text).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn retention_reads_the_same_policy_as_forget_with_its_own_two_settings() {
+        let r = retention("keep_daily = 7\nkeep_within = \"2d\"\nkeep_tags = [\"x\"]\n").unwrap();
+        assert_eq!(
+            r.policy,
+            Policy {
+                daily: 7,
+                within: Some(2 * 86400),
+                tags: vec!["x".into()],
+                ..Default::default()
+            }
+        );
+        assert!(r.prune, "prune defaults to true");
+        assert_eq!(r.keep_safety, 5);
+        let r = retention("keep_last = 1\nprune = false\nkeep_safety = 0\n").unwrap();
+        assert!(!r.prune);
+        assert_eq!(r.keep_safety, 0);
+        for (bad, says) in [
+            ("prune = true\n", "no keep_* rule"),
+            ("keep_last = 1\nprune = 3\n", "prune"),
+            ("keep_last = 1\nkeep_safety = -1\n", "keep_safety"),
+            ("keep_last = 1\nkeep_within = \"7x\"\n", "keep_within"),
+            ("keep_last = 1\nkeep_lsat = 2\n", "keep_lsat"),
+        ] {
+            let e = retention(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
+        }
+    }
 
     #[test]
     fn the_state_dir_log_and_lock_are_private_whatever_the_umask() {
