@@ -66,8 +66,7 @@ impl Repository {
     /// The check, under a lock the caller holds.
     pub(crate) fn check_unlocked(&self, opts: &CheckOptions, progress: &dyn Progress) -> Result<CheckReport> {
         let mut report = CheckReport::default();
-        let mut idx = crate::index::Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
-        let sync = idx.sync(self.store.as_ref(), &self.keys)?;
+        let (synced, idx, sync) = self.sync_index()?;
         for (id, e) in &sync.unreadable {
             report.errors.push(format!("pack {id}: {e}"));
         }
@@ -97,11 +96,7 @@ impl Repository {
                 .collect(),
         };
         let total_read: u64 = packs.iter().filter(|p| selected.contains(&p.0)).map(|p| p.1).sum();
-        let data_reader = BlobReader::with_cache(
-            self,
-            idx.reopen()?,
-            crate::cache::ChunkCache::shared(crate::read::CACHE_BYTES),
-        );
+        let data_reader = BlobReader::with_cache(&synced, crate::cache::ChunkCache::shared(crate::read::CACHE_BYTES))?;
         progress.start("check packs", Some(total_read));
         for (id, size) in &packs {
             let entries = idx.pack_entries(id)?;
@@ -159,7 +154,7 @@ impl Repository {
         report.deepest_delta_chain = idx.deepest_chain()?;
 
         // 3. Snapshots: every referenced blob present and not damaged.
-        let reader = BlobReader::new(self, idx);
+        let reader = BlobReader::new(&synced)?;
         for snap in self.snapshots()? {
             report.snapshots += 1;
             let snap = match snap {
@@ -171,7 +166,7 @@ impl Repository {
             };
             let mut problems = Vec::new();
             for item in &snap.items {
-                let contents = match self.item_contents(item) {
+                let contents = match synced.item_contents(item) {
                     Ok(c) => c,
                     Err((c, e)) => {
                         problems.push(format!("item {:?}: tree listing: {e}", item.name));

@@ -26,7 +26,7 @@ use crate::lock::LockMode;
 use crate::pack::{pack_path, Copier, PackEntry};
 use crate::progress::Progress;
 use crate::read::BlobReader;
-use crate::repo::Repository;
+use crate::repo::{Repository, Synced};
 use crate::snapshot::{manifest_path, Item, Snapshot, Status};
 
 /// What `repair packs` found and did.
@@ -177,13 +177,13 @@ impl Repository {
             }
         }
 
-        let idx = self.index()?;
+        let (synced, idx) = self.synced()?;
         let broken = idx.broken_closure(&HashSet::new())?;
         for snap in self.snapshots()?.into_iter().flatten() {
             let mut lost = Vec::new();
             let mut kept: Vec<Item> = Vec::new();
             for item in &snap.items {
-                if self.item_intact(item, &idx, &broken)? {
+                if synced.item_intact(item, &idx, &broken)? {
                     kept.push(item.clone());
                 } else {
                     lost.push(item.name.clone());
@@ -212,9 +212,25 @@ impl Repository {
         Ok(report)
     }
 
+    /// Replaces a manifest by another of the same name, crash-safely (see the module docs).
+    fn replace_manifest(&self, old: &Snapshot, new: &Snapshot) -> Result<()> {
+        let id = self.snapshot_id(&old.name);
+        let path = manifest_path(&id);
+        let saved = self.store.get(&path)?;
+        let aside = format!("{path}.repairing");
+        self.store.delete(&aside)?;
+        self.store.put(&aside, &saved)?;
+        self.store.delete(&path)?;
+        crate::util::crash_point("repair-snapshot-removed");
+        self.write_manifest(new)?;
+        self.store.delete(&aside)
+    }
+}
+
+impl Synced {
     /// Whether every blob an item needs is in some pack, and no delta chain it needs is broken.
     fn item_intact(&self, item: &Item, idx: &Index, broken: &HashSet<ChunkId>) -> Result<bool> {
-        let reader = BlobReader::new(self, idx.reopen()?);
+        let reader = BlobReader::new(self)?;
         let Ok(contents) = self.item_contents(item) else {
             return Ok(false);
         };
@@ -236,19 +252,5 @@ impl Repository {
             }
         }
         Ok(ok.get())
-    }
-
-    /// Replaces a manifest by another of the same name, crash-safely (see the module docs).
-    fn replace_manifest(&self, old: &Snapshot, new: &Snapshot) -> Result<()> {
-        let id = self.snapshot_id(&old.name);
-        let path = manifest_path(&id);
-        let saved = self.store.get(&path)?;
-        let aside = format!("{path}.repairing");
-        self.store.delete(&aside)?;
-        self.store.put(&aside, &saved)?;
-        self.store.delete(&path)?;
-        crate::util::crash_point("repair-snapshot-removed");
-        self.write_manifest(new)?;
-        self.store.delete(&aside)
     }
 }

@@ -178,11 +178,17 @@ impl Repository {
         &self.key_id
     }
 
-    /// Opens the index cache and brings it up to date with the packs.
-    pub fn index(&self) -> Result<Index> {
+    /// Brings the index cache up to date with the packs (one listing) and returns the handle
+    /// reading starts from, the connection that synced and what the sync found.
+    pub(crate) fn sync_index(&self) -> Result<(Synced, Index, crate::index::SyncStats)> {
         let mut idx = Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
-        idx.sync(self.store.as_ref(), &self.keys)?;
-        Ok(idx)
+        let stats = idx.sync(self.store.as_ref(), &self.keys)?;
+        Ok((Synced { repo: self.clone() }, idx, stats))
+    }
+
+    /// [`Repository::sync_index`] without the sync's findings.
+    pub(crate) fn synced(&self) -> Result<(Synced, Index)> {
+        self.sync_index().map(|(s, idx, _)| (s, idx))
     }
 
     /// The locks held on the repository now (or why one could not be read).
@@ -270,5 +276,29 @@ impl Repository {
         Index::discard(&self.opts.cache_dir, &self.config.repo_id)?;
         let mut idx = Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
         idx.rebuild(self.store.as_ref(), &self.keys)
+    }
+}
+
+/// A repository whose index cache this process has brought up to date with the packs: every
+/// pack published before the sync is findable through it. Whatever reads blobs starts from one
+/// (a [`crate::read::BlobReader`] is made only from a `Synced`), so no reader trusts a cache
+/// nobody synced; a backup's own packs are indexed as it publishes them.
+#[derive(Clone)]
+pub(crate) struct Synced {
+    repo: Repository,
+}
+
+impl Synced {
+    /// Another connection to the synced cache (each thread has its own).
+    pub fn index(&self) -> Result<Index> {
+        Index::open(&self.repo.opts.cache_dir, &self.repo.config.repo_id)
+    }
+}
+
+impl std::ops::Deref for Synced {
+    type Target = Repository;
+
+    fn deref(&self) -> &Repository {
+        &self.repo
     }
 }

@@ -39,7 +39,7 @@ impl Repository {
             return Err(Error::TargetNotEmpty(target.into()));
         }
         let target_fd = crate::restore_tree::open_trusted_dir(target)?;
-        drop(self.index()?);
+        let (synced, _) = self.synced()?;
         let chosen: Vec<Item> = snap
             .items
             .iter()
@@ -57,7 +57,7 @@ impl Repository {
                 path: dest.clone(),
                 source: e.into(),
             })?;
-            self.place_item(&item.kind, parent.as_fd(), name, &dest, progress)?;
+            synced.place_item(&item.kind, parent.as_fd(), name, &dest, progress)?;
         }
         progress.finish();
         Ok(chosen)
@@ -86,13 +86,13 @@ impl Repository {
         if !overwrite && dest.is_file() {
             return Err(Error::TargetNotEmpty(dest.into()));
         }
-        drop(self.index()?);
+        let (synced, _) = self.synced()?;
         progress.start(&format!("restore {item}"), Some(it.size));
         let name = dest
             .file_name()
             .ok_or_else(|| Error::Invalid(format!("{}: not a file or directory name", dest.display())))?;
         let parent = crate::restore_tree::open_trusted_dir(dest.parent().unwrap_or(Path::new(".")))?;
-        self.place_item(&it.kind, parent.as_fd(), name, dest, progress)?;
+        synced.place_item(&it.kind, parent.as_fd(), name, dest, progress)?;
         progress.finish();
         Ok(it)
     }

@@ -32,7 +32,7 @@ use crate::cache::ChunkCache;
 use crate::error::{corrupt, Error, Result};
 use crate::progress::Progress;
 use crate::read::{BlobReader, CACHE_BYTES};
-use crate::repo::Repository;
+use crate::repo::Synced;
 use crate::snapshot::{ContentRef, EntryType, TreeEntry};
 
 /// Files above this size are decoded by the parallel content writer.
@@ -297,7 +297,7 @@ pub(crate) fn open_trusted_dir(path: &Path) -> Result<OwnedFd> {
     .map_err(|e| io_err(path, e))
 }
 
-impl Repository {
+impl Synced {
     /// Restores one item to `name` in the directory `parent` (shown as `dest`).
     pub(crate) fn place_item(
         &self,
@@ -412,7 +412,7 @@ impl Repository {
                 let (rx, cache, failure) = (rx.clone(), cache.clone(), &failure);
                 s.spawn(move || {
                     let run = || -> Result<()> {
-                        let reader = BlobReader::with_cache(self, self.index_no_sync()?, cache);
+                        let reader = BlobReader::with_cache(self, cache)?;
                         let mut parents = ParentCache {
                             path: Vec::new(),
                             fd: None,

@@ -49,7 +49,7 @@ use crate::lock::LockMode;
 use crate::pack::{pack_path, Copier, FinishedPack, PackEntry};
 use crate::progress::Progress;
 use crate::read::BlobReader;
-use crate::repo::Repository;
+use crate::repo::{Repository, Synced};
 use crate::snapshot::{Item, Snapshot};
 use crate::util::now_unix;
 use plan::{MarkerState, Plan};
@@ -109,6 +109,34 @@ pub struct PruneReport {
     pub warnings: Vec<String>,
 }
 
+impl Synced {
+    /// Every blob the given items need: what they reference and, transitively, the bases of
+    /// every delta among those.
+    pub(crate) fn live_set<'i>(&self, items: impl Iterator<Item = &'i Item>, idx: &Index) -> Result<HashSet<ChunkId>> {
+        let reader = BlobReader::new(self)?;
+        let mut live: HashSet<ChunkId> = HashSet::new();
+        for item in items {
+            for c in &self.item_contents(item).map_err(|(_, e)| e)? {
+                let mut meta = Vec::new();
+                reader.for_each_leaf(c, &mut |id| meta.push(*id), &mut |r| {
+                    live.insert(r.0);
+                    Ok(())
+                })?;
+                live.extend(meta);
+            }
+        }
+        let mut frontier: Vec<ChunkId> = live.iter().copied().collect();
+        while let Some(id) = frontier.pop() {
+            for b in idx.bases(&id)? {
+                if live.insert(b) {
+                    frontier.push(b);
+                }
+            }
+        }
+        Ok(live)
+    }
+}
+
 impl Repository {
     /// Deletes the manifests of the named snapshots. Their data stays until `prune`.
     pub fn forget(&self, names: &[String]) -> Result<()> {
@@ -123,34 +151,6 @@ impl Repository {
                 .delete(&crate::snapshot::manifest_path(&self.snapshot_id(n)))?;
         }
         Ok(())
-    }
-
-    /// Every blob the given items need: what they reference and, transitively, the bases of
-    /// every delta among those.
-    pub(crate) fn live_set<'i>(&self, items: impl Iterator<Item = &'i Item>, idx: &Index) -> Result<HashSet<ChunkId>> {
-        let reader = BlobReader::new(self, idx.reopen()?);
-        let mut live: HashSet<ChunkId> = HashSet::new();
-        {
-            for item in items {
-                for c in &self.item_contents(item).map_err(|(_, e)| e)? {
-                    let mut meta = Vec::new();
-                    reader.for_each_leaf(c, &mut |id| meta.push(*id), &mut |r| {
-                        live.insert(r.0);
-                        Ok(())
-                    })?;
-                    live.extend(meta);
-                }
-            }
-        }
-        let mut frontier: Vec<ChunkId> = live.iter().copied().collect();
-        while let Some(id) = frontier.pop() {
-            for b in idx.bases(&id)? {
-                if live.insert(b) {
-                    frontier.push(b);
-                }
-            }
-        }
-        Ok(live)
     }
 
     /// Removes failed snapshots and every blob no remaining snapshot needs; see the module
@@ -242,7 +242,7 @@ impl Repository {
         }
 
         // 2. Plan, from the snapshots as they are now (listed after the locks were looked at).
-        let mut idx = self.index()?;
+        let (synced, mut idx) = self.synced()?;
         let mut kept: Vec<Snapshot> = Vec::new();
         for s in self.snapshots()? {
             // An unreadable manifest may name blobs we cannot see: refuse rather than guess.
@@ -260,7 +260,7 @@ impl Repository {
         }
         report.snapshots_kept = kept.len();
         progress.start("prune: find live data", None);
-        let live = self.live_set(kept.iter().flat_map(|s| s.items.iter()), &idx)?;
+        let live = synced.live_set(kept.iter().flat_map(|s| s.items.iter()), &idx)?;
         report.live_blobs = live.len() as u64;
         progress.finish();
 

@@ -11,7 +11,7 @@ use crate::id::ChunkId;
 use crate::id::PackId;
 use crate::index::Index;
 use crate::pack::pack_path;
-use crate::repo::Repository;
+use crate::repo::Synced;
 use crate::snapshot::{parse_records, ChunkRef, ContentRef};
 use crate::storage::{ObjectReader, ObjectStore};
 
@@ -54,18 +54,19 @@ const LIST_CACHE_BYTES: usize = 4 << 20;
 
 impl BlobReader {
     /// A reader with a small cache of its own, for walking chunk lists and tree listings.
-    pub(crate) fn new(repo: &Repository, index: Index) -> Self {
-        Self::with_cache(repo, index, ChunkCache::shared(LIST_CACHE_BYTES))
+    pub(crate) fn new(repo: &Synced) -> Result<Self> {
+        Self::with_cache(repo, ChunkCache::shared(LIST_CACHE_BYTES))
     }
 
-    pub(crate) fn with_cache(repo: &Repository, index: Index, cache: SharedCache) -> Self {
-        Self {
+    /// A reader sharing `cache` with others (the workers of one restore or backup).
+    pub(crate) fn with_cache(repo: &Synced, cache: SharedCache) -> Result<Self> {
+        Ok(Self {
             store: repo.store.clone(),
             keys: repo.keys.clone(),
-            index,
+            index: repo.index()?,
             open: RefCell::new(Vec::new()),
             cache,
-        }
+        })
     }
 
     /// The first copy of a blob that authenticates: a damaged copy is passed over for another

@@ -13,9 +13,8 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::{BlobReader, CACHE_BYTES};
 use crate::cache::ChunkCache;
 use crate::error::{corrupt, Error, Result};
-use crate::index::Index;
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::repo::{Repository, Synced};
 use crate::snapshot::{ChunkRef, ContentRef, EntryType, Item, ItemKind, TreeEntry};
 
 type Reply = Receiver<Result<Vec<u8>>>;
@@ -35,7 +34,7 @@ fn decode_segment(br: &BlobReader, segment: &[ChunkRef]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-impl Repository {
+impl Synced {
     /// Writes one content to `out`, verifying every chunk.
     ///
     /// Workers decode *segments* (runs of consecutive chunks, about [`SEGMENT_BYTES`]) rather than
@@ -56,7 +55,7 @@ impl Repository {
             for _ in 0..n {
                 let (rx, cache) = (job_rx.clone(), cache.clone());
                 s.spawn(move || {
-                    let reader = self.index_no_sync().map(|idx| BlobReader::with_cache(self, idx, cache));
+                    let reader = BlobReader::with_cache(self, cache);
                     for (segment, reply) in rx {
                         let r = match &reader {
                             Ok(br) => decode_segment(br, &segment),
@@ -68,7 +67,7 @@ impl Repository {
             }
             drop(job_rx);
             let producer = s.spawn(move || -> Result<()> {
-                let br = BlobReader::new(self, self.index_no_sync()?);
+                let br = BlobReader::new(self)?;
                 let mut segment = Vec::new();
                 let mut bytes = 0u64;
                 let send = |segment: Vec<ChunkRef>| -> Result<()> {
@@ -132,11 +131,6 @@ impl Repository {
         })
     }
 
-    /// The index without a pack listing: reading trusts the index cache and reports what is missing.
-    pub(crate) fn index_no_sync(&self) -> Result<Index> {
-        Index::open(&self.opts.cache_dir, &self.config.repo_id)
-    }
-
     /// Every chunk list an item reads: a stream's content, or a tree's listing and each of its
     /// files' contents. When the listing cannot be read, returns what was found with the error.
     pub(crate) fn item_contents(&self, item: &Item) -> std::result::Result<Vec<ContentRef>, (Vec<ContentRef>, Error)> {
@@ -155,38 +149,9 @@ impl Repository {
         }
     }
 
-    /// Writes one item of a snapshot to `out`: a stream, or a tree that is a single file.
-    pub fn dump(&self, snapshot: &str, item: &str, out: &mut dyn Write, progress: &dyn Progress) -> Result<u64> {
-        let _lock = self.read_lock(&format!("dump {snapshot}"))?;
-        let snap = self.restorable_snapshot(snapshot)?;
-        let it = snap
-            .item(item)
-            .ok_or_else(|| Error::UnknownItem(snapshot.into(), item.into()))?;
-        // Sync once so packs written by others since our last run are readable.
-        drop(self.index()?);
-        progress.start(&format!("dump {item}"), Some(it.size));
-        let content = match &it.kind {
-            ItemKind::Stream { content } => content.clone(),
-            ItemKind::Tree { listing, .. } => {
-                let entries = self.tree_entries(listing)?;
-                match entries.as_slice() {
-                    [e] if e.entry_type == EntryType::File => e.content.clone().unwrap_or_default(),
-                    _ => {
-                        return Err(Error::Invalid(format!(
-                            "item {item:?} is a directory tree; use `cairn restore`"
-                        )))
-                    }
-                }
-            }
-        };
-        self.write_content(&content, out, progress)?;
-        progress.finish();
-        Ok(content.size)
-    }
-
     /// Every entry of a tree listing.
-    pub fn tree_entries(&self, listing: &ContentRef) -> Result<Vec<TreeEntry>> {
-        let br = BlobReader::new(self, self.index_no_sync()?);
+    pub(crate) fn tree_entries(&self, listing: &ContentRef) -> Result<Vec<TreeEntry>> {
+        let br = BlobReader::new(self)?;
         let mut bytes = Vec::new();
         br.for_each_leaf(listing, &mut |_| {}, &mut |r| {
             bytes.extend_from_slice(&br.read(&r.0)?);
@@ -197,5 +162,41 @@ impl Repository {
             .filter(|l| !l.is_empty())
             .map(|l| serde_json::from_slice(l).map_err(|e| corrupt("tree listing", e.to_string())))
             .collect()
+    }
+}
+
+impl Repository {
+    /// Writes one item of a snapshot to `out`: a stream, or a tree that is a single file.
+    pub fn dump(&self, snapshot: &str, item: &str, out: &mut dyn Write, progress: &dyn Progress) -> Result<u64> {
+        let _lock = self.read_lock(&format!("dump {snapshot}"))?;
+        let snap = self.restorable_snapshot(snapshot)?;
+        let it = snap
+            .item(item)
+            .ok_or_else(|| Error::UnknownItem(snapshot.into(), item.into()))?;
+        // Sync once so packs written by others since our last run are readable.
+        let (synced, _) = self.synced()?;
+        progress.start(&format!("dump {item}"), Some(it.size));
+        let content = match &it.kind {
+            ItemKind::Stream { content } => content.clone(),
+            ItemKind::Tree { listing, .. } => {
+                let entries = synced.tree_entries(listing)?;
+                match entries.as_slice() {
+                    [e] if e.entry_type == EntryType::File => e.content.clone().unwrap_or_default(),
+                    _ => {
+                        return Err(Error::Invalid(format!(
+                            "item {item:?} is a directory tree; use `cairn restore`"
+                        )))
+                    }
+                }
+            }
+        };
+        synced.write_content(&content, out, progress)?;
+        progress.finish();
+        Ok(content.size)
+    }
+
+    /// Every entry of a tree listing (after bringing the index cache up to date).
+    pub fn tree_entries(&self, listing: &ContentRef) -> Result<Vec<TreeEntry>> {
+        self.synced()?.0.tree_entries(listing)
     }
 }

@@ -13,9 +13,8 @@ use crossbeam_channel::{bounded, Receiver};
 use super::destination::ChunkDestination;
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
-use crate::index::Index;
 use crate::read::BlobReader;
-use crate::repo::Repository;
+use crate::repo::Synced;
 use crate::snapshot::ContentRef;
 
 /// Names delta bases for the new chunks of one stream.
@@ -68,8 +67,8 @@ const LOOKAHEAD: u64 = 8 << 20;
 
 impl PositionalSelector {
     /// Follows `previous`, the content of the stream's newest complete version.
-    pub fn start(repo: &Repository, index: Index, previous: ContentRef) -> Self {
-        let reader = BlobReader::new(repo, index);
+    pub fn start(repo: &Synced, previous: ContentRef) -> Result<Self> {
+        let reader = BlobReader::new(repo)?;
         let (tx, rx) = bounded(1024);
         std::thread::spawn(move || {
             let mut off = 0u64;
@@ -80,12 +79,12 @@ impl PositionalSelector {
                 tx.send((o, r)).map_err(|_| Error::Pipeline("selector gone".into()))
             });
         });
-        Self {
+        Ok(Self {
             rx,
             window: VecDeque::new(),
             shift: 0,
             eof: false,
-        }
+        })
     }
 
     fn fill(&mut self, until: u64) {

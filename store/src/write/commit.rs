@@ -57,8 +57,8 @@ impl Backup {
     /// Copies the blobs the snapshot needs out of packs at risk (marked for deletion without
     /// this backup's lock, or gone) into new packs; fails, naming why, if one is gone everywhere.
     fn rescue(&self, at_risk: &HashSet<PackId>, items: &[Item]) -> Result<()> {
-        let mut idx = self.repo.index()?;
-        let needed = self.repo.live_set(items.iter(), &idx)?;
+        let (synced, mut idx) = self.repo.synced()?;
+        let needed = synced.live_set(items.iter(), &idx)?;
         let marked_now = crate::deletion::marked_set(self.repo.store.as_ref(), &self.repo.keys)?;
         let mut copier = Copier::new(self.repo.store.as_ref(), &self.repo.keys, self.repo.config.pack_size);
         let mut copied = 0u64;

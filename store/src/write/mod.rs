@@ -57,10 +57,9 @@ use stats::Counters;
 use crate::blob::BlobKind;
 use crate::chunker::Chunker;
 use crate::error::{Error, Result};
-use crate::index::Index;
 use crate::lock::{LockGuard, LockMode};
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::repo::{Repository, Synced};
 use crate::snapshot::{ContentRef, Item, ItemKind, Stats};
 use crate::trust::Trust;
 use crate::util::{format_rfc3339, now_unix};
@@ -102,13 +101,14 @@ pub fn validate_item_name(name: &str) -> Result<()> {
 /// no snapshot; the packs it wrote are reused by the next backup.
 ///
 /// Items may be added from several threads at once (a system snapshot streams every database's
-/// dump concurrently): each item chunks in its caller's thread with its own index connection,
-/// and all of them feed the one compress/pack pipeline.
+/// dump concurrently): each item chunks in its caller's thread, and all of them feed the one
+/// compress/pack pipeline.
 pub struct Backup {
     repo: Repository,
     _lock: LockGuard,
-    /// Used only to open one connection per item.
-    index: Mutex<Index>,
+    /// The repository with the index synced when the backup started: what delta bases are read
+    /// through.
+    synced: Synced,
     pipeline: Pipeline,
     chunker: Chunker,
     name: String,
@@ -141,7 +141,7 @@ impl Repository {
         self.store.clean_up()?;
         // Markers after the lock: a marker written later records this backup's lock.
         let marked = crate::deletion::marked_set(self.store.as_ref(), &self.keys)?;
-        let index = self.index()?;
+        let (synced, index) = self.synced()?;
         let warnings: Arc<Mutex<Vec<String>>> = Arc::default();
         let trust = Arc::new(Trust::new(
             self.store.clone(),
@@ -159,11 +159,11 @@ impl Repository {
             self.config.pack_size,
             2 * pipeline::workers(),
         )?;
-        let pipeline = Pipeline::start(self, &index, Arc::new(dest));
+        let pipeline = Pipeline::start(&synced, Arc::new(dest))?;
         Ok(Backup {
             repo: self.clone(),
             _lock: lock,
-            index: Mutex::new(index),
+            synced,
             pipeline,
             chunker: Chunker::new(self.config.chunker, self.keys.chunker_key()),
             name,
@@ -250,8 +250,7 @@ impl Backup {
         let Some(previous) = self.previous_version(name)? else {
             return Ok(None);
         };
-        let index = self.index.lock().unwrap().reopen()?;
-        Ok(Some(Box::new(PositionalSelector::start(&self.repo, index, previous))))
+        Ok(Some(Box::new(PositionalSelector::start(&self.synced, previous)?)))
     }
 
     /// The content of the newest complete snapshot's stream item with this name, the base for

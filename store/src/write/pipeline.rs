@@ -13,9 +13,8 @@ use crate::cache::ChunkCache;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::ChunkId;
-use crate::index::Index;
 use crate::read::{BlobReader, CACHE_BYTES};
-use crate::repo::Repository;
+use crate::repo::Synced;
 
 /// A new chunk to encode.
 pub(crate) struct Job {
@@ -55,7 +54,7 @@ impl Pipeline {
     /// decoded bases are shared through one cache, since neighbouring chunks share bases. The
     /// job channel holds two jobs per worker: enough that no worker waits while the caller
     /// chunks, small enough that memory stays at a few chunks per worker.
-    pub fn start(repo: &Repository, index: &Index, dest: Arc<dyn ChunkDestination>) -> Pipeline {
+    pub fn start(repo: &Synced, dest: Arc<dyn ChunkDestination>) -> Result<Pipeline> {
         let n = workers();
         let (tx, job_rx) = bounded::<Job>(2 * n);
         let failure: Failure = Arc::default();
@@ -64,19 +63,17 @@ impl Pipeline {
             .map(|_| {
                 let (rx, dest, keys, failure) = (job_rx.clone(), dest.clone(), repo.keys.clone(), failure.clone());
                 let enc = Encoder::with_delta_level(repo.config.compression_level, repo.config.delta.level);
-                let reader = index
-                    .reopen()
-                    .map(|idx| BlobReader::with_cache(repo, idx, cache.clone()));
+                let reader = BlobReader::with_cache(repo, cache.clone());
                 std::thread::spawn(move || worker(rx, dest.as_ref(), keys, enc, reader, failure))
             })
             .collect();
-        Pipeline {
+        Ok(Pipeline {
             tx: Some(tx),
             workers,
             dest,
             failure,
             reported: Mutex::default(),
-        }
+        })
     }
 
     pub fn destination(&self) -> &dyn ChunkDestination {

@@ -87,7 +87,7 @@ fn commit_rescues_blobs_from_packs_marked_meanwhile_or_fails_if_they_are_gone() 
     b.commit().unwrap();
     repo.forget(&["old".into()]).unwrap();
     let packs = || {
-        let idx = repo.index().unwrap();
+        let (_, idx) = repo.synced().unwrap();
         (0..=255u8)
             .flat_map(|b| idx.packs_with_prefix(b).unwrap())
             .map(|p| p.0)
