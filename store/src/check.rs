@@ -287,3 +287,68 @@ fn verify_blob(keys: &crate::crypto::Keys, reader: &BlobReader, id: &ChunkId, se
     let prefix = reader.prefix_for(id, &opened.bases)?;
     opened.finish(keys, id, prefix.as_slice()).map(|_| ())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::progress::NoProgress;
+    use crate::repo::test_repo;
+    use crate::write::BackupOptions;
+
+    fn all() -> CheckOptions {
+        CheckOptions {
+            read_data: ReadData::All,
+        }
+    }
+
+    #[test]
+    fn check_finds_damaged_and_missing_packs_and_names_the_snapshots_they_hurt() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repo(dir.path());
+        let stream: Vec<u8> = (0..3_000_000u32)
+            .map(|n| (n.wrapping_mul(2654435761) >> 9) as u8)
+            .collect();
+        let b = repo
+            .backup(
+                BackupOptions {
+                    name: Some("s".into()),
+                    ..Default::default()
+                },
+                Arc::new(NoProgress),
+            )
+            .unwrap();
+        b.add_stream("data", &stream[..]).unwrap();
+        b.commit().unwrap();
+
+        let clean = repo.check(&all(), &NoProgress).unwrap();
+        assert!(clean.ok(), "{:?}", clean.errors);
+        assert_eq!((clean.snapshots, clean.packs_read), (1, clean.packs));
+        assert!(clean.blobs_verified > 0);
+
+        // One flipped byte in the blob area of a pack.
+        let packs = repo.store.list("packs/").unwrap();
+        let victim = &packs[0].name;
+        let mut bytes = repo.store.get(victim).unwrap();
+        bytes[100] ^= 1;
+        repo.store.delete(victim).unwrap();
+        repo.store.put(victim, &bytes).unwrap();
+        let r = repo.check(&all(), &NoProgress).unwrap();
+        assert!(!r.ok());
+        assert_eq!(r.damaged_snapshots, vec!["s".to_string()], "{:?}", r.errors);
+
+        // A pack gone from the repository but still in the cache.
+        repo.store.delete(victim).unwrap();
+        let r = repo
+            .check(
+                &CheckOptions {
+                    read_data: ReadData::None,
+                },
+                &NoProgress,
+            )
+            .unwrap();
+        assert!(!r.ok(), "a missing pack is an error");
+        assert_eq!(r.damaged_snapshots, vec!["s".to_string()], "{:?}", r.errors);
+    }
+}

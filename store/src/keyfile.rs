@@ -268,3 +268,138 @@ pub(crate) fn list(store: &dyn ObjectStore, current: &str) -> Result<Vec<KeyInfo
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::LocalStore;
+
+    fn setup() -> (tempfile::TempDir, LocalStore, RepoId, Secrets) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::create(&dir.path().join("repo")).unwrap();
+        (dir, store, RepoId([3; 32]), Secrets::generate())
+    }
+
+    fn pass(p: &str) -> NewKey {
+        NewKey::Passphrase {
+            passphrase: p.to_string().into(),
+            log_n: Some(MIN_WORK_FACTOR),
+        }
+    }
+
+    #[test]
+    fn passphrase_and_identity_key_files_unlock_the_same_secrets() {
+        let (dir, store, repo, secrets) = setup();
+        let by_pass = write_key(&store, &repo, &secrets, &pass("pw"), "init").unwrap();
+        let idfile = dir.path().join("id.txt");
+        let recipient = generate_identity_file(&idfile).unwrap();
+        assert_eq!(recipient_of_identity_file(&idfile).unwrap(), recipient);
+        let by_id = write_key(&store, &repo, &secrets, &NewKey::Recipient(recipient), "ops").unwrap();
+
+        let (id, r, s) = unlock(&store, &Credentials::Passphrase("pw".to_string().into())).unwrap();
+        assert_eq!((id.as_str(), r), (by_pass.as_str(), repo));
+        assert_eq!(s.data_key, secrets.data_key);
+        let (id, _, s) = unlock(&store, &Credentials::IdentityFile(idfile)).unwrap();
+        assert_eq!(id, by_id);
+        assert_eq!(s.chunker_key, secrets.chunker_key);
+
+        let mut kinds: Vec<(String, bool)> = list(&store, &by_pass)
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.kind, k.current))
+            .collect();
+        kinds.sort();
+        assert_eq!(kinds, vec![("passphrase".into(), true), ("x25519".into(), false)]);
+    }
+
+    #[test]
+    fn wrong_credentials_bad_work_factors_and_future_versions_are_refused() {
+        let (dir, store, repo, secrets) = setup();
+        write_key(&store, &repo, &secrets, &pass("pw"), "init").unwrap();
+        let e = unlock(&store, &Credentials::Passphrase("nope".to_string().into())).unwrap_err();
+        assert!(matches!(e, Error::WrongKey { tried: 1, .. }), "{e}");
+        let other = dir.path().join("other.txt");
+        generate_identity_file(&other).unwrap();
+        assert!(matches!(
+            unlock(&store, &Credentials::IdentityFile(other)),
+            Err(Error::WrongKey { .. })
+        ));
+        for n in [MIN_WORK_FACTOR - 1, MAX_WORK_FACTOR + 1] {
+            let k = NewKey::Passphrase {
+                passphrase: "pw".to_string().into(),
+                log_n: Some(n),
+            };
+            assert!(matches!(
+                write_key(&store, &repo, &secrets, &k, "x"),
+                Err(Error::Invalid(_))
+            ));
+        }
+        assert!(matches!(
+            write_key(&store, &repo, &secrets, &NewKey::Recipient("age1nonsense".into()), "x"),
+            Err(Error::Key(_))
+        ));
+        // A key file from a newer cairn (another version of the body) is named, not misread.
+        let (_d2, store2, ..) = setup();
+        let body = serde_json::json!({"version": 2, "repo_id": repo, "created": "", "host": "", "label": "",
+            "secrets": secrets});
+        let r = age::scrypt::Recipient::new("pw".to_string().into());
+        let enc = age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient)).unwrap();
+        let mut out = Vec::new();
+        let mut w = enc.wrap_output(&mut out).unwrap();
+        w.write_all(&serde_json::to_vec(&body).unwrap()).unwrap();
+        w.finish().unwrap();
+        store2.put("keys/future", &out).unwrap();
+        let e = unlock(&store2, &Credentials::Passphrase("pw".to_string().into())).unwrap_err();
+        assert!(e.to_string().contains("version 2"), "{e}");
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn identity_key_file() -> (Vec<u8>, age::x25519::Identity) {
+            let id = age::x25519::Identity::generate();
+            let (_d, store, repo, secrets) = setup();
+            let name = write_key(
+                &store,
+                &repo,
+                &secrets,
+                &NewKey::Recipient(id.to_public().to_string()),
+                "p",
+            )
+            .unwrap();
+            (store.get(&format!("keys/{name}")).unwrap(), id)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            /// Random bytes as a key file: never a panic, never a key.
+            #[test]
+            fn random_key_files_are_refused(data in proptest::collection::vec(any::<u8>(), 0..2000)) {
+                let _ = stanza_kind(&data);
+                let id: Box<dyn age::Identity> = Box::new(age::x25519::Identity::generate());
+                prop_assert!(try_unlock(&data, &[id]).is_none());
+            }
+
+            /// A real key file with bytes changed, cut or appended: it opens only if unchanged,
+            /// and never panics.
+            #[test]
+            fn mutated_key_files_never_open(pos in any::<prop::sample::Index>(), byte in any::<u8>(),
+                                            cut in any::<bool>(), extra in proptest::collection::vec(any::<u8>(), 0..8)) {
+                let (mut data, id) = identity_key_file();
+                let i = pos.index(data.len());
+                let original = data.clone();
+                if cut {
+                    data.truncate(i);
+                } else {
+                    data[i] ^= byte.max(1);
+                }
+                data.extend_from_slice(&extra);
+                let _ = stanza_kind(&data);
+                let opened = try_unlock(&data, &[Box::new(id) as Box<dyn age::Identity>]);
+                prop_assert!(opened.is_none() || data == original);
+            }
+        }
+    }
+}

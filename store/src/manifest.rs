@@ -120,3 +120,98 @@ impl Repository {
         Ok(snap)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::repo::test_repo;
+    use crate::snapshot::{Stats, Status, MANIFEST_VERSION};
+
+    fn snap(name: &str, time: i64, tags: &[&str], status: Status) -> Snapshot {
+        Snapshot {
+            version: MANIFEST_VERSION,
+            name: name.into(),
+            time,
+            host: "h".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            status,
+            duration_secs: 0.5,
+            items: Vec::new(),
+            stats: Stats::default(),
+            meta: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn manifests_round_trip_and_a_name_is_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repo(dir.path());
+        let s = snap("a/b", 100, &["x"], Status::Complete);
+        repo.write_manifest(&s).unwrap();
+        assert_eq!(repo.snapshot("a/b").unwrap(), s);
+        assert!(matches!(repo.write_manifest(&s), Err(Error::SnapshotExists(_))));
+        assert!(repo.snapshot_exists("a/b").unwrap());
+        assert!(!repo.snapshot_exists("c").unwrap());
+        assert!(matches!(repo.snapshot("c"), Err(Error::UnknownSnapshot(_))));
+        // The file name reveals nothing of the snapshot name.
+        let names = crate::storage::names_in(repo.store.as_ref(), "snapshots").unwrap();
+        assert_eq!(names.len(), 1);
+        assert_eq!(names[0], repo.snapshot_id("a/b").to_hex());
+    }
+
+    #[test]
+    fn a_manifest_moved_under_another_name_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repo(dir.path());
+        repo.write_manifest(&snap("real", 1, &[], Status::Complete)).unwrap();
+        let from = manifest_path(&repo.snapshot_id("real"));
+        let to = manifest_path(&repo.snapshot_id("fake"));
+        let bytes = repo.store.get(&from).unwrap();
+        repo.store.put(&to, &bytes).unwrap();
+        let e = repo.snapshot("fake").unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+        // Damaged bytes are reported, and the listing still shows the others.
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        repo.store.delete(&from).unwrap();
+        repo.store.put(&from, &bad).unwrap();
+        let all = repo.snapshots().unwrap();
+        assert_eq!(all.iter().filter(|s| s.is_err()).count(), 2, "both copies fail to open");
+    }
+
+    #[test]
+    fn latest_is_the_newest_complete_non_safety_snapshot_and_failed_names_can_be_retaken() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repo(dir.path());
+        assert!(matches!(repo.snapshot(LATEST), Err(Error::UnknownSnapshot(_))));
+        repo.write_manifest(&snap("old", 10, &[], Status::Complete)).unwrap();
+        repo.write_manifest(&snap("safe", 30, &["safety"], Status::Complete))
+            .unwrap();
+        let failed = Status::Failed { reason: "boom".into() };
+        repo.write_manifest(&snap("broken", 40, &[], failed)).unwrap();
+        repo.write_manifest(&snap("mid", 20, &[], Status::Complete)).unwrap();
+        assert_eq!(repo.snapshot(LATEST).unwrap().name, "mid");
+        assert_eq!(
+            repo.snapshots()
+                .unwrap()
+                .into_iter()
+                .map(|s| s.unwrap().name)
+                .collect::<Vec<_>>(),
+            vec!["old", "mid", "safe", "broken"],
+            "oldest first"
+        );
+        assert!(repo.held_by_failed("broken").unwrap());
+        assert!(!repo.held_by_failed("free").unwrap());
+        assert!(matches!(repo.held_by_failed("mid"), Err(Error::SnapshotExists(_))));
+        assert!(matches!(
+            repo.restorable_snapshot("broken"),
+            Err(Error::FailedSnapshot { .. })
+        ));
+        // A snapshot really named `latest` is that one.
+        repo.write_manifest(&snap(LATEST, 1, &[], Status::Complete)).unwrap();
+        assert_eq!(repo.snapshot(LATEST).unwrap().time, 1);
+    }
+}

@@ -302,3 +302,19 @@ impl std::ops::Deref for Synced {
         &self.repo
     }
 }
+
+/// A fresh repository in `dir/repo` (cache in `dir/cache`) with a cheap key, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_repo(dir: &std::path::Path) -> Repository {
+    let opts = OpenOptions {
+        cache_dir: dir.join("cache"),
+        ..Default::default()
+    };
+    let key = NewKey::Passphrase {
+        passphrase: "pw".to_string().into(),
+        log_n: Some(crate::keyfile::MIN_WORK_FACTOR),
+    };
+    let location = Location::Local(dir.join("repo"));
+    Repository::init(&location, &key, &InitOptions::default(), opts.clone()).unwrap();
+    Repository::open(&location, &Credentials::Passphrase("pw".to_string().into()), opts).unwrap()
+}

@@ -231,3 +231,88 @@ impl BlobReader {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{BlobKind, Encoder};
+    use crate::pack::PackWriter;
+    use crate::repo::test_repo;
+
+    fn data(seed: u32, len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|n| (n.wrapping_mul(2654435761) ^ seed) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn deltas_resolve_through_their_bases_and_damage_names_the_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repo(dir.path());
+        let mut enc = Encoder::with_delta_level(3, 3);
+        let base = data(1, 50_000);
+        let mut new = base.clone();
+        new[1000..1100].fill(7);
+        let (bid, nid) = (repo.keys.chunk_id(&base), repo.keys.chunk_id(&new));
+        let sealed_base = enc.encode(&repo.keys, &bid, BlobKind::Data, &base).unwrap();
+        let delta = enc
+            .encode_delta(&repo.keys, &nid, &new, &[bid], &base, new.len())
+            .unwrap()
+            .expect("a small delta");
+        let mut w = PackWriter::new(repo.store.as_ref()).unwrap();
+        w.add(bid, BlobKind::Data, base.len() as u32, &sealed_base, &[], 0)
+            .unwrap();
+        w.add(nid, BlobKind::Delta, new.len() as u32, &delta, &[bid], 1)
+            .unwrap();
+        let fin = w.finish(&repo.keys).unwrap();
+
+        let (synced, _) = repo.synced().unwrap();
+        let r = BlobReader::new(&synced).unwrap();
+        assert!(r.read(&nid).unwrap() == new);
+        assert!(r.read(&bid).unwrap() == base);
+
+        // Only the delta is left: its missing base is reported as damage to the delta.
+        repo.store.delete(&pack_path(&fin.id)).unwrap();
+        let mut w = PackWriter::new(repo.store.as_ref()).unwrap();
+        w.add(nid, BlobKind::Delta, new.len() as u32, &delta, &[bid], 1)
+            .unwrap();
+        w.finish(&repo.keys).unwrap();
+        let (synced, _) = repo.synced().unwrap();
+        let e = BlobReader::new(&synced).unwrap().read(&nid).unwrap_err();
+        assert!(
+            e.to_string().contains(&format!("blob {nid}")) && e.to_string().contains("missing"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_damaged_copy_is_passed_over_and_a_lost_pack_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repo(dir.path());
+        let mut enc = Encoder::new(3);
+        let d = data(2, 20_000);
+        let id = repo.keys.chunk_id(&d);
+        let sealed = enc.encode(&repo.keys, &id, BlobKind::Data, &d).unwrap();
+        let mut bad = sealed.clone();
+        bad[40] ^= 0x55;
+        let put = |blob: &[u8]| {
+            let mut w = PackWriter::new(repo.store.as_ref()).unwrap();
+            w.add(id, BlobKind::Data, d.len() as u32, blob, &[], 0).unwrap();
+            w.finish(&repo.keys).unwrap()
+        };
+        let (damaged, good) = (put(&bad), put(&sealed));
+        let (synced, idx) = repo.synced().unwrap();
+        assert_eq!(idx.locations(&id).unwrap().len(), 2);
+        assert!(
+            BlobReader::new(&synced).unwrap().read(&id).unwrap() == d,
+            "the good copy is read"
+        );
+
+        repo.store.delete(&pack_path(&good.id)).unwrap();
+        let e = BlobReader::new(&synced).unwrap().read(&id).unwrap_err();
+        assert!(matches!(e, Error::Corrupt { .. } | Error::MissingPack { .. }), "{e}");
+        repo.store.delete(&pack_path(&damaged.id)).unwrap();
+        let e = BlobReader::new(&synced).unwrap().read(&id).unwrap_err();
+        assert!(matches!(e, Error::MissingPack { .. }), "{e}");
+    }
+}
