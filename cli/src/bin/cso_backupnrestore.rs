@@ -391,6 +391,14 @@ fn main() -> ExitCode {
 mod tests {
     use super::*;
 
+    /// clap's own consistency checks of the argument definitions (conflicting flags, bad
+    /// defaults), which otherwise fire only when the bad argument is used.
+    #[test]
+    fn the_argument_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
     fn plan_of(args: &str) -> Result<Plan, String> {
         let argv = std::iter::once("cso_backupnrestore").chain(args.split_whitespace());
         plan(&Cli::try_parse_from(argv).map_err(|e| e.to_string())?)
