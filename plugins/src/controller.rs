@@ -37,7 +37,7 @@ pub fn select(loaded: &Loaded, selection: Option<&[String]>) -> Result<Vec<Arc<d
         .map(|n| {
             loaded.plugin(n).cloned().ok_or_else(|| {
                 let known: Vec<&str> = loaded.plugins.iter().map(|p| p.name()).collect();
-                Error::Plugin(format!(
+                Error::Selection(format!(
                     "{n:?} is not configured in {} (configured: {})",
                     loaded.path.display(),
                     known.join(", ")
@@ -91,7 +91,7 @@ pub struct BackupRequest {
 pub async fn backup(repo: &Repository, loaded: &Loaded, req: &BackupRequest) -> Result<(Snapshot, Vec<Outcome>)> {
     let plugins = select(loaded, req.plugins.as_deref())?;
     if plugins.is_empty() {
-        return Err(Error::Plugin(format!(
+        return Err(Error::Selection(format!(
             "{} configures no database or files to back up",
             loaded.path.display()
         )));
@@ -123,7 +123,7 @@ async fn backup_inner(
     let progress = req.progress.0.clone();
     let backup = tokio::task::spawn_blocking(move || repo2.backup(opts, progress))
         .await
-        .map_err(|e| Error::Plugin(e.to_string()))??;
+        .map_err(|e| Error::Task(e.to_string()))??;
     let backup = Arc::new(backup);
     let results = each_plugin(loaded, &plugins, Mode::Normal, |p, ctx| {
         let sink = ItemSink::new(backup.clone(), p.name());
@@ -131,7 +131,7 @@ async fn backup_inner(
     })
     .await?;
     let outcomes: Vec<Outcome> = results.into_iter().map(outcome).collect();
-    let backup = Arc::try_unwrap(backup).map_err(|_| Error::Plugin("a plugin still holds the backup".into()))?;
+    let backup = Arc::try_unwrap(backup).map_err(|_| Error::Task("a plugin still holds the backup".into()))?;
     let failed: Vec<String> = outcomes
         .iter()
         .filter_map(|o| o.error.as_ref().map(|e| format!("plugin {} failed: {e}", o.plugin)))
@@ -160,14 +160,14 @@ async fn backup_inner(
     }
     let snap = tokio::task::spawn_blocking(move || backup.commit_with(status, meta))
         .await
-        .map_err(|e| Error::Plugin(e.to_string()))??;
+        .map_err(|e| Error::Task(e.to_string()))??;
     Ok((snap, outcomes))
 }
 
 async fn backup_one(p: &dyn Plugin, ctx: &Ctx, sink: &ItemSink) -> Result<()> {
     let h = p.healthcheck(ctx).await;
     if !h.healthy {
-        return Err(Error::Plugin(format!("unhealthy before backup: {}", h.detail)));
+        return Err(Error::Unhealthy(format!("unhealthy before backup: {}", h.detail)));
     }
     p.pre_backup(ctx).await?;
     let r = p.backup(ctx, sink).await;
@@ -182,7 +182,7 @@ pub fn snapshot_plugins(snap: &Snapshot) -> Result<BTreeMap<String, String>> {
         .get(PLUGINS_META)
         .and_then(|v| v.as_object())
         .ok_or_else(|| {
-            Error::Plugin(format!(
+            Error::Selection(format!(
                 "snapshot {} is not a system snapshot (taken without --system); restore its items with `cairn restore --target`",
                 snap.name
             ))
@@ -235,14 +235,14 @@ pub async fn restore(repo: &Repository, loaded: &Loaded, req: &RestoreRequest) -
     let name = req.snapshot.clone();
     let snap = tokio::task::spawn_blocking(move || repo2.restorable_snapshot(&name))
         .await
-        .map_err(|e| Error::Plugin(e.to_string()))??;
+        .map_err(|e| Error::Task(e.to_string()))??;
     let in_snapshot = snapshot_plugins(&snap)?;
     let names: Vec<String> = match &req.plugins {
         None => in_snapshot.keys().cloned().collect(),
         Some(list) => {
             for n in list {
                 if !in_snapshot.contains_key(n) {
-                    return Err(Error::Plugin(format!(
+                    return Err(Error::Selection(format!(
                         "snapshot {} holds no {n:?} (it holds: {})",
                         snap.name,
                         in_snapshot.keys().cloned().collect::<Vec<_>>().join(", ")
@@ -255,7 +255,7 @@ pub async fn restore(repo: &Repository, loaded: &Loaded, req: &RestoreRequest) -
     let plugins = select(loaded, Some(&names))?;
     for p in &plugins {
         if in_snapshot.get(p.name()).map(String::as_str) != Some(p.kind()) {
-            return Err(Error::Plugin(format!(
+            return Err(Error::Selection(format!(
                 "{} is a {} in the snapshot but configured as {}",
                 p.name(),
                 in_snapshot.get(p.name()).map(String::as_str).unwrap_or("?"),
@@ -329,8 +329,8 @@ async fn cold_safety_copy(
         b.commit().map(drop)
     })
     .await
-    .map_err(|e| Error::Plugin(e.to_string()))?
-    .map_err(|e| Error::Plugin(format!("the cold safety copy failed, so nothing was restored: {e}")))?;
+    .map_err(|e| Error::Task(e.to_string()))?
+    .map_err(|e| Error::context("the cold safety copy failed, so nothing was restored")(e.into()))?;
     Ok((cold_name, saved, unsaved))
 }
 
@@ -375,7 +375,7 @@ async fn restore_inner(
             };
             let (s, _) = backup(repo, loaded, &breq).await?;
             if let Status::Failed { reason } = &s.status {
-                return Err(Error::Plugin(format!(
+                return Err(Error::State(format!(
                     "the safety snapshot of what the restore would overwrite failed, so nothing was restored: {reason}"
                 )));
             }
@@ -464,7 +464,10 @@ pub async fn reindex(loaded: &Loaded, only: &[String]) -> Result<Vec<(String, Re
         })
         .collect();
     if out.is_empty() {
-        crate::bail!("no configured database has indices to rebuild (configure [elasticsearch])");
+        crate::bail!(
+            Selection,
+            "no configured database has indices to rebuild (configure [elasticsearch])"
+        );
     }
     Ok(out)
 }
@@ -501,7 +504,7 @@ where
     for (p, t) in tasks {
         let (r, secs) = t
             .await
-            .unwrap_or_else(|e| (Err(Error::Plugin(format!("plugin task failed: {e}"))), 0.0));
+            .unwrap_or_else(|e| (Err(Error::Task(format!("plugin task failed: {e}"))), 0.0));
         out.push((p, r, secs));
     }
     Ok(out)

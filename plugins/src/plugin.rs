@@ -205,7 +205,7 @@ impl ItemSink {
         let bridge = SyncIoBridge::new(reader);
         tokio::task::spawn_blocking(move || backup.add_stream(&name, bridge))
             .await
-            .map_err(|e| Error::Plugin(format!("backup thread failed: {e}")))?
+            .map_err(|e| Error::Task(format!("backup thread failed: {e}")))?
             .map_err(Error::from)
     }
 
@@ -243,11 +243,24 @@ impl ItemSink {
             None => backup.add_tree(&name, &path),
         })
         .await
-        .map_err(|e| Error::Plugin(format!("backup thread failed: {e}")))?
+        .map_err(|e| Error::Task(format!("backup thread failed: {e}")))?
         .map_err(Error::from)
     }
 
     /// Records a fact about an item for the restore to verify against.
+    /// Records what verify will compare against, one metadata key per field of `facts` (read
+    /// back with [`ItemSource::facts`]).
+    pub fn set_facts<T: Serialize>(&self, item: &str, facts: &T) -> Result<()> {
+        let value = serde_json::to_value(facts).map_err(|e| Error::Task(format!("facts of {item}: {e}")))?;
+        let serde_json::Value::Object(fields) = value else {
+            return Err(Error::Task(format!("facts of {item} are not a record")));
+        };
+        for (key, value) in fields {
+            self.set_meta(item, &key, value)?;
+        }
+        Ok(())
+    }
+
     pub fn set_meta(&self, item: &str, key: &str, value: serde_json::Value) -> Result<()> {
         Ok(self.backup.set_item_meta(&self.item_name(item), key, value)?)
     }
@@ -289,12 +302,26 @@ impl ItemSource {
         &self.snapshot
     }
 
+    /// The facts a plugin recorded for `item` at backup time ([`ItemSink::set_facts`]), as
+    /// the plugin's own type: a fact the snapshot lacks, or holds in another form, is an error
+    /// naming the item and the fact, never a silent default.
+    pub fn facts<T: serde::de::DeserializeOwned>(&self, item: &str) -> Result<T> {
+        let meta = self.meta(item)?;
+        let object: serde_json::Map<String, serde_json::Value> =
+            meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        serde_json::from_value(serde_json::Value::Object(object)).map_err(|e| Error::Facts {
+            item: format!("{}/{item}", self.prefix),
+            reason: format!("{e} in snapshot {}", self.snapshot.name),
+        })
+    }
+
     /// This plugin's item `item`, or an error naming what the snapshot lacks.
     pub fn item(&self, item: &str) -> Result<&Item> {
         let name = format!("{}/{}", self.prefix, item);
-        self.snapshot
-            .item(&name)
-            .ok_or_else(|| Error::Plugin(format!("snapshot {} has no item {name}", self.snapshot.name)))
+        self.snapshot.item(&name).ok_or_else(|| Error::Facts {
+            reason: format!("not in snapshot {}", self.snapshot.name),
+            item: name,
+        })
     }
 
     /// This plugin's items, names without the prefix.
@@ -331,7 +358,7 @@ impl ItemSource {
             r
         })
         .await
-        .map_err(|e| Error::Plugin(format!("restore thread failed: {e}")))?;
+        .map_err(|e| Error::Task(format!("restore thread failed: {e}")))?;
         let status = child.wait().await.map_err(Error::io(format!("waiting for {what}")))?;
         let stderr = stderr.await.unwrap_or_default();
         if !status.success() {
@@ -349,12 +376,17 @@ impl ItemSource {
     pub async fn tree_entries(&self, item: &str) -> Result<Vec<cairn_store::snapshot::TreeEntry>> {
         let listing = match &self.item(item)?.kind {
             cairn_store::ItemKind::Tree { listing, .. } => listing.clone(),
-            _ => return Err(Error::Plugin(format!("item {item} is not a file tree"))),
+            _ => {
+                return Err(Error::Facts {
+                    item: format!("{}/{item}", self.prefix),
+                    reason: "not a file tree".into(),
+                })
+            }
         };
         let repo = self.repo.clone();
         Ok(tokio::task::spawn_blocking(move || repo.tree_entries(&listing))
             .await
-            .map_err(|e| Error::Plugin(format!("restore thread failed: {e}")))??)
+            .map_err(|e| Error::Task(format!("restore thread failed: {e}")))??)
     }
 
     /// Restores an item (tree or stream) to exactly `dest`; see
@@ -365,7 +397,7 @@ impl ItemSource {
         let progress = self.progress.clone();
         tokio::task::spawn_blocking(move || repo.restore_item_to(&snap, &full, &dest, overwrite, progress.as_ref()))
             .await
-            .map_err(|e| Error::Plugin(format!("restore thread failed: {e}")))??;
+            .map_err(|e| Error::Task(format!("restore thread failed: {e}")))??;
         Ok(())
     }
 }

@@ -16,6 +16,8 @@ struct Fake {
     data: Mutex<Vec<u8>>,
     healthy: Mutex<bool>,
     fail_backup: bool,
+    /// Records no facts at backup time (as a plugin with a bug, or an older cairn, might).
+    no_facts: bool,
     calls: Mutex<Vec<&'static str>>,
 }
 
@@ -26,6 +28,7 @@ impl Fake {
             data: Mutex::new(data.to_vec()),
             healthy: Mutex::new(true),
             fail_backup: false,
+            no_facts: false,
             calls: Mutex::default(),
         })
     }
@@ -56,11 +59,18 @@ impl Plugin for Fake {
     async fn backup(&self, _ctx: &Ctx, sink: &ItemSink) -> Result<()> {
         self.call("backup");
         if self.fail_backup {
-            return Err(Error::Plugin("the dump tool crashed".into()));
+            return Err(Error::Command {
+                what: "fake-dump".into(),
+                status: "exit status: 1".into(),
+                stderr: "the dump tool crashed".into(),
+            });
         }
         let data = self.data.lock().unwrap().clone();
         sink.stream("dump", std::io::Cursor::new(data.clone())).await?;
-        sink.set_meta("dump", "len", data.len().into())
+        if self.no_facts {
+            return Ok(());
+        }
+        sink.set_facts("dump", &FakeFacts { len: data.len() as u64 })
     }
 
     async fn post_backup(&self, _ctx: &Ctx) -> Result<()> {
@@ -78,13 +88,18 @@ impl Plugin for Fake {
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
         self.call("verify");
-        let want = source.meta("dump")?.get("len").and_then(|v| v.as_u64());
+        let FakeFacts { len: want } = source.facts("dump")?;
         let have = self.data.lock().unwrap().len() as u64;
-        if want != Some(have) {
-            return Err(Error::Plugin(format!("length {have}, snapshot says {want:?}")));
+        if want != have {
+            return Err(Error::Mismatch(format!("length {have}, snapshot says {want}")));
         }
         Ok(format!("{have} bytes"))
     }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FakeFacts {
+    len: u64,
 }
 
 struct Setup {
@@ -192,7 +207,10 @@ fn a_failing_or_unhealthy_plugin_fails_the_snapshot_by_name_and_spares_the_other
     let Status::Failed { reason } = &snap.status else {
         panic!("a snapshot with a failed plugin is marked failed");
     };
-    assert!(reason.contains("plugin bad failed: the dump tool crashed"), "{reason}");
+    assert!(
+        reason.contains("plugin bad failed: fake-dump failed (exit status: 1): the dump tool crashed"),
+        "{reason}"
+    );
     assert!(
         reason.contains("plugin down failed: unhealthy before backup: down"),
         "{reason}"
@@ -239,4 +257,27 @@ fn restoring_a_plugin_the_snapshot_lacks_or_selecting_an_unknown_one_is_refused(
     r.plugins = Some(vec!["nope".into()]);
     let e = s.rt.block_on(controller::backup(&s.repo, &s.loaded, &r)).unwrap_err();
     assert!(e.to_string().contains("\"nope\" is not configured"), "{e}");
+}
+
+#[test]
+fn a_fact_the_snapshot_lacks_fails_the_verification_by_name() {
+    let mut a = Fake::new("a", b"data");
+    Arc::get_mut(&mut a).unwrap().no_facts = true;
+    let s = setup(vec![a.clone()]);
+    s.rt.block_on(controller::backup(&s.repo, &s.loaded, &request("five")))
+        .unwrap();
+    let req = RestoreRequest {
+        snapshot: "five".into(),
+        plugins: None,
+        mode: Mode::DisasterRecovery,
+        safety_snapshot: false,
+        progress: Default::default(),
+    };
+    let report = s.rt.block_on(controller::restore(&s.repo, &s.loaded, &req)).unwrap();
+    assert!(
+        !report.ok(),
+        "a restore that cannot be verified is not reported as good"
+    );
+    let error = report.outcomes[0].error.clone().unwrap_or_default();
+    assert!(error.contains("snapshot item a/dump: missing field `len`"), "{error}");
 }

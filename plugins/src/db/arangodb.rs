@@ -20,8 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use crate::config::absolute;
@@ -97,7 +96,7 @@ type Counts = BTreeMap<String, BTreeMap<String, u64>>;
 
 impl ArangoDb {
     fn client(&self) -> Result<Http> {
-        let url = http_url(&self.cfg.endpoint).map_err(Error::Plugin)?;
+        let url = http_url(&self.cfg.endpoint).map_err(Error::State)?;
         Http::new(
             &self.name,
             &url,
@@ -119,7 +118,7 @@ impl ArangoDb {
         }
         for d in &self.cfg.databases {
             if !all.contains(d) {
-                crate::bail!("database {d:?} is configured but does not exist");
+                crate::bail!(State, "database {d:?} is configured but does not exist");
             }
         }
         Ok(self.cfg.databases.clone())
@@ -170,7 +169,10 @@ impl ArangoDb {
                 let v = http
                     .get(&format!("/_db/{d}/_api/collection/{}/count", segment(name)))
                     .await?;
-                per.insert(name.to_string(), v["count"].as_u64().unwrap_or(0));
+                let n = v["count"]
+                    .as_u64()
+                    .ok_or_else(|| Error::Answer(format!("{d}/{name}: no document count in {v}")))?;
+                per.insert(name.to_string(), n);
             }
             out.insert(db.clone(), per);
         }
@@ -209,6 +211,16 @@ impl ArangoDb {
             .arg(dir);
         c
     }
+}
+
+/// What a backup records, for the restore and its verification.
+#[derive(Debug, Serialize, Deserialize)]
+struct Facts {
+    /// Documents per collection per database when the dump started: what is restored and
+    /// compared.
+    collections: Counts,
+    /// Whether the counts were the same when the dump ended, so they compare exactly.
+    exact: bool,
 }
 
 #[async_trait]
@@ -265,14 +277,16 @@ impl Plugin for ArangoDb {
         let after = self.counts(&http, &dbs).await?;
         sink.tree(DUMP, &dump, None).await?;
         std::fs::remove_dir_all(&dump).map_err(Error::io(dump.display().to_string()))?;
-        sink.set_meta(DUMP, "collections", json!(after))?;
-        sink.set_meta(DUMP, "exact", json!(before == after))?;
+        let facts = Facts {
+            exact: before == after,
+            collections: after,
+        };
+        sink.set_facts(DUMP, &facts)?;
         Ok(())
     }
 
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
-        let meta = source.meta(DUMP)?;
-        let counts: Counts = serde_json::from_value(meta["collections"].clone()).unwrap_or_default();
+        let counts = source.facts::<Facts>(DUMP)?.collections;
         let dump = ctx.work_dir.join(DUMP);
         source.restore_to(DUMP, &dump, false).await?;
         let conf = self.tool_config(&ctx.work_dir)?;
@@ -307,9 +321,10 @@ impl Plugin for ArangoDb {
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
         let http = self.client()?;
-        let meta = source.meta(DUMP)?;
-        let want: Counts = serde_json::from_value(meta["collections"].clone()).unwrap_or_default();
-        let exact = meta["exact"].as_bool() == Some(true);
+        let Facts {
+            collections: want,
+            exact,
+        } = source.facts(DUMP)?;
         let dbs: Vec<String> = want.keys().cloned().collect();
         let now = self.counts(&http, &dbs).await?;
         let mut docs = 0;
@@ -318,6 +333,7 @@ impl Plugin for ArangoDb {
                 let got = now.get(db).and_then(|m| m.get(c)).copied();
                 if exact && got != Some(*n) {
                     crate::bail!(
+                        Mismatch,
                         "collection {db}/{c} holds {} documents; the snapshot had {n}",
                         got.map_or("no".to_string(), |g| g.to_string())
                     );

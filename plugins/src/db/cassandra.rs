@@ -24,8 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use crate::config::absolute;
@@ -150,7 +149,7 @@ impl Cassandra {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Plugin("no nodes".into())))
+        Err(last.unwrap_or_else(|| Error::Unhealthy("no nodes".into())))
     }
 
     /// The user tables, as `keyspace.table`.
@@ -174,7 +173,7 @@ impl Cassandra {
         tables.sort();
         for k in &wanted {
             if !tables.iter().any(|t| t.split('.').next() == Some(k)) {
-                crate::bail!("keyspace {k:?} is configured but has no tables");
+                crate::bail!(State, "keyspace {k:?} is configured but has no tables");
             }
         }
         Ok(tables)
@@ -192,6 +191,7 @@ impl Cassandra {
             .collect();
         if counts.len() != tables.len() {
             crate::bail!(
+                Answer,
                 "cqlsh answered {} counts for {} tables: {}",
                 counts.len(),
                 tables.len(),
@@ -301,7 +301,7 @@ fn live_table_dir(ks_dir: &Path, table: &str) -> Result<PathBuf> {
         }
     }
     best.map(|(_, p)| p)
-        .ok_or_else(|| Error::Plugin(format!("no directory for table {table} in {}", ks_dir.display())))
+        .ok_or_else(|| Error::State(format!("no directory for table {table} in {}", ks_dir.display())))
 }
 
 /// Makes `DESCRIBE SCHEMA` output safe to replay onto a cluster that has part of it.
@@ -345,6 +345,20 @@ fn keep_snapshot(keyspaces: Vec<String>, tag: String) -> Keep {
     })
 }
 
+/// What a backup records, for the restore and its verification.
+#[derive(Debug, Serialize, Deserialize)]
+struct Facts {
+    /// The name of the nodes' snapshot the SSTables were copied from.
+    tag: String,
+    /// Rows per table (`keyspace.table`) when the snapshot was taken: what the restore
+    /// truncates and loads, and what verify compares.
+    tables: Counts,
+    /// Whether the counts were the same before and after, so they compare exactly.
+    exact: bool,
+    /// The nodes backed up, each with its own SSTables item.
+    nodes: Vec<String>,
+}
+
 #[async_trait]
 impl Plugin for Cassandra {
     fn name(&self) -> &str {
@@ -364,7 +378,7 @@ impl Plugin for Cassandra {
                     .filter(|l| l.starts_with('D') && l.len() > 2 && l.as_bytes()[1].is_ascii_uppercase())
                     .collect();
                 if !down.is_empty() {
-                    crate::bail!("node {} reports nodes down: {}", n.name, down.join("; "));
+                    crate::bail!(Unhealthy, "node {} reports nodes down: {}", n.name, down.join("; "));
                 }
                 up = up.max(out.lines().filter(|l| l.starts_with("UN ")).count());
             }
@@ -400,21 +414,18 @@ impl Plugin for Cassandra {
         self.clear(&tag, &keyspaces).await;
         r?;
         let after = self.counts(&tables).await?;
-        sink.set_meta(SCHEMA, "tag", json!(tag))?;
-        sink.set_meta(SCHEMA, "tables", json!(after))?;
-        sink.set_meta(SCHEMA, "exact", json!(before == after))?;
-        sink.set_meta(
-            SCHEMA,
-            "nodes",
-            json!(self.cfg.nodes.iter().map(|n| n.name.clone()).collect::<Vec<_>>()),
-        )?;
+        let facts = Facts {
+            exact: before == after,
+            tag,
+            tables: after,
+            nodes: self.cfg.nodes.iter().map(|n| n.name.clone()).collect(),
+        };
+        sink.set_facts(SCHEMA, &facts)?;
         Ok(())
     }
 
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
-        let meta = source.meta(SCHEMA)?;
-        let tag = meta["tag"].as_str().unwrap_or_default().to_string();
-        let tables: Counts = serde_json::from_value(meta["tables"].clone()).unwrap_or_default();
+        let Facts { tag, tables, .. } = source.facts(SCHEMA)?;
         let schema_file = ctx.work_dir.join(SCHEMA);
         source.restore_to(SCHEMA, &schema_file, false).await?;
         let schema = std::fs::read_to_string(&schema_file).map_err(Error::io(schema_file.display().to_string()))?;
@@ -432,6 +443,7 @@ impl Plugin for Cassandra {
             let item = format!("{}/sstables", n.name);
             if source.item(&item).is_err() {
                 crate::bail!(
+                    Selection,
                     "the snapshot has no SSTables of node {}; nodes must match the backup's",
                     n.name
                 );
@@ -474,15 +486,16 @@ impl Plugin for Cassandra {
     }
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
-        let meta = source.meta(SCHEMA)?;
-        let want: Counts = serde_json::from_value(meta["tables"].clone()).unwrap_or_default();
-        let exact = meta["exact"].as_bool() == Some(true);
+        let Facts {
+            tables: want, exact, ..
+        } = source.facts(SCHEMA)?;
         let names: Vec<String> = want.keys().cloned().collect();
         let now = self.counts(&names).await?;
         if exact {
             for (t, n) in &want {
                 if now.get(t) != Some(n) {
                     crate::bail!(
+                        Mismatch,
                         "table {t} holds {} rows; the snapshot had {n}",
                         now.get(t).copied().unwrap_or(0)
                     );

@@ -10,7 +10,7 @@ use crate::process;
 pub fn require_empty<'a>(dirs: impl IntoIterator<Item = (&'a Path, String)>) -> Result<()> {
     for (d, owner) in dirs {
         if std::fs::read_dir(d).map(|mut r| r.next().is_some()).unwrap_or(false) {
-            return Err(Error::Plugin(format!(
+            return Err(Error::State(format!(
                 "disaster recovery needs empty data directories; {} of {owner} is not empty",
                 d.display()
             )));

@@ -165,7 +165,7 @@ impl Elasticsearch {
         let v = http.get(&format!("/{}/_count", segment(index))).await?;
         v["count"]
             .as_u64()
-            .ok_or_else(|| Error::Plugin(format!("{index}/_count: no count in {v}")))
+            .ok_or_else(|| Error::Answer(format!("{index}/_count: no count in {v}")))
     }
 
     async fn index_exists(&self, http: &Http, index: &str) -> Result<bool> {
@@ -194,6 +194,7 @@ impl Elasticsearch {
                 match indices.as_slice() {
                     [one] => one.to_string(),
                     _ => crate::bail!(
+                        State,
                         "alias {name} points at {} indices; reindex needs exactly one",
                         indices.len()
                     ),
@@ -201,7 +202,7 @@ impl Elasticsearch {
             }
             Err(r) if r.status == 404 => {
                 if !self.index_exists(http, name).await? {
-                    crate::bail!("{name} is neither an alias nor an index");
+                    crate::bail!(State, "{name} is neither an alias nor an index");
                 }
                 name.to_string()
             }
@@ -222,7 +223,7 @@ impl Elasticsearch {
             .unwrap_or_default();
         let dest = timestamped(&format!("{name}-r"));
         if dest == source {
-            crate::bail!("{name} was reindexed less than a millisecond ago");
+            crate::bail!(State, "{name} was reindexed less than a millisecond ago");
         }
         let dst = segment(&dest);
         refresh(http, &source).await?;
@@ -243,12 +244,13 @@ impl Elasticsearch {
                 )
                 .await?;
             if r["failures"].as_array().is_some_and(|f| !f.is_empty()) {
-                crate::bail!("_reindex of {source} reported failures: {}", r["failures"]);
+                crate::bail!(Answer, "_reindex of {source} reported failures: {}", r["failures"]);
             }
             refresh(http, &dest).await?;
             let after = self.count(http, &dest).await?;
             if after != before {
                 crate::bail!(
+                    Mismatch,
                     "{dest} holds {after} documents, {source} held {before} (written to meanwhile?); {source} is kept"
                 );
             }
@@ -281,6 +283,17 @@ async fn refresh(http: &Http, index: &str) -> Result<()> {
     http.call("POST", &format!("/{}/_refresh", segment(index)), None)
         .await
         .map(drop)
+}
+
+/// What a backup records, for the restore and its verification.
+#[derive(Debug, Serialize, Deserialize)]
+struct Facts {
+    /// The cluster's snapshot (in the copied repository directory) to restore.
+    snapshot: String,
+    /// Documents per index when the snapshot was taken.
+    indices: BTreeMap<String, u64>,
+    /// Whether the counts were the same before and after, so they compare exactly.
+    exact: bool,
 }
 
 #[async_trait]
@@ -331,6 +344,7 @@ impl Plugin for Elasticsearch {
         let s = &r["snapshot"];
         if s["state"] != "SUCCESS" || s["shards"]["failed"].as_u64() != Some(0) {
             crate::bail!(
+                Answer,
                 "snapshot {snap} ended {} with {} failed shards: {}",
                 s["state"],
                 s["shards"]["failed"],
@@ -348,23 +362,20 @@ impl Plugin for Elasticsearch {
             }
         }
         sink.tree(REPOSITORY, &self.cfg.location, None).await?;
-        sink.set_meta(REPOSITORY, "snapshot", json!(snap))?;
-        sink.set_meta(REPOSITORY, "indices", json!(after))?;
-        sink.set_meta(REPOSITORY, "exact", json!(before == after))?;
+        let facts = Facts {
+            exact: before == after,
+            snapshot: snap,
+            indices: after,
+        };
+        sink.set_facts(REPOSITORY, &facts)?;
         Ok(())
     }
 
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
         let http = self.client()?;
-        let meta = source.meta(REPOSITORY)?;
-        let snap = meta["snapshot"]
-            .as_str()
-            .ok_or_else(|| Error::Plugin("the snapshot records no Elasticsearch snapshot name".into()))?
-            .to_string();
-        let indices: Vec<String> = meta["indices"]
-            .as_object()
-            .map(|m| m.keys().cloned().collect())
-            .unwrap_or_default();
+        let facts: Facts = source.facts(REPOSITORY)?;
+        let snap = facts.snapshot;
+        let indices: Vec<String> = facts.indices.into_keys().collect();
         let scratch = self.restore_location();
         if scratch.exists() {
             let ours = scratch.join(SCRATCH_MARK).exists();
@@ -373,6 +384,7 @@ impl Plugin for Elasticsearch {
                 .unwrap_or(false);
             if !ours && !empty {
                 crate::bail!(
+                    State,
                     "restore_location {} is not empty and was not made by Cairn; refusing to clear it",
                     scratch.display()
                 );
@@ -390,7 +402,10 @@ impl Plugin for Elasticsearch {
                 }
                 let action = self.cfg.on_restore.unwrap_or(OnRestore::Delete);
                 if ctx.mode == Mode::DisasterRecovery {
-                    crate::bail!("disaster recovery expects a fresh cluster, but index {index} exists");
+                    crate::bail!(
+                        State,
+                        "disaster recovery expects a fresh cluster, but index {index} exists"
+                    );
                 }
                 ctx.log(format!(
                     "{} index {index}",
@@ -423,7 +438,7 @@ impl Plugin for Elasticsearch {
                 .await?;
             let shards = &r["snapshot"]["shards"];
             if shards["failed"].as_u64() != Some(0) {
-                crate::bail!("restore of {snap}: {} shards failed", shards["failed"]);
+                crate::bail!(Answer, "restore of {snap}: {} shards failed", shards["failed"]);
             }
             Ok(())
         }
@@ -449,15 +464,15 @@ impl Plugin for Elasticsearch {
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
         let http = self.client()?;
-        let meta = source.meta(REPOSITORY)?;
-        let want: BTreeMap<String, u64> = serde_json::from_value(meta["indices"].clone()).unwrap_or_default();
-        let exact = meta["exact"].as_bool() == Some(true);
+        let Facts {
+            indices: want, exact, ..
+        } = source.facts(REPOSITORY)?;
         let mut docs = 0;
         for (index, n) in &want {
             refresh(&http, index).await?;
             let now = self.count(&http, index).await?;
             if exact && now != *n {
-                crate::bail!("index {index} holds {now} documents; the snapshot had {n}");
+                crate::bail!(Mismatch, "index {index} holds {now} documents; the snapshot had {n}");
             }
             docs += now;
         }
@@ -476,7 +491,10 @@ impl Plugin for Elasticsearch {
             only.iter().collect()
         };
         if names.is_empty() {
-            crate::bail!("nothing to reindex: list aliases or indices in [elasticsearch] reindex or give --index");
+            crate::bail!(
+                Selection,
+                "nothing to reindex: list aliases or indices in [elasticsearch] reindex or give --index"
+            );
         }
         let mut out = Vec::new();
         for n in names {

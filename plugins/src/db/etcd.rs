@@ -13,8 +13,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use crate::config::absolute;
@@ -121,7 +120,7 @@ impl Etcd {
 
     async fn json(&self, endpoints: &str, args: &[&str]) -> Result<serde_json::Value> {
         let out = process::output(&mut self.etcdctl(endpoints, args)?).await?;
-        serde_json::from_str(&out).map_err(|e| Error::Plugin(format!("etcdctl {}: bad JSON: {e}", args.join(" "))))
+        serde_json::from_str(&out).map_err(|e| Error::Answer(format!("etcdctl {}: bad JSON: {e}", args.join(" "))))
     }
 
     async fn healthy_endpoint(&self) -> Result<String> {
@@ -132,7 +131,7 @@ impl Etcd {
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or_else(|| Error::Plugin("no members".into())))
+        Err(last.unwrap_or_else(|| Error::Unhealthy("no members".into())))
     }
 
     /// (revision, key count) as the cluster serves them now. etcdctl 3.4 has no `--count-only`;
@@ -144,10 +143,11 @@ impl Etcd {
                 &["get", "", "--prefix", "--keys-only", "--limit=1", "--write-out=json"],
             )
             .await?;
-        Ok((
-            v["header"]["revision"].as_u64().unwrap_or(0),
-            v["count"].as_u64().unwrap_or(0),
-        ))
+        let revision = v["header"]["revision"]
+            .as_u64()
+            .ok_or_else(|| Error::Answer(format!("etcdctl get at {endpoint}: no revision in {v}")))?;
+        // etcd's JSON leaves zero values out: no `count` is an empty key space.
+        Ok((revision, v["count"].as_u64().unwrap_or(0)))
     }
 
     fn initial_cluster(&self) -> String {
@@ -168,6 +168,18 @@ impl Etcd {
         })
         .await
     }
+}
+
+/// What a backup records, for the verification of a restore.
+#[derive(Debug, Serialize, Deserialize)]
+struct Facts {
+    /// The snapshot's revision: a restored member is at least this far.
+    revision: u64,
+    /// The member's hash at the snapshot, as etcd reported it.
+    hash: serde_json::Value,
+    /// Keys at the revision (null when etcd did not tell: then only revisions are compared).
+    keys: Option<u64>,
+    members: usize,
 }
 
 #[async_trait]
@@ -195,7 +207,7 @@ impl Plugin for Etcd {
                 .await
                 .map_err(Error::io("cannot start etcdctl".to_string()))?;
             let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-                Error::Plugin(format!(
+                Error::Answer(format!(
                     "etcdctl endpoint health: {e}; stderr: {}",
                     String::from_utf8_lossy(&out.stderr).trim()
                 ))
@@ -238,7 +250,9 @@ impl Plugin for Etcd {
                 &["snapshot", "status", &file.to_string_lossy(), "--write-out=json"],
             )
             .await?;
-        let rev = status["revision"].as_u64().unwrap_or(0);
+        let rev = status["revision"]
+            .as_u64()
+            .ok_or_else(|| Error::Answer(format!("etcdctl snapshot status: no revision in {status}")))?;
         let count = self
             .json(
                 &ep,
@@ -262,10 +276,13 @@ impl Plugin for Etcd {
         tokio::fs::remove_file(&file)
             .await
             .map_err(Error::io(file.display().to_string()))?;
-        sink.set_meta(SNAPSHOT, "revision", json!(rev))?;
-        sink.set_meta(SNAPSHOT, "hash", status["hash"].clone())?;
-        sink.set_meta(SNAPSHOT, "keys", json!(count))?;
-        sink.set_meta(SNAPSHOT, "members", json!(self.cfg.members.len()))?;
+        let facts = Facts {
+            revision: rev,
+            hash: status["hash"].clone(),
+            keys: count,
+            members: self.cfg.members.len(),
+        };
+        sink.set_facts(SNAPSHOT, &facts)?;
         Ok(())
     }
 
@@ -320,20 +337,20 @@ impl Plugin for Etcd {
     }
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
-        let meta = source.meta(SNAPSHOT)?;
-        let want_rev = meta["revision"].as_u64().unwrap_or(0);
+        let facts: Facts = source.facts(SNAPSHOT)?;
+        let want_rev = facts.revision;
         let mut seen = Vec::new();
         for m in &self.cfg.members {
             let (rev, keys) = self.state(&m.client_url).await?;
             if rev < want_rev {
-                return Err(Error::Plugin(format!(
+                return Err(Error::Mismatch(format!(
                     "member {} is at revision {rev}, older than the snapshot's {want_rev}",
                     m.name
                 )));
             }
-            if let Some(want) = meta["keys"].as_u64() {
+            if let Some(want) = facts.keys {
                 if keys != want {
-                    return Err(Error::Plugin(format!(
+                    return Err(Error::Mismatch(format!(
                         "member {} holds {keys} keys; the snapshot had {want}",
                         m.name
                     )));

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use crate::error::{Error, Result};
@@ -75,6 +75,15 @@ impl Exec {
     }
 }
 
+/// What a backup with a verify command records.
+#[derive(Debug, Serialize, Deserialize)]
+struct Facts {
+    /// The verify command's output before the dump.
+    fingerprint: String,
+    /// Whether it was the same after the dump, so it compares exactly.
+    exact: bool,
+}
+
 #[async_trait]
 impl Plugin for Exec {
     fn name(&self) -> &str {
@@ -102,8 +111,13 @@ impl Plugin for Exec {
         sink.command_output("dump", &mut self.cmd(&self.cfg.dump)?).await?;
         if let Some(b) = before {
             let same = self.fingerprint().await?.as_deref() == Some(b.as_str());
-            sink.set_meta("dump", "fingerprint", b.into())?;
-            sink.set_meta("dump", "exact", same.into())?;
+            sink.set_facts(
+                "dump",
+                &Facts {
+                    fingerprint: b,
+                    exact: same,
+                },
+            )?;
         }
         Ok(())
     }
@@ -113,18 +127,24 @@ impl Plugin for Exec {
     }
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
-        let meta = source.meta("dump")?;
-        let (Some(want), Some(now)) = (
-            meta.get("fingerprint").and_then(|v| v.as_str()),
-            self.fingerprint().await?,
-        ) else {
+        let Some(now) = self.fingerprint().await? else {
             return Ok("no verify command configured; restore command exited 0".into());
         };
-        if meta.get("exact").and_then(|v| v.as_bool()) != Some(true) {
+        // Facts are recorded only by a backup that had a verify command.
+        if source.meta("dump")?.is_empty() {
+            return Ok(format!(
+                "the backup ran without a verify command, so there is nothing to compare; now {now:?}"
+            ));
+        }
+        let Facts {
+            fingerprint: want,
+            exact,
+        } = source.facts("dump")?;
+        if !exact {
             return Ok(format!("data changed during the backup; now {now:?}"));
         }
         if now != want {
-            return Err(Error::Plugin(format!(
+            return Err(Error::Mismatch(format!(
                 "fingerprint after restore {now:?} differs from the backup's {want:?}"
             )));
         }

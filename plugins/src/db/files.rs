@@ -94,7 +94,7 @@ impl Plugin for Files {
             // The snapshot's state, not more: files added since go (the safety snapshot has them).
             let mut known = std::collections::HashSet::new();
             for e in source.tree_entries(&item_of(p)).await? {
-                let raw = e.path_bytes().map_err(Error::Plugin)?;
+                let raw = e.path_bytes().map_err(Error::State)?;
                 known.insert(p.join(std::ffi::OsStr::from_bytes(&raw)));
             }
             // Entries not in the snapshot, outermost only (a directory goes with what is in it).
@@ -135,7 +135,7 @@ impl Plugin for Files {
             let mut known = std::collections::HashSet::new();
             for e in &entries {
                 use std::os::unix::ffi::OsStrExt;
-                let raw = e.path_bytes().map_err(Error::Plugin)?;
+                let raw = e.path_bytes().map_err(Error::State)?;
                 let path = if raw.is_empty() {
                     p.clone()
                 } else {
@@ -155,7 +155,7 @@ impl Plugin for Files {
                     && (e.entry_type == EntryType::Symlink || md.mode() & 0o7777 == e.mode)
                     && (e.entry_type != EntryType::File || (md.len() == size && md.mtime() == e.mtime));
                 if !same {
-                    return Err(Error::Plugin(format!(
+                    return Err(Error::Mismatch(format!(
                         "{} differs from the snapshot after restore",
                         path.display()
                     )));

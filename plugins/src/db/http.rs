@@ -60,7 +60,7 @@ impl Http {
                 })
                 .collect();
             if certs.is_empty() {
-                crate::bail!("cacert {} holds no PEM certificate", ca.display());
+                crate::bail!(State, "cacert {} holds no PEM certificate", ca.display());
             }
             tls = tls.root_certs(RootCerts::new_with_certs(&certs));
         }
@@ -89,7 +89,7 @@ impl Http {
         let (method, path) = (method.to_string(), path.to_string());
         tokio::task::spawn_blocking(move || this.blocking(&method, &path, body))
             .await
-            .map_err(|e| Error::Plugin(format!("HTTP thread failed: {e}")))?
+            .map_err(|e| Error::Task(format!("HTTP thread failed: {e}")))?
     }
 
     /// Sends a request and fails on any answer that is not 2xx, naming the call and the
@@ -114,7 +114,7 @@ impl Http {
             .map(str::to_string)
             .unwrap_or_else(|| r.body.to_string());
         let kind = r.kind();
-        Error::Plugin(format!(
+        Error::Http(format!(
             "{}: {method} {path} answered {}: {}{reason}",
             self.label,
             r.status,
@@ -128,7 +128,7 @@ impl Http {
 
     fn blocking(&self, method: &str, path: &str, body: Option<Value>) -> Result<Result<Value, Refused>> {
         let url = format!("{}{}", self.base, path);
-        let what = |e: ureq::Error| Error::Plugin(format!("{}: {method} {path}: {e}", self.label));
+        let what = |e: ureq::Error| Error::Http(format!("{}: {method} {path}: {e}", self.label));
         let mut req = ureq::http::Request::builder()
             .method(method)
             .uri(&url)
@@ -141,13 +141,13 @@ impl Http {
                 let req = req
                     .header("Content-Type", "application/json")
                     .body(b.to_string())
-                    .map_err(|e| Error::Plugin(format!("{}: bad request {path}: {e}", self.label)))?;
+                    .map_err(|e| Error::Http(format!("{}: bad request {path}: {e}", self.label)))?;
                 self.agent.run(req)
             }
             None => {
                 let req = req
                     .body(())
-                    .map_err(|e| Error::Plugin(format!("{}: bad request {path}: {e}", self.label)))?;
+                    .map_err(|e| Error::Http(format!("{}: bad request {path}: {e}", self.label)))?;
                 self.agent.run(req)
             }
         };
@@ -185,6 +185,7 @@ pub fn read_credentials(file: &Path) -> Result<(String, String)> {
     match line.split_once(':') {
         Some((u, p)) => Ok((u.to_string(), p.to_string())),
         None => crate::bail!(
+            State,
             "credentials_file {}: the first line must be user:password",
             file.display()
         ),

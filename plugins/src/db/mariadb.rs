@@ -17,8 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
 use crate::config::absolute;
@@ -165,9 +164,7 @@ impl MariaDb {
         }
         for d in &self.cfg.databases {
             if !all.contains(d) {
-                return Err(Error::Plugin(format!(
-                    "database {d:?} is configured but does not exist"
-                )));
+                return Err(Error::State(format!("database {d:?} is configured but does not exist")));
             }
         }
         Ok(self.cfg.databases.clone())
@@ -202,7 +199,10 @@ impl MariaDb {
                 .join(" UNION ALL ");
             for r in self.query(&counts).await? {
                 if let [t, n] = r.as_slice() {
-                    stats.insert(t.clone(), (n.parse().unwrap_or(0), String::new()));
+                    let rows = n
+                        .parse()
+                        .map_err(|_| Error::Answer(format!("COUNT(*) of {t} answered {n:?}")))?;
+                    stats.insert(t.clone(), (rows, String::new()));
                 }
             }
             for r in self.query(&format!("CHECKSUM TABLE {}", batch.join(", "))).await? {
@@ -228,7 +228,7 @@ impl MariaDb {
             .await?;
         match r.first().map(Vec::as_slice) {
             Some([v, n]) => Ok(format!("MariaDB {v}, {n} tables")),
-            _ => Err(Error::Plugin("unexpected answer to a status query".into())),
+            _ => Err(Error::Answer("unexpected answer to a status query".into())),
         }
     }
 
@@ -238,13 +238,13 @@ impl MariaDb {
             return Ok(());
         }
         let datadir = self.cfg.datadir.as_ref().ok_or_else(|| {
-            Error::Plugin("the server is not running and no datadir is configured to initialise".into())
+            Error::State("the server is not running and no datadir is configured to initialise".into())
         })?;
         let empty = std::fs::read_dir(datadir)
             .map(|mut d| d.next().is_none())
             .unwrap_or(true);
         if !empty {
-            return Err(Error::Plugin(format!(
+            return Err(Error::State(format!(
                 "disaster recovery needs an empty data directory; {} is not empty and its server does not answer",
                 datadir.display()
             )));
@@ -287,29 +287,21 @@ fn unquote(q: &str) -> String {
     q.replace("`.`", ".").trim_matches('`').replace("``", "`")
 }
 
-fn stats_json(s: &TableStats) -> serde_json::Value {
-    json!(s
-        .iter()
-        .map(|(t, (n, c))| (t.clone(), json!({"rows": n, "checksum": c})))
-        .collect::<BTreeMap<_, _>>())
+/// What a backup records of the dump, for the restore and its verification.
+#[derive(Debug, Serialize, Deserialize)]
+struct Facts {
+    /// The databases dumped: after a restore, others are dropped.
+    databases: Vec<String>,
+    /// Rows and checksum of each table (`db.table`) when the dump started.
+    tables: BTreeMap<String, TableFact>,
+    /// Whether the tables were the same when the dump ended, so counts compare exactly.
+    exact: bool,
 }
 
-fn stats_from_json(v: &serde_json::Value) -> TableStats {
-    v.as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(t, e)| {
-                    (
-                        t.clone(),
-                        (
-                            e["rows"].as_u64().unwrap_or(0),
-                            e["checksum"].as_str().unwrap_or("").to_string(),
-                        ),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct TableFact {
+    rows: u64,
+    checksum: String,
 }
 
 #[async_trait]
@@ -361,9 +353,15 @@ impl Plugin for MariaDb {
         if !exact {
             sink.warn("tables changed while dumping; the restore will be checked for tables, not rows".into());
         }
-        sink.set_meta(DATABASES, "databases", json!(dbs))?;
-        sink.set_meta(DATABASES, "tables", stats_json(&before))?;
-        sink.set_meta(DATABASES, "exact", json!(exact))?;
+        let facts = Facts {
+            databases: dbs,
+            tables: before
+                .into_iter()
+                .map(|(t, (rows, checksum))| (t, TableFact { rows, checksum }))
+                .collect(),
+            exact,
+        };
+        sink.set_facts(DATABASES, &facts)?;
         Ok(())
     }
 
@@ -397,10 +395,7 @@ impl Plugin for MariaDb {
         source.pipe_to(DATABASES, &mut self.client(&[])).await?;
         process::output(&mut self.client(&["-e", "FLUSH PRIVILEGES"])).await?;
         // The snapshot's state, not more: databases created since go (the safety snapshot has them).
-        let want: Vec<String> = source.meta(DATABASES)?["databases"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
-            .ok_or_else(|| Error::Plugin("the snapshot records no database list".into()))?;
+        let want = source.facts::<Facts>(DATABASES)?.databases;
         for row in self.query("SHOW DATABASES").await? {
             let Some(db) = row.first() else { continue };
             if SYSTEM_SCHEMAS.contains(&db.as_str()) || want.contains(db) {
@@ -414,22 +409,21 @@ impl Plugin for MariaDb {
     }
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
-        let meta = source.meta(DATABASES)?;
-        let want = stats_from_json(&meta["tables"]);
-        let dbs: Vec<String> = meta["databases"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|d| d.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
-        let now = self.table_stats(&dbs).await?;
-        let exact = meta["exact"].as_bool() == Some(true);
+        let Facts {
+            databases,
+            tables,
+            exact,
+        } = source.facts(DATABASES)?;
+        let want: TableStats = tables.into_iter().map(|(t, f)| (t, (f.rows, f.checksum))).collect();
+        let now = self.table_stats(&databases).await?;
         let missing: Vec<&String> = want.keys().filter(|t| !now.contains_key(*t)).collect();
         if !missing.is_empty() {
-            return Err(Error::Plugin(format!("tables missing after restore: {missing:?}")));
+            return Err(Error::Mismatch(format!("tables missing after restore: {missing:?}")));
         }
         if exact {
             for (t, w) in &want {
                 if now[t] != *w {
-                    return Err(Error::Plugin(format!(
+                    return Err(Error::Mismatch(format!(
                         "{t} after restore: {} rows, checksum {}; the backup had {} rows, checksum {}",
                         now[t].0, now[t].1, w.0, w.1
                     )));

@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::absolute;
@@ -80,7 +79,7 @@ const LOGS: &str = "datalog";
 
 /// Sends a four-letter word and returns the answer.
 pub async fn four_letter(address: &str, word: &str) -> Result<String> {
-    let io = |e| Error::Plugin(format!("{address}: {word}: {e}"));
+    let io = |e| Error::Answer(format!("{address}: {word}: {e}"));
     let fut = async {
         let mut s = tokio::net::TcpStream::connect(address).await.map_err(io)?;
         s.write_all(word.as_bytes()).await.map_err(io)?;
@@ -90,7 +89,7 @@ pub async fn four_letter(address: &str, word: &str) -> Result<String> {
     };
     tokio::time::timeout(std::time::Duration::from_secs(10), fut)
         .await
-        .map_err(|_| Error::Plugin(format!("{address}: {word}: no answer in 10 s")))?
+        .map_err(|_| Error::Unhealthy(format!("{address}: {word}: no answer in 10 s")))?
 }
 
 /// What a server reports: (mode, zxid, znode count).
@@ -99,16 +98,16 @@ async fn server_state(address: &str) -> Result<(String, u64, u64)> {
     let field = |text: &str, key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_string()))
-            .ok_or_else(|| Error::Plugin(format!("{address}: no {key:?} in the answer (is the 4lw whitelisted?)")))
+            .ok_or_else(|| Error::Answer(format!("{address}: no {key:?} in the answer (is the 4lw whitelisted?)")))
     };
     let mode = field(&srvr, "Mode:")?;
     let zxid = field(&srvr, "Zxid:")?;
     let zxid = u64::from_str_radix(zxid.trim_start_matches("0x"), 16)
-        .map_err(|_| Error::Plugin(format!("{address}: bad zxid {zxid:?}")))?;
+        .map_err(|_| Error::Answer(format!("{address}: bad zxid {zxid:?}")))?;
     let mntr = four_letter(address, "mntr").await?;
     let nodes = field(&mntr, "zk_znode_count")?
         .parse()
-        .map_err(|_| Error::Plugin(format!("{address}: bad zk_znode_count")))?;
+        .map_err(|_| Error::Answer(format!("{address}: bad zk_znode_count")))?;
     Ok((mode, zxid, nodes))
 }
 
@@ -147,7 +146,7 @@ pub fn choose_files(snap_dir: &Path, log_dir: &Path) -> Result<(String, Vec<Stri
         .into_iter()
         .rev()
         .find(|(_, n)| sealed(&snap_dir.join(n)))
-        .ok_or_else(|| Error::Plugin(format!("no complete snapshot in {}", snap_dir.display())))?;
+        .ok_or_else(|| Error::State(format!("no complete snapshot in {}", snap_dir.display())))?;
     let mut logs: Vec<(u64, String)> = names(log_dir)?
         .into_iter()
         .filter_map(|n| zxid_of(&n, "log.").map(|z| (z, n)))
@@ -167,7 +166,7 @@ impl ZooKeeper {
                 if ok.trim() == "imok" && ["standalone", "leader", "follower"].contains(&mode.as_str()) {
                     Ok(())
                 } else {
-                    Err(Error::Plugin(format!("{} not serving yet", s.address)))
+                    Err(Error::Unhealthy(format!("{} not serving yet", s.address)))
                 }
             })
             .await?;
@@ -182,6 +181,19 @@ fn keep_names(files: Vec<String>) -> Keep {
         let s = p.to_string_lossy();
         s == "version-2" || s.strip_prefix("version-2/").is_some_and(|f| set.contains(f))
     })
+}
+
+/// What a backup records, for the verification of a restore.
+#[derive(Debug, Serialize, Deserialize)]
+struct Facts {
+    /// The last transaction in the snapshot: a restored ensemble is at least this far.
+    zxid: u64,
+    znodes: u64,
+    /// Whether nothing was written while the files were copied, so counts compare exactly.
+    exact: bool,
+    /// The snapshot file and transaction logs copied.
+    snapshot: String,
+    logs: Vec<String>,
 }
 
 #[async_trait]
@@ -236,7 +248,7 @@ impl Plugin for ZooKeeper {
                 }
             }
         }
-        let s = chosen.ok_or_else(|| Error::Plugin("no server answers with a readable data directory".into()))?;
+        let s = chosen.ok_or_else(|| Error::Unhealthy("no server answers with a readable data directory".into()))?;
         let (_, zxid, nodes) = server_state(&s.address).await?;
         let snap_root = s.data_dir.clone();
         let log_root = s.data_log_dir.clone().unwrap_or_else(|| s.data_dir.clone());
@@ -258,11 +270,14 @@ impl Plugin for ZooKeeper {
                 "written to during the backup (zxid {zxid:#x} -> {zxid_after:#x})"
             ));
         }
-        sink.set_meta(DATA, "zxid", json!(zxid))?;
-        sink.set_meta(DATA, "znodes", json!(nodes))?;
-        sink.set_meta(DATA, "exact", json!(exact))?;
-        sink.set_meta(DATA, "snapshot", json!(snap))?;
-        sink.set_meta(DATA, "logs", json!(logs))?;
+        let facts = Facts {
+            zxid,
+            znodes: nodes,
+            exact,
+            snapshot: snap,
+            logs,
+        };
+        sink.set_facts(DATA, &facts)?;
         Ok(())
     }
 
@@ -317,22 +332,24 @@ impl Plugin for ZooKeeper {
     }
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
-        let meta = source.meta(DATA)?;
-        let want_zxid = meta["zxid"].as_u64().unwrap_or(0);
-        let want_nodes = meta["znodes"].as_u64().unwrap_or(0);
-        let exact = meta["exact"].as_bool() == Some(true);
+        let Facts {
+            zxid: want_zxid,
+            znodes: want_nodes,
+            exact,
+            ..
+        } = source.facts(DATA)?;
         let mut counts = Vec::new();
         for s in &self.cfg.servers {
             let (_, zxid, nodes) = server_state(&s.address).await?;
             // A restarted ensemble elects a new epoch, so its zxid can only be higher.
             if zxid < want_zxid {
-                return Err(Error::Plugin(format!(
+                return Err(Error::Mismatch(format!(
                     "server {} is at zxid {zxid:#x}, older than the backup's {want_zxid:#x}",
                     s.id
                 )));
             }
             if exact && nodes != want_nodes {
-                return Err(Error::Plugin(format!(
+                return Err(Error::Mismatch(format!(
                     "server {} holds {nodes} znodes; the backup had {want_nodes}",
                     s.id
                 )));

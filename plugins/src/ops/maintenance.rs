@@ -50,7 +50,7 @@ pub fn status(loaded: &Loaded) -> Result<Option<Status>> {
     match std::fs::read(&p) {
         Ok(b) => serde_json::from_slice(&b)
             .map(Some)
-            .map_err(|e| Error::Plugin(format!("{} is damaged: {e}", p.display()))),
+            .map_err(|e| Error::State(format!("{} is damaged: {e}", p.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(p.display().to_string())(e)),
     }
@@ -73,10 +73,10 @@ pub async fn enter(loaded: &Loaded, reason: &str) -> Result<bool> {
         return Ok(true);
     }
     let dir = loaded.state_dir();
-    cairn_store::create_private_dir(&dir).map_err(|e| Error::Plugin(e.to_string()))?;
+    cairn_store::create_private_dir(&dir)?;
     process::run_configured(loaded.config.maintenance.enter.as_deref())
         .await
-        .map_err(|e| Error::Plugin(format!("entering maintenance mode: {e}")))?;
+        .map_err(Error::context("entering maintenance mode"))?;
     write_status(loaded, &Status::ours(reason))?;
     Ok(true)
 }
@@ -97,7 +97,7 @@ pub async fn leave(loaded: &Loaded) -> Result<()> {
     }
     process::run_configured(loaded.config.maintenance.leave.as_deref())
         .await
-        .map_err(|e| Error::Plugin(format!("leaving maintenance mode: {e}")))?;
+        .map_err(Error::context("leaving maintenance mode"))?;
     let p = status_path(&loaded.state_dir());
     match std::fs::remove_file(&p) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(p.display().to_string())(e)),

@@ -537,18 +537,18 @@ mod tests {
         drop(g);
         // Another test thread's child, between its fork and exec, may hold a copy of the
         // descriptor (and with it the lock) for a moment.
-        let free = (0..100).any(|_| {
-            let ok = RunGuard::acquire(&state).unwrap().is_ok();
-            if !ok {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            ok
-        });
-        assert!(free, "a finished run's slot is free again");
-        assert!(
-            RunGuard::acquire(&state).unwrap().is_ok(),
-            "a dead run's slot is taken over"
-        );
+        let free_soon = || {
+            (0..100).any(|_| {
+                let ok = RunGuard::acquire(&state).unwrap().is_ok();
+                if !ok {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                ok
+            })
+        };
+        assert!(free_soon(), "a finished run's slot is free again");
+        // The guard taken just now was dropped without unlocking: the lock goes with the file.
+        assert!(free_soon(), "a dead run's slot is taken over");
         assert_eq!(run_name(SUN_1300), "DAILY/2026-11-22T13:00:00Z");
     }
 }
