@@ -71,8 +71,8 @@ impl Progress for LogLines {
             eprintln!(
                 "{}: {} processed, {}/s",
                 st.0,
-                crate::common::bytes(total),
-                crate::common::bytes((total as f64 / secs) as u64)
+                cairn_store::format_bytes(total),
+                cairn_store::format_bytes((total as f64 / secs) as u64)
             );
         }
     }
@@ -146,8 +146,8 @@ impl Multi {
                 format!(
                     "{} {} {}/s {:.0}s{}",
                     p.name,
-                    crate::common::bytes(p.bytes),
-                    crate::common::bytes((p.bytes as f64 / secs) as u64),
+                    cairn_store::format_bytes(p.bytes),
+                    cairn_store::format_bytes((p.bytes as f64 / secs) as u64),
                     secs,
                     if p.end.is_some() { " done" } else { "" }
                 )

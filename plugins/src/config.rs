@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use cairn_store::Policy;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -43,7 +44,7 @@ macro_rules! databases {
             #[serde(default)]
             pub maintenance: MaintenanceConfig,
             /// `[retention]`: applied after each scheduled backup.
-            pub retention: Option<crate::ops::schedule::RetentionConfig>,
+            pub retention: Option<RetentionConfig>,
             /// `[files.NAME]`: certificates, encrypted passwords and other files to carry.
             #[serde(default)]
             pub files: BTreeMap<String, crate::db::files::Config>,
@@ -192,31 +193,43 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
     })
 }
 
-/// Checks that a configured path is absolute; `key` names it in the message.
-pub fn absolute(key: &str, p: &Path) -> Result<(), String> {
-    if p.is_absolute() {
-        Ok(())
-    } else {
-        Err(format!(
-            "{key} = {:?} must be an absolute path",
-            p.display().to_string()
-        ))
-    }
+/// `[retention]`: the policy applied after each scheduled backup (the same `keep_*` rules as
+/// `cairn forget`), whether to prune after it, and how many safety snapshots to keep.
+#[derive(Debug, Clone)]
+pub struct RetentionConfig {
+    pub policy: Policy,
+    /// Prune after forgetting (`prune`, default true).
+    pub prune: bool,
+    /// Safety snapshots (taken before each restore) kept by their own rule: the newest N
+    /// (`keep_safety`, default 5; 0 keeps them all).
+    pub keep_safety: u32,
 }
 
-/// Checks a plugin or item name: letters, digits, `-`, `_`, `.`.
-pub fn plain_name(key: &str, name: &str) -> Result<(), String> {
-    if !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
-        Ok(())
-    } else {
-        Err(format!(
-            "{key} = {name:?} must be 1-64 letters, digits, '-', '_' or '.'"
-        ))
+impl<'de> Deserialize<'de> for RetentionConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut table = toml::Table::deserialize(d)?;
+        let prune = match table.remove("prune") {
+            None => true,
+            Some(toml::Value::Boolean(b)) => b,
+            Some(v) => return Err(D::Error::custom(format!("prune: expected true or false, found {v}"))),
+        };
+        let keep_safety = match table.remove("keep_safety") {
+            None => 5,
+            Some(toml::Value::Integer(n)) => {
+                u32::try_from(n).map_err(|_| D::Error::custom(format!("keep_safety: {n} is not a count")))?
+            }
+            Some(v) => return Err(D::Error::custom(format!("keep_safety: expected a number, found {v}"))),
+        };
+        let policy = Policy::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
+        if policy.is_empty() {
+            return Err(D::Error::custom("no keep_* rule: it would forget every snapshot"));
+        }
+        Ok(Self {
+            policy,
+            prune,
+            keep_safety,
+        })
     }
 }
 

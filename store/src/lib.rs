@@ -51,7 +51,6 @@ pub(crate) mod read;
 pub(crate) mod repair;
 pub(crate) mod repo;
 pub(crate) mod restore;
-pub(crate) mod restore_tree;
 pub(crate) mod retention;
 pub mod snapshot;
 pub mod storage;

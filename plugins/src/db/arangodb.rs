@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use crate::config::absolute;
+use crate::db::common::absolute;
 use crate::db::http::{segment, Http};
 use crate::error::{Error, Result};
 use crate::plugin::{as_in_snapshot, Ctx, Health, ItemSink, ItemSource, Plugin};
@@ -61,7 +61,7 @@ pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
         }
     }
     for d in &cfg.databases {
-        crate::config::plain_name("databases", d)?;
+        crate::db::common::plain_name("databases", d)?;
     }
     Ok(Arc::new(ArangoDb {
         name: name.to_string(),

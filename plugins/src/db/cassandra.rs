@@ -27,7 +27,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use crate::config::absolute;
+use crate::db::common::absolute;
 use crate::error::{Error, Result};
 use crate::plugin::{as_in_snapshot, timestamped, Ctx, Health, ItemSink, ItemSource, Keep, Mode, Plugin};
 use crate::process;
@@ -83,7 +83,7 @@ pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
         return Err("nodes must list every node of the cluster ([[cassandra.nodes]])".into());
     }
     for (i, n) in cfg.nodes.iter().enumerate() {
-        crate::config::plain_name(&format!("nodes[{i}].name"), &n.name)?;
+        crate::db::common::plain_name(&format!("nodes[{i}].name"), &n.name)?;
         absolute(&format!("nodes[{i}].data_dir"), &n.data_dir)?;
         if n.host.is_empty() || n.host.contains(char::is_whitespace) {
             return Err(format!("nodes[{i}].host = {:?} is not a host name", n.host));

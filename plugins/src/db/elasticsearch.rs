@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::config::absolute;
+use crate::db::common::absolute;
 use crate::db::http::{segment, Http};
 use crate::error::{Error, Result};
 use crate::plugin::{as_in_snapshot, timestamped, Ctx, Health, ItemSink, ItemSource, Mode, Plugin, Reindexed};
@@ -97,7 +97,7 @@ pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
         }
     }
     if let Some(r) = &cfg.repository {
-        crate::config::plain_name("repository", r)?;
+        crate::db::common::plain_name("repository", r)?;
     }
     Ok(Arc::new(Elasticsearch {
         name: name.to_string(),

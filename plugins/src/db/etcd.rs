@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 
-use crate::config::absolute;
+use crate::db::common::absolute;
 use crate::db::datadir::{self, Replaced};
 use crate::error::{Error, Result};
 use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Mode, Plugin};
@@ -61,7 +61,7 @@ pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
         return Err("members must list every member of the cluster ([[etcd.members]])".into());
     }
     for (i, m) in cfg.members.iter().enumerate() {
-        crate::config::plain_name(&format!("members[{i}].name"), &m.name)?;
+        crate::db::common::plain_name(&format!("members[{i}].name"), &m.name)?;
         absolute(&format!("members[{i}].data_dir"), &m.data_dir)?;
         for (k, u) in [("client_url", &m.client_url), ("peer_url", &m.peer_url)] {
             if !(u.starts_with("http://") || u.starts_with("https://")) {

@@ -37,12 +37,12 @@ pub struct Exec {
 }
 
 pub fn build(cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
-    crate::config::plain_name("name", &cfg.name)?;
+    crate::db::common::plain_name("name", &cfg.name)?;
     if cfg.dump.trim().is_empty() || cfg.restore.trim().is_empty() {
         return Err(format!("{}: dump and restore must not be empty", cfg.name));
     }
     if let Some(f) = &cfg.env_file {
-        crate::config::absolute("env_file", f)?;
+        crate::db::common::absolute("env_file", f)?;
     }
     Ok(Arc::new(Exec { cfg: cfg.clone() }))
 }

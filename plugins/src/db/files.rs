@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use cairn_store::snapshot::EntryType;
 use serde::Deserialize;
 
-use crate::config::absolute;
+use crate::db::common::absolute;
 use crate::error::{Error, Result};
 use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Mode, Plugin};
 use crate::process;
@@ -32,7 +32,7 @@ pub struct Files {
 }
 
 pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
-    crate::config::plain_name("name", name)?;
+    crate::db::common::plain_name("name", name)?;
     if cfg.paths.is_empty() {
         return Err("paths must list at least one file or directory".into());
     }

@@ -15,5 +15,6 @@ pub mod zookeeper;
 pub mod exec;
 pub mod files;
 
+pub mod common;
 pub mod datadir;
 pub mod http;

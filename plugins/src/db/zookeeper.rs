@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::absolute;
+use crate::db::common::absolute;
 use crate::db::datadir::{self, Replaced};
 use crate::error::{Error, Result};
 use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Keep, Mode, Plugin};

@@ -13,52 +13,11 @@ use std::path::{Path, PathBuf};
 
 use cairn_store::{format_bytes, Policy, PruneOptions, Repository, Status};
 
-use crate::config::Loaded;
+use crate::config::{Loaded, RetentionConfig};
 use crate::controller::{self, BackupRequest};
-use serde::Deserialize;
 
 /// The tag of scheduled backups; `[retention]` applies to these alone.
 pub const SCHEDULED_TAG: &str = "scheduled";
-
-/// `[retention]`: the policy applied after each scheduled backup (the same `keep_*` rules as
-/// `cairn forget`), whether to prune after it, and how many safety snapshots to keep.
-#[derive(Debug, Clone)]
-pub struct RetentionConfig {
-    pub policy: Policy,
-    /// Prune after forgetting (`prune`, default true).
-    pub prune: bool,
-    /// Safety snapshots (taken before each restore) kept by their own rule: the newest N
-    /// (`keep_safety`, default 5; 0 keeps them all).
-    pub keep_safety: u32,
-}
-
-impl<'de> Deserialize<'de> for RetentionConfig {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let mut table = toml::Table::deserialize(d)?;
-        let prune = match table.remove("prune") {
-            None => true,
-            Some(toml::Value::Boolean(b)) => b,
-            Some(v) => return Err(D::Error::custom(format!("prune: expected true or false, found {v}"))),
-        };
-        let keep_safety = match table.remove("keep_safety") {
-            None => 5,
-            Some(toml::Value::Integer(n)) => {
-                u32::try_from(n).map_err(|_| D::Error::custom(format!("keep_safety: {n} is not a count")))?
-            }
-            Some(v) => return Err(D::Error::custom(format!("keep_safety: expected a number, found {v}"))),
-        };
-        let policy = Policy::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
-        if policy.is_empty() {
-            return Err(D::Error::custom("no keep_* rule: it would forget every snapshot"));
-        }
-        Ok(Self {
-            policy,
-            prune,
-            keep_safety,
-        })
-    }
-}
 
 /// A five-field cron expression: minute, hour, day of month, month, day of week.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -59,7 +59,7 @@ pub trait ChunkDestination: Send + Sync {
 type Slot = Arc<Mutex<Option<Error>>>;
 
 fn keep_first(slot: &Slot, e: Error) {
-    super::pipeline::fail(slot, e);
+    super::failure::fail(slot, e);
 }
 
 /// Packs blobs into this repository: a packer thread appends them to a pack in memory, a

@@ -32,6 +32,7 @@ mod command;
 mod commit;
 mod dedup;
 mod destination;
+mod failure;
 mod pipeline;
 mod stats;
 #[cfg(test)]
@@ -89,7 +90,7 @@ pub fn validate_name(what: &str, name: &str) -> Result<()> {
 pub fn validate_item_name(name: &str) -> Result<()> {
     validate_name("item name", name)?;
     // The rule a restore applies to every stored path, applied before anything is stored.
-    crate::restore_tree::components(name.as_bytes()).map_err(|_| {
+    crate::restore::fs::components(name.as_bytes()).map_err(|_| {
         Error::Invalid(format!(
             "item name {name:?} must be a relative path without empty, \".\" or \"..\" parts"
         ))

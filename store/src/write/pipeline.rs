@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{bounded, Receiver, Sender};
 
 use super::destination::{ChunkDestination, SealedBlob};
+use super::failure::fail;
 use super::stats::Counters;
 use crate::blob::{BlobKind, Encoder};
 use crate::cache::ChunkCache;
@@ -29,15 +30,6 @@ pub(crate) struct Job {
 }
 
 type Failure = Arc<Mutex<Option<Error>>>;
-
-/// Keeps the first error, except that a cause replaces a bare "stopped" (an `Error::Pipeline`
-/// that a stage saw when another stage had already failed).
-pub(crate) fn fail(failure: &Mutex<Option<Error>>, e: Error) {
-    let mut f = failure.lock().unwrap();
-    if f.is_none() || matches!((&*f, &e), (Some(Error::Pipeline(_)), e) if !matches!(e, Error::Pipeline(_))) {
-        *f = Some(e);
-    }
-}
 
 /// The workers and the destination they feed; the first error anywhere stops the backup.
 pub(crate) struct Pipeline {
@@ -187,26 +179,4 @@ fn delta_for(enc: &mut Encoder, keys: &Keys, reader: &BlobReader, job: &Job) -> 
         prefix.as_slice(),
         job.data.len() / 4,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_cause_of_a_stop_is_kept_over_a_bare_stopped() {
-        let io = || Error::NotFound("x".into());
-        let f = Mutex::new(None);
-        fail(&f, Error::Pipeline("its packer stopped".into()));
-        fail(&f, io());
-        fail(&f, Error::Pipeline("later".into()));
-        assert!(matches!(&*f.lock().unwrap(), Some(Error::NotFound(_))));
-        let g = Mutex::new(None);
-        fail(&g, io());
-        fail(&g, Error::Invalid("second".into()));
-        assert!(
-            matches!(&*g.lock().unwrap(), Some(Error::NotFound(_))),
-            "the first cause stays"
-        );
-    }
 }

@@ -1,6 +1,10 @@
 //! Restoring snapshots into a filesystem: items under a target directory, or one item to an
 //! exact path. Everything below the target is opened relative to its parent without following
-//! symlinks (`restore_tree.rs`); content comes through the read path (`read/`).
+//! symlinks (`fs.rs`), trees are placed by a pool of workers (`tree.rs`); content comes through
+//! the read path (`read/`).
+
+pub(crate) mod fs;
+mod tree;
 
 use std::os::fd::AsFd;
 use std::path::Path;
@@ -38,7 +42,7 @@ impl Repository {
         if target.exists() && !opts.force && std::fs::read_dir(target).at(target)?.next().is_some() {
             return Err(Error::TargetNotEmpty(target.into()));
         }
-        let target_fd = crate::restore_tree::open_trusted_dir(target)?;
+        let target_fd = crate::restore::fs::open_trusted_dir(target)?;
         let (synced, _) = self.synced()?;
         let chosen: Vec<Item> = snap
             .items
@@ -48,12 +52,12 @@ impl Repository {
             .collect();
         progress.start("restore", Some(chosen.iter().map(|i| i.size).sum()));
         for item in &chosen {
-            let comps = crate::restore_tree::components(item.name.as_bytes())?;
+            let comps = crate::restore::fs::components(item.name.as_bytes())?;
             let (name, parents) = comps
                 .split_last()
                 .ok_or_else(|| Error::Invalid("an item without a name".into()))?;
             let dest = target.join(&item.name);
-            let parent = crate::restore_tree::open_dir(target_fd.as_fd(), parents).map_err(|e| Error::Io {
+            let parent = crate::restore::fs::open_dir(target_fd.as_fd(), parents).map_err(|e| Error::Io {
                 path: dest.clone(),
                 source: e.into(),
             })?;
@@ -91,7 +95,7 @@ impl Repository {
         let name = dest
             .file_name()
             .ok_or_else(|| Error::Invalid(format!("{}: not a file or directory name", dest.display())))?;
-        let parent = crate::restore_tree::open_trusted_dir(dest.parent().unwrap_or(Path::new(".")))?;
+        let parent = crate::restore::fs::open_trusted_dir(dest.parent().unwrap_or(Path::new(".")))?;
         synced.place_item(&it.kind, parent.as_fd(), name, dest, progress)?;
         progress.finish();
         Ok(it)
