@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use cairn_plugins::config::Loaded;
 use cairn_plugins::controller::{self, BackupRequest, RestoreRequest};
-use cairn_plugins::ops::maintenance;
-use cairn_plugins::plugin::{Health, Mode};
+use cairn_plugins::ops::{health, maintenance};
+use cairn_plugins::plugin::Mode;
 use cairn_store::{Repository, Status};
 use serde_json::json;
 
@@ -186,99 +186,23 @@ pub fn restore(g: &GlobalOpts, req: RestoreRequest, json_out: bool) -> Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// Free bytes on the filesystem holding `path`, from `df`.
-fn free_space(path: &std::path::Path) -> Option<u64> {
-    let out = std::process::Command::new("df").arg("-Pk").arg(path).output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let kib: u64 = text.lines().nth(1)?.split_whitespace().nth(3)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 /// `cairn healthcheck`: databases, repository, newest snapshot, maintenance mode.
 pub fn healthcheck(g: &GlobalOpts, json_out: bool) -> Result<ExitCode> {
     let loaded = g.require_config()?;
-    let g2 = g.with_config(Some(&loaded));
-    let rt = runtime()?;
-    let mut checks: Vec<(String, Health)> = rt.block_on(controller::healthchecks(&loaded, &loaded.plugins))?;
-    let mut newest_age = None;
-    match g2.open_exact() {
-        Ok(repo) => {
-            let locks = repo.locks()?;
-            let live: Vec<String> = locks
-                .iter()
-                .filter_map(|(_, l)| l.as_ref().ok())
-                .filter(|l| !l.is_dead())
-                .map(|l| l.describe())
-                .collect();
-            let free = repo.location().local_path().and_then(free_space);
-            let mut detail = format!(
-                "{} reachable, {} free",
-                repo.location(),
-                free.map(bytes).unwrap_or_else(|| "?".into())
-            );
-            if !live.is_empty() {
-                detail.push_str(&format!("; in use: {}", live.join("; ")));
-            }
-            checks.push(("repository".into(), Health::ok(detail)));
-            let now = cairn_store::now_unix();
-            let newest = repo
-                .snapshots()?
-                .into_iter()
-                .flatten()
-                .filter(|s| s.is_complete() && s.meta.contains_key(controller::PLUGINS_META))
-                .filter(|s| !s.tags.iter().any(|t| t == "safety"))
-                .max_by_key(|s| s.time);
-            let max_age = loaded
-                .config
-                .max_snapshot_age
-                .as_deref()
-                .and_then(|a| cairn_store::parse_duration(a).ok());
-            match newest {
-                Some(s) => {
-                    let age = now - s.time;
-                    newest_age = Some(age);
-                    let detail = format!("{} taken {} ago", s.name, human_age(age));
-                    checks.push((
-                        "newest snapshot".into(),
-                        match max_age {
-                            Some(max) if age > max => {
-                                Health::bad(format!("{detail}, more than max_snapshot_age ({})", human_age(max)))
-                            }
-                            _ => Health::ok(detail),
-                        },
-                    ));
-                }
-                None => checks.push(("newest snapshot".into(), Health::bad("no complete system snapshot yet"))),
-            }
-        }
-        Err(e) => checks.push(("repository".into(), Health::bad(format!("{e:#}")))),
-    }
-    let maint = maintenance::status(&loaded)?;
-    let maint_detail = match &maint {
-        Some(s) => format!("ON since {} ({})", s.since, s.reason),
-        None => "off".into(),
-    };
-    if let Some(s) = maint.as_ref().filter(|s| s.holder_gone()) {
-        checks.push((
-            "maintenance".into(),
-            Health::bad(format!(
-                "left on since {} by pid {} ({}), which is gone: the next backup or restore takes it over, \
-                 or run `cairn maintenance off`",
-                s.since, s.pid, s.reason
-            )),
-        ));
-    }
-    let healthy = checks.iter().all(|(_, h)| h.healthy);
+    let repo = g.with_config(Some(&loaded)).open_exact().map_err(|e| format!("{e:#}"));
+    let health = runtime()?.block_on(health::system_health(&loaded, repo))?;
+    let healthy = health.healthy();
     if json_out {
         let v = json!({
             "healthy": healthy,
-            "checks": checks.iter().map(|(n, h)| json!({"name": n, "healthy": h.healthy, "detail": h.detail})).collect::<Vec<_>>(),
-            "newest_snapshot_age_secs": newest_age,
-            "maintenance": maint,
+            "checks": health.checks.iter().map(|(n, h)| json!({"name": n, "healthy": h.healthy, "detail": h.detail})).collect::<Vec<_>>(),
+            "newest_snapshot_age_secs": health.newest_snapshot_age_secs,
+            "maintenance": health.maintenance,
         });
         println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
     } else {
-        let mut rows: Vec<Vec<String>> = checks
+        let mut rows: Vec<Vec<String>> = health
+            .checks
             .iter()
             .map(|(n, h)| {
                 vec![
@@ -288,7 +212,11 @@ pub fn healthcheck(g: &GlobalOpts, json_out: bool) -> Result<ExitCode> {
                 ]
             })
             .collect();
-        rows.push(vec!["maintenance mode".into(), "-".into(), maint_detail]);
+        let maint = match &health.maintenance {
+            Some(s) => format!("ON since {} ({})", s.since, s.reason),
+            None => "off".into(),
+        };
+        rows.push(vec!["maintenance mode".into(), "-".into(), maint]);
         print_table(&["check", "status", "detail"], &rows);
     }
     Ok(if healthy { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -332,15 +260,6 @@ pub fn reindex(g: &GlobalOpts, only: &[String], json_out: bool) -> Result<ExitCo
         }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
-}
-
-fn human_age(secs: i64) -> String {
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86_400),
-    }
 }
 
 /// `cairn maintenance on|off|status`.
