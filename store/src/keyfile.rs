@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::Secrets;
 use crate::error::{Error, Result};
 use crate::id::RepoId;
+use crate::repo::Repository;
 use crate::storage::ObjectStore;
 
 const KEYFILE_VERSION: u32 = 1;
@@ -267,6 +268,40 @@ pub(crate) fn list(store: &dyn ObjectStore, current: &str) -> Result<Vec<KeyInfo
         });
     }
     Ok(out)
+}
+
+impl Repository {
+    /// Adds a key file that unlocks this repository.
+    pub fn add_key(&self, key: &NewKey, label: &str) -> Result<String> {
+        write_key(
+            self.store.as_ref(),
+            &self.config.repo_id,
+            self.keys.secrets(),
+            key,
+            label,
+        )
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
+        list(self.store.as_ref(), self.key_id())
+    }
+
+    /// Removes a key file. The key in use and the last key cannot be removed.
+    pub fn remove_key(&self, id: &str) -> Result<()> {
+        let keys = self.list_keys()?;
+        if !keys.iter().any(|k| k.id == id) {
+            return Err(Error::Key(format!("no key {id:?} in this repository")));
+        }
+        if id == self.key_id() {
+            return Err(Error::Key(
+                "refusing to remove the key that unlocked this session; unlock with another key first".into(),
+            ));
+        }
+        if keys.len() == 1 {
+            return Err(Error::Key("refusing to remove the last key".into()));
+        }
+        self.store.delete(&format!("keys/{id}"))
+    }
 }
 
 #[cfg(test)]

@@ -73,5 +73,8 @@ pub use restore::RestoreOptions;
 pub use retention::{parse_duration, Decision, Entry as RetentionEntry, Policy};
 pub use snapshot::{Item, ItemKind, Snapshot, Stats, Status};
 pub use storage::{Location, ObjectStore};
-pub use util::{civil, create_private_dir, format_bytes, format_rfc3339, hostname, now_unix, Civil};
+pub use util::{
+    civil, create_private_dir, current_pidns, format_bytes, format_rfc3339, hostname, now_unix, process_gone,
+    process_start, Civil,
+};
 pub use write::{validate_item_name, validate_name, Backup, BackupOptions};

@@ -31,8 +31,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
+use crate::repo::Repository;
 use crate::storage::ObjectStore;
-use crate::util::hostname;
+use crate::util::{current_pidns, hostname, process_gone, process_start};
 use crate::util::{format_rfc3339, now_unix};
 
 /// What a lock allows beside it.
@@ -73,34 +74,6 @@ pub struct LockInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<LockMode>,
     pub purpose: String,
-}
-
-/// The pid namespace of this process, as `/proc/self/ns/pid` names it.
-pub fn current_pidns() -> Option<String> {
-    std::fs::read_link("/proc/self/ns/pid")
-        .ok()
-        .map(|p| p.to_string_lossy().into_owned())
-}
-
-/// Whether process `pid` of this host, recorded with its pid namespace and start time, is
-/// proven gone: the namespace is this process's, and no such pid runs or the one that does
-/// started at another time. Without a namespace recorded nothing can be proven.
-pub fn process_gone(pid: u32, pidns: Option<&str>, start: Option<u64>) -> bool {
-    if pidns.is_none() || pidns.map(str::to_string) != current_pidns() {
-        return false;
-    }
-    match process_start(pid) {
-        None => true,
-        Some(now) => start.is_some_and(|s| s != now),
-    }
-}
-
-/// When a process started (field 22 of `/proc/<pid>/stat`), or `None` if it is not running.
-pub fn process_start(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 impl LockInfo {
@@ -289,6 +262,58 @@ pub fn unlock(store: &dyn ObjectStore, keys: &Keys, all: bool) -> Result<Vec<Str
         }
     }
     Ok(removed)
+}
+
+const EROFS: i32 = 30;
+const EACCES: i32 = 13;
+const ENOSPC: i32 = 28;
+
+impl Repository {
+    /// The locks held on the repository now (or why one could not be read).
+    pub fn locks(&self) -> Result<Vec<(String, std::result::Result<LockInfo, String>)>> {
+        list(self.store.as_ref(), &self.keys)
+    }
+
+    pub(crate) fn lock(&self, mode: LockMode, purpose: &str) -> Result<LockGuard> {
+        LockGuard::acquire(self.store.clone(), &self.keys, mode, purpose, self.opts.lock_wait)
+    }
+
+    /// A shared lock for reading, or none on a repository that cannot be written (a read-only
+    /// mount, such as a SAN snapshot mounted for disaster recovery): nothing can change what is
+    /// read there through this mount, and reading must not need a write.
+    pub(crate) fn read_lock(&self, purpose: &str) -> Result<Option<LockGuard>> {
+        match self.lock(LockMode::Shared, purpose) {
+            Err(Error::Io { source, path }) if matches!(source.raw_os_error(), Some(EROFS | EACCES)) => {
+                eprintln!(
+                    "warning: the repository cannot be written ({}: {source}); reading it without a lock",
+                    path.display()
+                );
+                Ok(None)
+            }
+            r => r.map(Some),
+        }
+    }
+
+    /// A lock for what frees space (forget, prune), or none when the repository's filesystem is
+    /// full: then no backup can write either, and forget and prune are how space comes back.
+    pub(crate) fn freeing_lock(&self, mode: LockMode, purpose: &str) -> Result<Option<LockGuard>> {
+        match self.lock(mode, purpose) {
+            Err(Error::Io { source, path }) if source.raw_os_error() == Some(ENOSPC) => {
+                eprintln!(
+                    "warning: the repository's filesystem is full ({}); {purpose} runs without a lock \
+                     to free space: start no other prune or repair until it ends",
+                    path.display()
+                );
+                Ok(None)
+            }
+            r => r.map(Some),
+        }
+    }
+
+    /// Removes locks of dead processes (every lock with `all`).
+    pub fn unlock(&self, all: bool) -> Result<Vec<String>> {
+        unlock(self.store.as_ref(), &self.keys, all)
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,15 @@ pub struct RepairSnapshotsReport {
 }
 
 impl Repository {
+    /// Drops the index cache and rebuilds it from the pack trailers. Takes an exclusive lock.
+    pub fn repair_index(&self) -> Result<crate::index::SyncStats> {
+        let _lock = self.lock(LockMode::Exclusive, "repair index")?;
+        // The old cache is never opened: it may be what is broken.
+        Index::discard(&self.opts.cache_dir, &self.config.repo_id)?;
+        let mut idx = Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
+        idx.rebuild(self.store.as_ref(), &self.keys)
+    }
+
     /// Deletes unreadable packs and rewrites packs with damaged blobs without them.
     pub fn repair_packs(&self, dry_run: bool, progress: &dyn Progress) -> Result<RepairPacksReport> {
         let _lock = self.lock(LockMode::Exclusive, "repair packs")?;

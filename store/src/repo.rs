@@ -14,13 +14,8 @@ use crate::crypto::{Keys, Secrets};
 use crate::error::{Error, Result};
 use crate::id::RepoId;
 use crate::index::Index;
-use crate::keyfile::{self, Credentials, KeyInfo, NewKey};
-use crate::lock::{LockGuard, LockMode};
+use crate::keyfile::{self, Credentials, NewKey};
 use crate::storage::{Location, ObjectStore};
-
-const EROFS: i32 = 30;
-const EACCES: i32 = 13;
-const ENOSPC: i32 = 28;
 
 /// Options that apply to every opened repository.
 #[derive(Debug, Clone)]
@@ -189,93 +184,6 @@ impl Repository {
     /// [`Repository::sync_index`] without the sync's findings.
     pub(crate) fn synced(&self) -> Result<(Synced, Index)> {
         self.sync_index().map(|(s, idx, _)| (s, idx))
-    }
-
-    /// The locks held on the repository now (or why one could not be read).
-    pub fn locks(&self) -> Result<Vec<(String, std::result::Result<crate::lock::LockInfo, String>)>> {
-        crate::lock::list(self.store.as_ref(), &self.keys)
-    }
-
-    pub(crate) fn lock(&self, mode: LockMode, purpose: &str) -> Result<LockGuard> {
-        LockGuard::acquire(self.store.clone(), &self.keys, mode, purpose, self.opts.lock_wait)
-    }
-
-    /// A shared lock for reading, or none on a repository that cannot be written (a read-only
-    /// mount, such as a SAN snapshot mounted for disaster recovery): nothing can change what is
-    /// read there through this mount, and reading must not need a write.
-    pub(crate) fn read_lock(&self, purpose: &str) -> Result<Option<LockGuard>> {
-        match self.lock(LockMode::Shared, purpose) {
-            Err(Error::Io { source, path }) if matches!(source.raw_os_error(), Some(EROFS | EACCES)) => {
-                eprintln!(
-                    "warning: the repository cannot be written ({}: {source}); reading it without a lock",
-                    path.display()
-                );
-                Ok(None)
-            }
-            r => r.map(Some),
-        }
-    }
-
-    /// A lock for what frees space (forget, prune), or none when the repository's filesystem is
-    /// full: then no backup can write either, and forget and prune are how space comes back.
-    pub(crate) fn freeing_lock(&self, mode: LockMode, purpose: &str) -> Result<Option<LockGuard>> {
-        match self.lock(mode, purpose) {
-            Err(Error::Io { source, path }) if source.raw_os_error() == Some(ENOSPC) => {
-                eprintln!(
-                    "warning: the repository's filesystem is full ({}); {purpose} runs without a lock \
-                     to free space: start no other prune or repair until it ends",
-                    path.display()
-                );
-                Ok(None)
-            }
-            r => r.map(Some),
-        }
-    }
-
-    /// Adds a key file that unlocks this repository.
-    pub fn add_key(&self, key: &NewKey, label: &str) -> Result<String> {
-        keyfile::write_key(
-            self.store.as_ref(),
-            &self.config.repo_id,
-            self.keys.secrets(),
-            key,
-            label,
-        )
-    }
-
-    pub fn list_keys(&self) -> Result<Vec<KeyInfo>> {
-        keyfile::list(self.store.as_ref(), &self.key_id)
-    }
-
-    /// Removes a key file. The key in use and the last key cannot be removed.
-    pub fn remove_key(&self, id: &str) -> Result<()> {
-        let keys = self.list_keys()?;
-        if !keys.iter().any(|k| k.id == id) {
-            return Err(Error::Key(format!("no key {id:?} in this repository")));
-        }
-        if id == self.key_id {
-            return Err(Error::Key(
-                "refusing to remove the key that unlocked this session; unlock with another key first".into(),
-            ));
-        }
-        if keys.len() == 1 {
-            return Err(Error::Key("refusing to remove the last key".into()));
-        }
-        self.store.delete(&format!("keys/{id}"))
-    }
-
-    /// Removes locks of dead processes (every lock with `all`).
-    pub fn unlock(&self, all: bool) -> Result<Vec<String>> {
-        crate::lock::unlock(self.store.as_ref(), &self.keys, all)
-    }
-
-    /// Drops the index cache and rebuilds it from the pack trailers. Takes an exclusive lock.
-    pub fn repair_index(&self) -> Result<crate::index::SyncStats> {
-        let _lock = self.lock(LockMode::Exclusive, "repair index")?;
-        // The old cache is never opened: it may be what is broken.
-        Index::discard(&self.opts.cache_dir, &self.config.repo_id)?;
-        let mut idx = Index::open(&self.opts.cache_dir, &self.config.repo_id)?;
-        idx.rebuild(self.store.as_ref(), &self.keys)
     }
 }
 

@@ -28,15 +28,15 @@ impl Status {
             since: cairn_store::format_rfc3339(cairn_store::now_unix()),
             reason: reason.to_string(),
             pid,
-            start: cairn_store::lock::process_start(pid),
-            pidns: cairn_store::lock::current_pidns(),
+            start: cairn_store::process_start(pid),
+            pidns: cairn_store::current_pidns(),
         }
     }
 
     /// Whether the run that turned maintenance mode on is proven gone (killed, crashed): then
     /// nobody will turn it off, and the next run takes it over.
     pub fn holder_gone(&self) -> bool {
-        cairn_store::lock::process_gone(self.pid, self.pidns.as_deref(), self.start)
+        cairn_store::process_gone(self.pid, self.pidns.as_deref(), self.start)
     }
 }
 
