@@ -6,7 +6,8 @@
 #
 #   benches/compare.sh [DUMP_DIR] [WORK_DIR] [REPS]
 #
-# DUMP_DIR defaults to bench-work/series; if it holds no day*.sql, the series is built there with
+# DUMP_DIR holds day0.EXT, day1.EXT, ... (SQL dumps, etcd snapshots: any one extension).
+# DUMP_DIR defaults to bench-work/series; if it holds no day* files, the series is built there with
 # ../shared/bench/make-dump-series.sh (about 2.6 GB, 5-10 minutes). WORK_DIR (default
 # bench-work/run) is wiped. Needs restic, borgbackup, xdelta3, zstd and GNU time (installed if
 # missing, as root). Keep both directories out of git (bench-work/ is ignored).
@@ -21,7 +22,7 @@ need() { command -v "$1" >/dev/null 2>&1; }
 if ! need restic || ! need borg || ! need xdelta3 || ! need zstd || ! need bc || [ ! -x /usr/bin/time ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq restic borgbackup xdelta3 zstd time bc >/dev/null
 fi
-if ! ls "$dumps"/day*.sql >/dev/null 2>&1; then
+if ! ls "$dumps"/day[0-9]* >/dev/null 2>&1; then
   bash "$here/../shared/bench/make-dump-series.sh" "$dumps"
 fi
 (cd "$here" && cargo build --release -q -p cairn-cli)
@@ -29,7 +30,7 @@ cairn="$here/target/release/cairn"
 rm -rf "$work"; mkdir -p "$work"
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench CAIRN_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache" \
   BORG_BASE_DIR="$work/borgbase" CAIRN_CACHE_DIR="$work/cairn-cache"
-days=$(ls "$dumps"/day*.sql | sort -V)
+days=$(ls "$dumps"/day[0-9]* | sort -V)
 newest=$(echo "$days" | tail -1)
 
 . "$here/benches/lib.sh"   # run, size, median
@@ -67,7 +68,7 @@ init_all "$work/series"
 printf '%-6s | %7s %11s %7s | %7s %11s %7s | %7s %11s %7s | %11s\n' day cairn_s cairn_added rss_MB restic_s restic_added rss_MB borg_s borg_added rss_MB xdelta3
 prev=""; c0=0; r0=0; b0=0
 for f in $days; do
-  n=$(basename "$f" .sql)
+  n=$(basename "$f"); n=${n%.*}
   read -r cs cm < <(IN=$f run "$cairn" -q -r "$work/series/cairn" backup --name "$n" --stdin dump.sql)
   read -r rs rm_ < <(IN=$f run restic -q --repo "$work/series/restic" backup --stdin --stdin-filename dump.sql)
   read -r bs bm < <(IN=$f run borg create --compression zstd,3 "$work/series/borg::$n" -)
@@ -90,7 +91,7 @@ fi
 printf 'repository size after the series: cairn %d, restic %d, borg %d\n\n' "$c0" "$r0" "$b0"
 
 echo "# restore of the newest snapshot ($(basename "$newest")), median of $reps runs, verified with cmp"
-n=$(basename "$newest" .sql)
+n=$(basename "$newest"); n=${n%.*}
 for t in cairn restic borg; do : > "$work/restore.$t"; done
 for r in $(seq 1 "$reps"); do
   IN= run sh -c "'$cairn' -q -r '$work/series/cairn' dump '$n' dump.sql > '$work/out.sql'" >> "$work/restore.cairn"; cmp "$work/out.sql" "$newest"
