@@ -11,22 +11,32 @@ fn config(env: &Env) -> String {
 }
 
 fn config_with(env: &Env, top: &str) -> String {
+    let log = env.path("maint.log").display().to_string();
+    write_config(
+        env,
+        top,
+        &format!(
+            "[maintenance]\nenter = \"echo enter >> {log}\"\nleave = \"echo leave >> {log}\"\n\
+             [[exec]]\nname = \"db\"\ndump = \"echo rows\"\nrestore = \"cat > {out}\"\n",
+            out = env.path("restored.txt").display(),
+        ),
+    )
+}
+
+/// Writes `cairn.toml` with this environment's repository, key, cache, state and work
+/// directories, `top` before them and `rest` after; returns its path.
+fn write_config(env: &Env, top: &str, rest: &str) -> String {
     let cfg = env.path("cairn.toml");
     std::fs::write(env.path("password"), format!("{PASSWORD}\n")).unwrap();
-    let log = env.path("maint.log");
     std::fs::write(
         &cfg,
         format!(
-            "{top}repository = \"{}\"\npassword_file = \"{}\"\ncache_dir = \"{}\"\nstate_dir = \"{}\"\nwork_dir = \"{}\"\n\
-             [maintenance]\nenter = \"echo enter >> {log}\"\nleave = \"echo leave >> {log}\"\n\
-             [[exec]]\nname = \"db\"\ndump = \"echo rows\"\nrestore = \"cat > {out}\"\n",
+            "{top}repository = \"{}\"\npassword_file = \"{}\"\ncache_dir = \"{}\"\nstate_dir = \"{}\"\nwork_dir = \"{}\"\n{rest}",
             env.repo.display(),
             env.path("password").display(),
             env.cache.display(),
             env.path("state").display(),
             env.dir.path().display(),
-            log = log.display(),
-            out = env.path("restored.txt").display(),
         ),
     )
     .unwrap();
@@ -164,23 +174,14 @@ fn the_healthcheck_holds_the_newest_snapshot_to_a_maximum_age() {
 fn a_name_held_only_by_a_failed_snapshot_can_be_reused() {
     let env = Env::new();
     let flag = env.path("db-up");
-    let cfg = env.path("cairn.toml");
-    std::fs::write(env.path("password"), format!("{PASSWORD}\n")).unwrap();
-    std::fs::write(
-        &cfg,
-        format!(
-            "repository = \"{}\"\npassword_file = \"{}\"\ncache_dir = \"{}\"\nstate_dir = \"{}\"\nwork_dir = \"{}\"\n\
-             [[exec]]\nname = \"db\"\ndump = \"test -f {} && echo rows || exit 3\"\nrestore = \"cat >/dev/null\"\n",
-            env.repo.display(),
-            env.path("password").display(),
-            env.cache.display(),
-            env.path("state").display(),
-            env.dir.path().display(),
+    let c = write_config(
+        &env,
+        "",
+        &format!(
+            "[[exec]]\nname = \"db\"\ndump = \"test -f {} && echo rows || exit 3\"\nrestore = \"cat >/dev/null\"\n",
             flag.display()
         ),
-    )
-    .unwrap();
-    let c = cfg.display().to_string();
+    );
     let o = env.run(&["--config", &c, "backup", "--system", "--name", "MAR09"]);
     assert!(!o.status.success());
     assert!(env.ok(&["snapshots"]).contains("failed"));
@@ -198,23 +199,12 @@ fn a_name_held_only_by_a_failed_snapshot_can_be_reused() {
 #[test]
 fn system_backup_and_restore_report_progress_unless_quiet() {
     let env = Env::new();
-    let cfg = env.path("cairn.toml");
-    std::fs::write(env.path("password"), format!("{PASSWORD}\n")).unwrap();
-    std::fs::write(
-        &cfg,
-        format!(
-            "repository = \"{}\"\npassword_file = \"{}\"\ncache_dir = \"{}\"\nstate_dir = \"{}\"\nwork_dir = \"{}\"\n\
-             [[exec]]\nname = \"db\"\ndump = \"for i in 1 2 3; do head -c 1000000 /dev/urandom; sleep 1; done\"\n\
-             restore = \"sleep 2; cat > /dev/null\"\n",
-            env.repo.display(),
-            env.path("password").display(),
-            env.cache.display(),
-            env.path("state").display(),
-            env.dir.path().display(),
-        ),
-    )
-    .unwrap();
-    let c = cfg.display().to_string();
+    let c = write_config(
+        &env,
+        "",
+        "[[exec]]\nname = \"db\"\ndump = \"for i in 1 2 3; do head -c 1000000 /dev/urandom; sleep 1; done\"\n\
+         restore = \"sleep 2; cat > /dev/null\"\n",
+    );
     let run = |args: &[&str]| {
         let o = env.cmd(args).env("CAIRN_PROGRESS_SECS", "1").output().unwrap();
         assert!(o.status.success(), "{}", stderr(&o));

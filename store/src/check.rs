@@ -79,10 +79,7 @@ impl Repository {
         }
 
         // 1. Packs: trailer authenticates and matches the index; optionally read everything.
-        let mut packs: Vec<(PackId, u64)> = Vec::new();
-        for b in 0..=255u8 {
-            packs.extend(idx.packs_with_prefix(b)?);
-        }
+        let packs = idx.packs()?;
         report.packs = packs.len() + sync.unreadable.len();
         // Damaged copies (pack, blob): a chunk is lost only when every copy of it is damaged.
         let mut damaged: HashSet<(PackId, ChunkId)> = HashSet::new();

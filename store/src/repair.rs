@@ -81,10 +81,7 @@ impl Repository {
             report.packs_removed.push(format!("pack {id}: {why}"));
             doomed.push(*id);
         }
-        let mut packs: Vec<(PackId, u64)> = Vec::new();
-        for b in 0..=255u8 {
-            packs.extend(idx.packs_with_prefix(b)?);
-        }
+        let packs = idx.packs()?;
         progress.start("repair packs", Some(packs.iter().map(|p| p.1).sum()));
         let mut copier = Copier::new(self.store.as_ref(), &self.keys, self.config.pack_size);
         let mut written = Vec::new();

@@ -289,15 +289,14 @@ impl Index {
         })
     }
 
-    /// Known packs whose id starts with `first_byte`, with their sizes.
-    pub fn packs_with_prefix(&self, first_byte: u8) -> Result<Vec<(PackId, u64)>> {
-        let lo = [first_byte];
+    /// Every indexed pack and its size, by id.
+    pub fn packs(&self) -> Result<Vec<(PackId, u64)>> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT id, size FROM packs WHERE substr(id, 1, 1) = ?1")
+            .prepare_cached("SELECT id, size FROM packs ORDER BY id")
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([&lo[..]], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in rows {
@@ -410,10 +409,7 @@ impl Index {
         let mut stats = SyncStats::default();
         // The index first, then the listing: a pack another process publishes (and indexes) in
         // between is then merely found in the listing again, never taken for deleted.
-        let mut known = std::collections::HashSet::new();
-        for b in 0..=255u8 {
-            known.extend(self.packs_with_prefix(b)?.into_iter().map(|k| k.0));
-        }
+        let known: std::collections::HashSet<PackId> = self.packs()?.into_iter().map(|k| k.0).collect();
         let listed: std::collections::HashSet<PackId> = store
             .list("packs/")?
             .iter()

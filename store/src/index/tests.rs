@@ -55,8 +55,7 @@ fn packs_blobs_and_bases_round_trip() {
         idx.pack_entries(&p1).unwrap(),
         vec![entry(1, 0, &[], 0), entry(2, 10, &[1], 1)]
     );
-    assert_eq!(idx.packs_with_prefix(0x01).unwrap(), vec![(p1, 100)]);
-    assert_eq!(idx.packs_with_prefix(0x81).unwrap(), vec![(p2, 50)]);
+    assert_eq!(idx.packs().unwrap(), vec![(p1, 100), (p2, 50)]);
     assert_eq!(idx.deepest_chain().unwrap(), 1);
     idx.remove_pack(&p1).unwrap();
     assert!(!idx.contains(&cid(1)).unwrap());

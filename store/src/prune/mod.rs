@@ -43,7 +43,7 @@ use serde::Serialize;
 
 use crate::deletion::{self, Marker};
 use crate::error::{Error, Result};
-use crate::id::{ChunkId, PackId};
+use crate::id::ChunkId;
 use crate::index::Index;
 use crate::lock::LockMode;
 use crate::pack::{pack_path, Copier, FinishedPack, PackEntry};
@@ -264,16 +264,13 @@ impl Repository {
         report.live_blobs = live.len() as u64;
         progress.finish();
 
-        let mut packs: Vec<(PackId, u64)> = Vec::new();
-        for b in 0..=255u8 {
-            packs.extend(idx.packs_with_prefix(b)?);
-        }
+        let packs = idx.packs()?;
         report.packs_before = packs.len() as u64;
         report.bytes_before = packs.iter().map(|p| p.1).sum();
-        let (fates, secured) = plan::decide(&packs, |id| idx.pack_entries(id), &live, opts.repack_below)?;
-        let mut plan = Plan::new(fates, secured, &markers);
+        // `secured`: live blobs already safe in kept packs, never copied; grows as blobs are copied.
+        let (fates, mut secured) = plan::decide(&packs, |id| idx.pack_entries(id), &live, opts.repack_below)?;
+        let plan = Plan::new(fates, &markers);
         plan.account(&mut report);
-        let mut secured = std::mem::take(&mut plan.secured);
 
         // 3. Copy the live blobs of repacked packs (estimated in a dry run).
         let mut written: Vec<FinishedPack> = Vec::new();

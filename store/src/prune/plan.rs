@@ -34,8 +34,6 @@ pub(crate) struct MarkerState {
 /// What one prune run does.
 pub(crate) struct Plan {
     pub fates: Fates,
-    /// Live blobs already safe in kept packs: never copied.
-    pub secured: HashSet<ChunkId>,
     /// Packs some marker names.
     marked: HashSet<PackId>,
     /// Marked packs whose marker is due and that are not kept: deleted by this run.
@@ -46,7 +44,8 @@ pub(crate) struct Plan {
 /// Decides each pack's fate. `entries` gives a pack's blobs (from the index). A kept pack that
 /// holds a dead delta whose base would go is repacked as well, so that every blob left in the
 /// repository can still be decoded; that can strand dead deltas elsewhere, hence the loop. Live
-/// blobs never strand: their bases are live.
+/// blobs never strand: their bases are live. Returns the fates and the live blobs that kept
+/// packs already hold (never copied).
 pub(crate) fn decide(
     packs: &[(PackId, u64)],
     mut entries: impl FnMut(&PackId) -> Result<Vec<PackEntry>>,
@@ -113,7 +112,7 @@ pub(crate) fn decide(
 }
 
 impl Plan {
-    pub fn new(fates: Fates, secured: HashSet<ChunkId>, markers: &[MarkerState]) -> Self {
+    pub fn new(fates: Fates, markers: &[MarkerState]) -> Self {
         let fate_of: HashMap<PackId, Fate> = fates.iter().map(|(p, _, f)| (*p, *f)).collect();
         let marked = markers.iter().flat_map(|m| m.marker.packs.iter().copied()).collect();
         let due = markers
@@ -124,7 +123,6 @@ impl Plan {
             .collect();
         Self {
             fates,
-            secured,
             marked,
             due,
             fate_of,
@@ -288,7 +286,7 @@ mod tests {
                 due: false,
             },
         ];
-        let plan = Plan::new(fates, HashSet::new(), &markers);
+        let plan = Plan::new(fates, &markers);
         assert_eq!(
             plan.to_delete(),
             vec![pack(2)],

@@ -88,10 +88,7 @@ fn commit_rescues_blobs_from_packs_marked_meanwhile_or_fails_if_they_are_gone() 
     repo.forget(&["old".into()]).unwrap();
     let packs = || {
         let (_, idx) = repo.synced().unwrap();
-        (0..=255u8)
-            .flat_map(|b| idx.packs_with_prefix(b).unwrap())
-            .map(|p| p.0)
-            .collect::<Vec<_>>()
+        idx.packs().unwrap().into_iter().map(|p| p.0).collect::<Vec<_>>()
     };
     for gone in [false, true] {
         let name = if gone { "late" } else { "rescued" };
