@@ -7,9 +7,12 @@
 #
 #   benches/ab.sh OLD_CAIRN NEW_CAIRN [DUMP_DIR] [WORK_DIR] [REPS]
 #
+# For a change meant to store less, the bytes differ: the per-day table and the mean of the later
+# days are what to read, and REPS=0 stops there (no timing).
+#
 # Build OLD_CAIRN from the commit before the change, e.g.
 #   git worktree add /tmp/old HEAD~1 && (cd /tmp/old && cargo build --release -p cairn-cli)
-# DUMP_DIR holds day*.sql (benches/compare.sh says how to build it); WORK_DIR is wiped.
+# DUMP_DIR holds dayN.EXT files (benches/compare.sh says how to build them); WORK_DIR is wiped.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 old=$(realpath "$1"); new=$(realpath "$2")
@@ -20,7 +23,7 @@ reps=${5:-7}
 . "$here/benches/lib.sh"
 rm -rf "$work"; mkdir -p "$work"
 export CAIRN_PASSWORD=bench
-days=$(ls "$dumps"/day*.sql | sort -V)
+days=$(ls "$dumps"/day* | sort -V)
 first=$(echo "$days" | head -1); last=$(echo "$days" | tail -1)
 packs() { find "$1/packs" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
 
@@ -29,21 +32,23 @@ echo "== pack bytes added per day (old, new)"
 for t in old new; do cp -a "$work/empty" "$work/$t"; done
 same=yes
 for d in $days; do
-  n=$(basename "$d" .sql); line="$n"
+  n=$(basename "${d%.*}"); line="$n"
   for t in old new; do
     bin=${!t}; before=$(packs "$work/$t")
     CAIRN_CACHE_DIR="$work/cache-$t" "$bin" -q -r "$work/$t" backup --name "$n" --stdin dump.sql < "$d" > /dev/null
     line="$line $(( $(packs "$work/$t") - before ))"
   done
-  echo "$line"; set -- $line; [ "$2" = "$3" ] || same=no
+  echo "$line"; echo "$line" >> "$work/added"; set -- $line; [ "$2" = "$3" ] || same=no
 done
 echo "byte for byte the same: $same"
+awk 'NR > 1 { o += $2; n += $3; k++ } END { if (k) printf "later days, mean bytes added: old %.0f, new %.0f (new/old %.3f)\n", o/k, n/k, n/o }' "$work/added"
+[ "$reps" = 0 ] && exit 0
 
 # The repository before the last day, for timing that day's backup.
 cp -a "$work/empty" "$work/before-last"
 for d in $days; do
   [ "$d" = "$last" ] && break
-  CAIRN_CACHE_DIR="$work/cache-bl" "$old" -q -r "$work/before-last" backup --name "$(basename "$d" .sql)" --stdin dump.sql < "$d" > /dev/null
+  CAIRN_CACHE_DIR="$work/cache-bl" "$old" -q -r "$work/before-last" backup --name "$(basename "${d%.*}")" --stdin dump.sql < "$d" > /dev/null
 done
 
 time_one() { # KIND BIN -> seconds
@@ -54,7 +59,7 @@ time_one() { # KIND BIN -> seconds
            CAIRN_CACHE_DIR="$work/tc" IN=$first run "$bin" -q -r "$work/t" backup --name x --stdin dump.sql ;;
     last)  cp -a "$work/before-last" "$work/t"; cp -a "$work/cache-bl" "$work/tc"
            CAIRN_CACHE_DIR="$work/tc" IN=$last run "$bin" -q -r "$work/t" backup --name x --stdin dump.sql ;;
-    restore) CAIRN_CACHE_DIR="$work/cache-old" run "$bin" -q -r "$work/old" dump "$(basename "$last" .sql)" dump.sql ;;
+    restore) CAIRN_CACHE_DIR="$work/cache-old" run "$bin" -q -r "$work/old" dump "$(basename "${last%.*}")" dump.sql ;;
   esac
 }
 echo "== medians of $reps alternating runs: old s, new s, new/old (median of pairs), old/new peak RSS KB"

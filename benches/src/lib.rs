@@ -4,13 +4,11 @@
 
 use std::path::{Path, PathBuf};
 
-/// The `dayN.sql` files of a dump series, in day order.
+/// The `dayN.EXT` files of a dump series (`.sql` dumps, `.db` snapshots...), in day order.
 pub fn dump_days(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let day = |p: &Path| -> Option<u32> {
         let stem = p.file_stem()?.to_str()?;
-        if p.extension()? != "sql" {
-            return None;
-        }
+        p.extension()?;
         stem.strip_prefix("day")?.parse().ok()
     };
     let mut days: Vec<(u32, PathBuf)> = std::fs::read_dir(dir)?

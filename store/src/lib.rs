@@ -52,6 +52,7 @@ pub(crate) mod repair;
 pub(crate) mod repo;
 pub(crate) mod restore;
 pub(crate) mod retention;
+pub mod sketch;
 pub mod snapshot;
 pub mod storage;
 pub(crate) mod trust;

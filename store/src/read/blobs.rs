@@ -210,6 +210,26 @@ impl BlobReader {
         Ok(())
     }
 
+    /// The pieces of a content's chunk list one level up from its chunks (the `Meta` blobs
+    /// holding the records of its chunks), in order; none for a list kept inline.
+    pub(crate) fn list_pieces(&self, content: &ContentRef) -> Result<Vec<ChunkRef>> {
+        if content.depth == 0 {
+            return Ok(Vec::new());
+        }
+        let mut refs = content.chunks.clone();
+        for _ in 1..content.depth {
+            let (mut carry, mut lower) = (Vec::new(), Vec::new());
+            for r in &refs {
+                parse_records(&mut carry, &self.read(&r.0)?, &mut lower);
+            }
+            if !carry.is_empty() {
+                return Err(corrupt("chunk list", "ends inside a record"));
+            }
+            refs = lower;
+        }
+        Ok(refs)
+    }
+
     fn walk(
         &self,
         refs: &[ChunkRef],

@@ -23,13 +23,23 @@ pub trait BaseSelector: Send {
     /// stored (`new`), returns candidate bases, best first, at most `blob::MAX_BASES - 1`;
     /// for a duplicate, nothing.
     fn observe(&mut self, start: u64, data: &[u8], id: &ChunkId, new: bool) -> Vec<ChunkId>;
+
+    /// Candidate bases for a new piece of the stream's chunk list (the first level up, see
+    /// `chunklist.rs`) covering `len` bytes from `start` of the list.
+    fn list_bases(&mut self, start: u64, len: usize) -> Vec<ChunkId> {
+        let _ = (start, len);
+        Vec::new()
+    }
 }
 
 /// Keeps the candidate bases if each is usable and the chain they make stays within this chunk's
 /// depth limit; returns the bases and the delta's depth (none and 0: store the chunk whole).
 ///
 /// The limit varies with the chunk's id between `max_depth / 2` and `max_depth`, so chains of
-/// neighbouring chunks do not all restart at once.
+/// neighbouring chunks do not all restart at once. A chain that would pass it restarts from the
+/// chunks its candidates' chains start from (their roots, stored whole): a delta against a root
+/// carries every change since, which for a chunk that changes a little each time is still a
+/// fraction of storing it whole, and the chain is one delta deep again.
 pub(crate) fn choose_bases(
     dest: &dyn ChunkDestination,
     max_depth: u8,
@@ -37,17 +47,46 @@ pub(crate) fn choose_bases(
     id: &ChunkId,
 ) -> Result<(Vec<ChunkId>, u8)> {
     let limit = max_depth - id.0[0] % (max_depth / 2 + 1);
+    match chain_depth(dest, &candidates)? {
+        Some(depth) if depth < limit => Ok((candidates, depth + 1)),
+        Some(_) => {
+            let mut roots: Vec<ChunkId> = Vec::new();
+            for c in &candidates {
+                let root = root_of(dest, *c, max_depth)?;
+                if !roots.contains(&root) {
+                    roots.push(root);
+                }
+            }
+            match chain_depth(dest, &roots)? {
+                Some(0) => Ok((roots, 1)),
+                _ => Ok((Vec::new(), 0)),
+            }
+        }
+        _ => Ok((Vec::new(), 0)),
+    }
+}
+
+/// The deepest chain among `bases`; `None` if there are none or one is not usable.
+fn chain_depth(dest: &dyn ChunkDestination, bases: &[ChunkId]) -> Result<Option<u8>> {
     let mut depth = 0u8;
-    for b in &candidates {
+    for b in bases {
         match dest.base_depth(b)? {
             Some(d) => depth = depth.max(d),
-            None => return Ok((Vec::new(), 0)),
+            None => return Ok(None),
         }
     }
-    if candidates.is_empty() || depth + 1 > limit {
-        return Ok((Vec::new(), 0));
+    Ok((!bases.is_empty()).then_some(depth))
+}
+
+/// The chunk stored whole that `id`'s chain starts from, following first bases.
+fn root_of(dest: &dyn ChunkDestination, mut id: ChunkId, max_depth: u8) -> Result<ChunkId> {
+    for _ in 0..max_depth {
+        match dest.bases(&id)?.first() {
+            Some(b) => id = *b,
+            None => break,
+        }
     }
-    Ok((candidates, depth + 1))
+    Ok(id)
 }
 
 /// Follows the previous version of a stream alongside the new one, to name delta bases: the
@@ -61,6 +100,8 @@ pub(crate) struct PositionalSelector {
     /// Previous offset minus new offset, learned from the last duplicate found in the window.
     shift: i64,
     eof: bool,
+    /// The previous version's chunk-list pieces: (offset in the list, reference).
+    list: Vec<(u64, crate::snapshot::ChunkRef)>,
 }
 
 const LOOKAHEAD: u64 = 8 << 20;
@@ -69,6 +110,17 @@ impl PositionalSelector {
     /// Follows `previous`, the content of the stream's newest complete version.
     pub fn start(repo: &Synced, previous: ContentRef) -> Result<Self> {
         let reader = BlobReader::new(repo)?;
+        let mut at = 0u64;
+        // A previous list that cannot be read only costs its pieces as bases.
+        let list = reader
+            .list_pieces(&previous)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| {
+                at += r.1 as u64;
+                (at - r.1 as u64, r)
+            })
+            .collect();
         let (tx, rx) = bounded(1024);
         std::thread::spawn(move || {
             let mut off = 0u64;
@@ -84,6 +136,7 @@ impl PositionalSelector {
             window: VecDeque::new(),
             shift: 0,
             eof: false,
+            list,
         })
     }
 
@@ -120,6 +173,19 @@ impl BaseSelector for PositionalSelector {
         self.window
             .iter()
             .take_while(|(o, _)| *o < pe)
+            .map(|(_, r)| r.0)
+            .take(crate::blob::MAX_BASES - 1)
+            .collect()
+    }
+
+    /// The previous list's pieces over the same bytes: a list changes in place where chunks
+    /// changed, and a record is the same size whatever it names.
+    fn list_bases(&mut self, start: u64, len: usize) -> Vec<ChunkId> {
+        let end = start + len as u64;
+        let first = self.list.partition_point(|(o, r)| o + r.1 as u64 <= start);
+        self.list[first..]
+            .iter()
+            .take_while(|(o, _)| *o < end)
             .map(|(_, r)| r.0)
             .take(crate::blob::MAX_BASES - 1)
             .collect()

@@ -29,7 +29,18 @@ pub(crate) struct Sink<'a> {
 
 impl Sink<'_> {
     /// Stores one chunk (data, or a piece of a chunk list or tree listing); returns its reference.
+    /// Data chunks are offered to the base selector.
     pub fn store(&mut self, kind: BlobKind, data: &[u8]) -> Result<ChunkRef> {
+        self.store_with(kind, data, None)
+    }
+
+    /// Stores a piece of the content's chunk list (the first level up) that starts `start` bytes
+    /// into the list; the selector may name the previous list's pieces as bases.
+    pub fn store_list_piece(&mut self, start: u64, data: &[u8]) -> Result<ChunkRef> {
+        self.store_with(BlobKind::Meta, data, Some(start))
+    }
+
+    fn store_with(&mut self, kind: BlobKind, data: &[u8], list_start: Option<u64>) -> Result<ChunkRef> {
         if self.pipeline.failed() {
             return Err(Error::Pipeline("after an earlier error".into()));
         }
@@ -42,11 +53,15 @@ impl Sink<'_> {
         }
         let dest = self.pipeline.destination();
         let new = dest.missing(&[id])?[0];
-        let selector = self.selector.as_mut().filter(|_| kind == BlobKind::Data);
+        let selector = self.selector.as_mut();
         if new {
             Counters::add(&self.counters.chunks_new, 1);
             Counters::add(&self.counters.bytes_new, data.len() as u64);
-            let candidates = selector.map(|s| s.observe(offset, data, &id, true)).unwrap_or_default();
+            let candidates = match (selector, list_start) {
+                (Some(s), Some(start)) => s.list_bases(start, data.len()),
+                (Some(s), None) if kind == BlobKind::Data => s.observe(offset, data, &id, true),
+                _ => Vec::new(),
+            };
             let (bases, depth) = choose_bases(dest, self.max_depth, candidates, &id)?;
             self.pipeline.submit(Job {
                 id,
@@ -56,7 +71,7 @@ impl Sink<'_> {
                 depth,
                 counters: self.counters.clone(),
             })?;
-        } else if let Some(s) = selector {
+        } else if let Some(s) = selector.filter(|_| kind == BlobKind::Data) {
             s.observe(offset, data, &id, false);
         }
         Ok(ChunkRef(id, data.len() as u32))

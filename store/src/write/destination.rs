@@ -12,6 +12,8 @@
 //!   and every later question about it is answered `false`, so each chunk is encoded once.
 //! - [`base_depth`](ChunkDestination::base_depth) tells whether a stored chunk may serve as a
 //!   delta base, and the chain depth a delta against it would extend.
+//! - [`bases`](ChunkDestination::bases) names a stored delta's bases (none for a chunk stored
+//!   whole), so a chain can be restarted from where it began.
 //! - [`accept`](ChunkDestination::accept) takes a claimed blob. It may return before the blob is
 //!   durable; an error means the destination stopped, and the backup must not commit.
 //! - [`flush`](ChunkDestination::flush) returns once every accepted blob is in a published,
@@ -50,6 +52,8 @@ pub trait ChunkDestination: Send + Sync {
     fn missing(&self, ids: &[ChunkId]) -> Result<Vec<bool>>;
     /// The chain depth of a stored chunk usable as a delta base; `None` if it is not usable.
     fn base_depth(&self, id: &ChunkId) -> Result<Option<u8>>;
+    /// The bases of a stored delta; empty for a chunk stored whole or not stored.
+    fn bases(&self, id: &ChunkId) -> Result<Vec<ChunkId>>;
     /// Takes one claimed blob.
     fn accept(&self, blob: SealedBlob) -> Result<()>;
     /// Waits until every accepted blob is published and findable; the first error if any.
@@ -158,6 +162,10 @@ impl ChunkDestination for LocalDestination {
 
     fn base_depth(&self, id: &ChunkId) -> Result<Option<u8>> {
         self.with_index(|idx| Ok(self.trust.resolve(idx, id)?.map(|loc| loc.depth)))
+    }
+
+    fn bases(&self, id: &ChunkId) -> Result<Vec<ChunkId>> {
+        self.with_index(|idx| idx.bases(id))
     }
 
     fn accept(&self, blob: SealedBlob) -> Result<()> {

@@ -10,21 +10,7 @@ use crate::util::now_unix;
 use crate::{Credentials, InitOptions, NewKey, NoProgress, OpenOptions};
 
 fn repo(dir: &Path) -> Repository {
-    let opts = OpenOptions {
-        cache_dir: dir.join("cache"),
-        ..Default::default()
-    };
-    let key = NewKey::Passphrase {
-        passphrase: "pw".to_string().into(),
-        log_n: Some(10),
-    };
-    Repository::init(&dir.join("repo").into(), &key, &InitOptions::default(), opts.clone()).unwrap();
-    Repository::open(
-        &dir.join("repo").into(),
-        &Credentials::Passphrase("pw".to_string().into()),
-        opts,
-    )
-    .unwrap()
+    repo_with(dir, &InitOptions::default())
 }
 
 #[test]
@@ -124,5 +110,168 @@ fn commit_rescues_blobs_from_packs_marked_meanwhile_or_fails_if_they_are_gone() 
             repo.dump(&snap.name, "s", &mut out, &NoProgress).unwrap();
             assert!(out == data, "the rescued snapshot restores");
         }
+    }
+}
+
+fn repo_with(dir: &Path, init: &InitOptions) -> Repository {
+    let opts = OpenOptions {
+        cache_dir: dir.join("cache"),
+        ..Default::default()
+    };
+    let key = NewKey::Passphrase {
+        passphrase: "pw".to_string().into(),
+        log_n: Some(10),
+    };
+    Repository::init(&dir.join("repo").into(), &key, init, opts.clone()).unwrap();
+    let creds = Credentials::Passphrase("pw".to_string().into());
+    Repository::open(&dir.join("repo").into(), &creds, opts).unwrap()
+}
+
+/// Text shaped like a dump: numbered rows of digits, distinct everywhere.
+fn rows(n: usize) -> Vec<u8> {
+    let mut x = 1u64;
+    let mut out = Vec::new();
+    for i in 0..n {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        out.extend_from_slice(format!("({i},{:020},'{:020}-{:020}'),\n", x >> 33, x, x.rotate_left(21)).as_bytes());
+    }
+    out
+}
+
+fn backup_stream(repo: &Repository, name: &str, data: &[u8]) -> crate::Item {
+    let b = repo
+        .backup(
+            BackupOptions {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            Arc::new(NoProgress),
+        )
+        .unwrap();
+    b.add_stream("s", data).unwrap();
+    // An item's stats are complete once the snapshot is.
+    b.commit().unwrap().item("s").unwrap().clone()
+}
+
+fn restores(repo: &Repository, name: &str, data: &[u8]) {
+    let mut out = Vec::new();
+    repo.dump(name, "s", &mut out, &NoProgress).unwrap();
+    assert!(out == data, "{name} restores to what was backed up");
+}
+
+fn checks_clean(repo: &Repository) -> crate::CheckReport {
+    let report = repo
+        .check(
+            &crate::CheckOptions {
+                read_data: crate::ReadData::All,
+            },
+            &NoProgress,
+        )
+        .unwrap();
+    assert!(
+        report.errors.is_empty() && report.damaged_snapshots.is_empty(),
+        "{report:?}"
+    );
+    report
+}
+
+/// A stream changed in a few places everywhere along it changes every piece of its chunk list
+/// a little: the pieces are stored as deltas against the previous list's, not whole again.
+#[test]
+fn a_chunk_list_that_changed_a_little_is_stored_as_a_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = InitOptions {
+        chunker: crate::ChunkerParams::with_avg(1024),
+        ..Default::default()
+    };
+    let repo = repo_with(dir.path(), &init);
+    let v1 = rows(40_000);
+    backup_stream(&repo, "v1", &v1);
+    let mut v2 = v1.clone();
+    for at in (1000..v2.len()).step_by(60_000) {
+        v2[at] = b'#';
+    }
+    let item = backup_stream(&repo, "v2", &v2);
+    let snap = repo.snapshot("v2").unwrap();
+    let crate::ItemKind::Stream { content } = &snap.item("s").unwrap().kind else {
+        panic!("a stream")
+    };
+    assert_eq!(
+        content.depth, 2,
+        "a list of {} chunks, two levels up",
+        item.stats.chunks
+    );
+    let (synced, idx) = repo.synced().unwrap();
+    let pieces = crate::read::BlobReader::new(&synced)
+        .unwrap()
+        .list_pieces(content)
+        .unwrap();
+    let changed: Vec<_> = pieces
+        .iter()
+        .filter_map(|p| idx.locations(&p.0).unwrap().into_iter().next())
+        .filter(|l| l.kind == crate::blob::BlobKind::Delta)
+        .collect();
+    // The changed pieces found bases in the previous list (a piece whose cut moved far enough
+    // to span more than three old ones may still be stored whole).
+    let v1_content = match &repo.snapshot("v1").unwrap().item("s").unwrap().kind {
+        crate::ItemKind::Stream { content } => content.clone(),
+        _ => unreachable!(),
+    };
+    let old = crate::read::BlobReader::new(&synced)
+        .unwrap()
+        .list_pieces(&v1_content)
+        .unwrap();
+    let new_pieces = pieces.iter().filter(|p| !old.contains(p)).count();
+    assert!(
+        new_pieces >= 10,
+        "changes all along the list ({new_pieces} pieces changed)"
+    );
+    assert!(
+        changed.len() * 10 >= new_pieces * 9,
+        "{} of {new_pieces} changed pieces are deltas",
+        changed.len()
+    );
+    drop(idx);
+    restores(&repo, "v1", &v1);
+    restores(&repo, "v2", &v2);
+    checks_clean(&repo);
+}
+
+/// A region that changes at every backup: once its chain would pass the depth limit, the chunk
+/// is encoded against its chain's root (one delta deep again) instead of being stored whole.
+#[test]
+fn chains_at_their_limit_restart_from_their_root_not_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let init = InitOptions {
+        chunker: crate::ChunkerParams::with_avg(16 * 1024),
+        delta: crate::DeltaConfig {
+            max_depth: 4,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let repo = repo_with(dir.path(), &init);
+    let mut data = rows(20_000);
+    let mut versions = Vec::new();
+    for v in 0..12 {
+        // A few rows in the middle change each time.
+        for k in 0..4 {
+            let at = data.len() / 2 + k * 3000 + v * 7;
+            data[at] = b'0' + (v % 10) as u8;
+        }
+        let item = backup_stream(&repo, &format!("v{v}"), &data);
+        if v > 0 {
+            assert_eq!(
+                item.stats.chunks_delta, item.stats.chunks_new,
+                "version {v}: every new chunk is a delta ({:?})",
+                item.stats
+            );
+        }
+        versions.push(data.clone());
+    }
+    let report = checks_clean(&repo);
+    assert!(report.deepest_delta_chain <= 4, "{report:?}");
+    for (v, d) in versions.iter().enumerate() {
+        restores(&repo, &format!("v{v}"), d);
     }
 }
