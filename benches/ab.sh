@@ -8,7 +8,9 @@
 #   benches/ab.sh OLD_CAIRN NEW_CAIRN [DUMP_DIR] [WORK_DIR] [REPS]
 #
 # For a change meant to store less, the bytes differ: the per-day table and the mean of the later
-# days are what to read, and REPS=0 stops there (no timing).
+# days are what to read, and REPS=0 stops there (no timing). SEPARATE=1 has each binary create
+# its own repository (for a change of repository format the older binary cannot open; the keys,
+# and so the chunk boundaries, then differ too).
 #
 # Build OLD_CAIRN from the commit before the change, e.g.
 #   git worktree add /tmp/old HEAD~1 && (cd /tmp/old && cargo build --release -p cairn-cli)
@@ -29,7 +31,10 @@ packs() { find "$1/packs" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}'
 
 CAIRN_CACHE_DIR="$work/c0" "$old" -q -r "$work/empty" init > /dev/null
 echo "== pack bytes added per day (old, new)"
-for t in old new; do cp -a "$work/empty" "$work/$t"; done
+for t in old new; do
+  if [ "${SEPARATE:-0}" = 1 ]; then CAIRN_CACHE_DIR="$work/cache-$t" "${!t}" -q -r "$work/$t" init > /dev/null
+  else cp -a "$work/empty" "$work/$t"; fi
+done
 same=yes
 for d in $days; do
   n=$(basename "${d%.*}"); line="$n"

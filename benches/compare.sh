@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Backs up a daily dump series with cairn, restic and borg in the same run and prints, per day,
+# Backs up a daily dump series with cairn, restic, borg and rustic in the same run and prints, per day,
 # seconds, bytes the repository grew by and peak RSS for each tool, plus the xdelta3 lower bound;
 # then restores the newest snapshot with each tool (verified with cmp). The first backup and the
 # restore are run REPS times on fresh repositories and the median is reported.
@@ -10,8 +10,10 @@
 # DUMP_DIR defaults to bench-work/series; if it holds no day* files, the series is built there with
 # ../shared/bench/make-dump-series.sh (about 2.6 GB, 5-10 minutes). WORK_DIR (default
 # bench-work/run) is wiped. Needs restic, borgbackup, xdelta3, zstd and GNU time (installed if
-# missing, as root). Keep both directories out of git (bench-work/ is ignored).
-# CHUNK_KIB=16 benches/compare.sh ... runs cairn with another average chunk size.
+# missing, as root) and rustic (`cargo install --locked rustic-rs`; left out, and said, if it is not
+# on PATH). Keep both directories out of git (bench-work/ is ignored).
+# CHUNK_KIB=16 benches/compare.sh ... runs cairn with another average chunk size; CAIRN_INIT="..."
+# passes more options to `cairn init` (e.g. "--delta-max-depth 8").
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 dumps=$(realpath -m "${1:-$here/bench-work/series}")
@@ -27,9 +29,10 @@ if ! ls "$dumps"/day[0-9]* >/dev/null 2>&1; then
 fi
 (cd "$here" && cargo build --release -q -p cairn-cli)
 cairn="$here/target/release/cairn"
+tools="cairn restic borg"; if need rustic; then tools="$tools rustic"; else echo "# rustic not installed: left out"; fi
 rm -rf "$work"; mkdir -p "$work"
 export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench CAIRN_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache" \
-  BORG_BASE_DIR="$work/borgbase" CAIRN_CACHE_DIR="$work/cairn-cache"
+  BORG_BASE_DIR="$work/borgbase" CAIRN_CACHE_DIR="$work/cairn-cache" RUSTIC_PASSWORD=bench XDG_CACHE_HOME="$work/xdg-cache"
 days=$(ls "$dumps"/day[0-9]* | sort -V)
 newest=$(echo "$days" | tail -1)
 
@@ -37,72 +40,95 @@ newest=$(echo "$days" | tail -1)
 
 init_all() { # fresh repositories under $1
   rm -rf "$1"; mkdir -p "$1"
-  "$cairn" -q -r "$1/cairn" init --chunk-avg-kib "$chunk_kib" > /dev/null
+  # shellcheck disable=SC2086
+  "$cairn" -q -r "$1/cairn" init --chunk-avg-kib "$chunk_kib" ${CAIRN_INIT:-} > /dev/null
   restic init -q --repo "$1/restic" > /dev/null
   borg init -e repokey "$1/borg" > /dev/null 2>&1
-  rm -rf "$CAIRN_CACHE_DIR" "$RESTIC_CACHE_DIR"
+  if has rustic; then rustic -r "$1/rustic" init > /dev/null 2>&1; fi
+  rm -rf "$CAIRN_CACHE_DIR" "$RESTIC_CACHE_DIR" "$XDG_CACHE_HOME"
+}
+has() { case " $tools " in *" $1 "*) return 0;; *) return 1;; esac; }
+# One backup of $IN with tool $1 into the repositories under $2, named $3: "seconds peak_rss_kb".
+backup_one() {
+  case $1 in
+    cairn) run "$cairn" -q -r "$2/cairn" backup --name "$3" --stdin dump.sql ;;
+    restic) run restic -q --repo "$2/restic" backup --stdin --stdin-filename dump.sql ;;
+    borg) run borg create --compression zstd,3 "$2/borg::$3" - ;;
+    # --force: rustic would otherwise take a stdin backup's parent's bytes as unchanged.
+    rustic) run rustic -r "$2/rustic" backup --force --stdin-filename dump.sql - ;;
+  esac
 }
 
-echo "# cairn $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?'), chunk avg ${chunk_kib} KiB; $(restic version | cut -d' ' -f1-2); $(borg --version)"
+echo "# cairn $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?'), chunk avg ${chunk_kib} KiB ${CAIRN_INIT:-}; $(restic version | cut -d' ' -f1-2); $(borg --version)$(has rustic && echo "; $(rustic --version)")"
 echo "# first backup (day0), median of $reps runs on fresh repositories"
 first=$(echo "$days" | head -1)
-for t in cairn restic borg; do : > "$work/first.$t"; done
+for t in $tools; do : > "$work/first.$t"; done
 for r in $(seq 1 "$reps"); do
   init_all "$work/rep"
-  IN=$first run "$cairn" -q -r "$work/rep/cairn" backup --name day0 --stdin dump.sql >> "$work/first.cairn"
-  IN=$first run restic -q --repo "$work/rep/restic" backup --stdin --stdin-filename dump.sql >> "$work/first.restic"
-  IN=$first run borg create --compression zstd,3 "$work/rep/borg::day0" - >> "$work/first.borg"
+  for t in $tools; do IN=$first backup_one "$t" "$work/rep" day0 >> "$work/first.$t"; done
 done
 mb=$(( $(stat -c %s "$first") / 1000000 ))
 printf '%-8s %10s %10s %12s\n' tool seconds MB/s peak_rss_MB
-for t in cairn restic borg; do
+for t in $tools; do
   s=$(cut -d' ' -f1 "$work/first.$t" | median); m=$(cut -d' ' -f2 "$work/first.$t" | median)
   printf '%-8s %10.2f %10.0f %12.1f\n' "$t" "$s" "$(echo "$mb / $s" | bc -l)" "$(echo "$m / 1024" | bc -l)"
   eval "first_$t=$s"
 done
-printf 'cairn first-backup throughput: %.2fx restic, %.2fx borg\n\n' \
+printf 'cairn first-backup throughput: %.2fx restic, %.2fx borg' \
   "$(echo "$first_restic / $first_cairn" | bc -l)" "$(echo "$first_borg / $first_cairn" | bc -l)"
+if has rustic; then printf ', %.2fx rustic' "$(echo "$first_rustic / $first_cairn" | bc -l)"; fi; echo; echo
 
 echo "# the series, one backup a day into one repository per tool"
 init_all "$work/series"
-printf '%-6s | %7s %11s %7s | %7s %11s %7s | %7s %11s %7s | %11s\n' day cairn_s cairn_added rss_MB restic_s restic_added rss_MB borg_s borg_added rss_MB xdelta3
-prev=""; c0=0; r0=0; b0=0
+printf '%-6s' day; for t in $tools; do printf ' | %7s %11s %7s' "${t}_s" "${t}_added" rss_MB; done; printf ' | %11s\n' xdelta3
+prev=""; declare -A before; for t in $tools; do before[$t]=0; done
 for f in $days; do
   n=$(basename "$f"); n=${n%.*}
-  read -r cs cm < <(IN=$f run "$cairn" -q -r "$work/series/cairn" backup --name "$n" --stdin dump.sql)
-  read -r rs rm_ < <(IN=$f run restic -q --repo "$work/series/restic" backup --stdin --stdin-filename dump.sql)
-  read -r bs bm < <(IN=$f run borg create --compression zstd,3 "$work/series/borg::$n" -)
-  c1=$(size "$work/series/cairn"); r1=$(size "$work/series/restic"); b1=$(size "$work/series/borg")
+  line=$(printf '%-6s' "$n"); added=""
+  for t in $tools; do
+    read -r s m < <(IN=$f backup_one "$t" "$work/series" "$n")
+    now=$(size "$work/series/$t"); a=$((now - before[$t])); before[$t]=$now
+    line="$line$(printf ' | %7s %11d %7.1f' "$s" "$a" "$(echo "$m/1024" | bc -l)")"; added="$added $a"
+  done
   if [ -n "$prev" ]; then xdelta3 -e -9 -f -B 1000000000 -s "$prev" "$f" "$work/delta"; xd=$(stat -c %s "$work/delta"); else xd=$(zstd -3 -c "$f" | wc -c); fi
-  printf '%-6s | %7s %11d %7.1f | %7s %11d %7.1f | %7s %11d %7.1f | %11d\n' "$n" "$cs" $((c1-c0)) "$(echo "$cm/1024" | bc -l)" \
-    "$rs" $((r1-r0)) "$(echo "$rm_/1024" | bc -l)" "$bs" $((b1-b0)) "$(echo "$bm/1024" | bc -l)" "$xd"
-  if [ -n "$prev" ]; then echo "$((c1-c0)) $((r1-r0)) $((b1-b0)) $xd $cs $rs $bs" >> "$work/later"; fi
-  c0=$c1; r0=$r1; b0=$b1; prev=$f
+  printf '%s | %11d\n' "$line" "$xd"
+  if [ -n "$prev" ]; then echo "$xd$added" >> "$work/later"; fi
+  prev=$f
 done
 if [ -s "$work/later" ]; then
-  cm=$(cut -d' ' -f1 "$work/later" | median); rm_=$(cut -d' ' -f2 "$work/later" | median)
-  bm=$(cut -d' ' -f3 "$work/later" | median); xm=$(cut -d' ' -f4 "$work/later" | median)
   mean() { awk -v c="$1" '{s+=$c} END {printf "%.0f", s/NR}' "$work/later"; }
-  ca=$(mean 1); ra=$(mean 2); ba=$(mean 3); xa=$(mean 4)
-  printf 'later days, median bytes added: cairn %d, restic %d, borg %d, xdelta3 %d\n' "$cm" "$rm_" "$bm" "$xm"
-  printf 'later days, mean bytes added:   cairn %.0f, restic %.0f, borg %.0f, xdelta3 %.0f\n' "$ca" "$ra" "$ba" "$xa"
-  printf 'cairn adds %.2fx restic, %.2fx borg, %.1fx the xdelta3 bound\n\n' "$(echo "$ca/$ra" | bc -l)" "$(echo "$ca/$ba" | bc -l)" "$(echo "$ca/$xa" | bc -l)"
+  declare -A avg
+  xa=$(mean 1); printf 'later days, median / mean bytes added: xdelta3 %d / %d' "$(cut -d' ' -f1 "$work/later" | median)" "$xa"
+  i=2; for t in $tools; do
+    avg[$t]=$(mean $i); printf ', %s %d / %d' "$t" "$(cut -d' ' -f$i "$work/later" | median)" "${avg[$t]}"; i=$((i+1))
+  done; echo
+  printf 'cairn adds %.2fx the xdelta3 bound' "$(echo "${avg[cairn]}/$xa" | bc -l)"
+  for t in $tools; do [ "$t" = cairn ] || printf ', %.3fx %s' "$(echo "${avg[cairn]}/${avg[$t]}" | bc -l)" "$t"; done; echo; echo
 fi
-printf 'repository size after the series: cairn %d, restic %d, borg %d\n\n' "$c0" "$r0" "$b0"
+printf 'repository size after the series:'; for t in $tools; do printf ' %s %d' "$t" "${before[$t]}"; done; echo; echo
 
 echo "# restore of the newest snapshot ($(basename "$newest")), median of $reps runs, verified with cmp"
 n=$(basename "$newest"); n=${n%.*}
-for t in cairn restic borg; do : > "$work/restore.$t"; done
+for t in $tools; do : > "$work/restore.$t"; done
+restore_cmd() {
+  case $1 in
+    cairn) echo "'$cairn' -q -r '$work/series/cairn' dump '$n' dump.sql" ;;
+    restic) echo "restic -q --repo '$work/series/restic' dump latest dump.sql" ;;
+    borg) echo "borg extract --stdout '$work/series/borg::$n'" ;;
+    rustic) echo "rustic -r '$work/series/rustic' dump latest:dump.sql" ;;
+  esac
+}
 for r in $(seq 1 "$reps"); do
-  IN= run sh -c "'$cairn' -q -r '$work/series/cairn' dump '$n' dump.sql > '$work/out.sql'" >> "$work/restore.cairn"; cmp "$work/out.sql" "$newest"
-  IN= run sh -c "restic -q --repo '$work/series/restic' dump latest dump.sql > '$work/out.sql'" >> "$work/restore.restic"; cmp "$work/out.sql" "$newest"
-  IN= run sh -c "borg extract --stdout '$work/series/borg::$n' > '$work/out.sql'" >> "$work/restore.borg"; cmp "$work/out.sql" "$newest"
+  for t in $tools; do
+    IN= run sh -c "$(restore_cmd "$t") > '$work/out.sql'" >> "$work/restore.$t"; cmp "$work/out.sql" "$newest"
+  done
 done
 printf '%-8s %10s %10s %12s\n' tool seconds MB/s peak_rss_MB
-for t in cairn restic borg; do
+for t in $tools; do
   s=$(cut -d' ' -f1 "$work/restore.$t" | median); m=$(cut -d' ' -f2 "$work/restore.$t" | median)
   printf '%-8s %10.2f %10.0f %12.1f\n' "$t" "$s" "$(echo "$mb / $s" | bc -l)" "$(echo "$m / 1024" | bc -l)"
   eval "rest_$t=$s"
 done
-printf 'cairn restore throughput: %.2fx restic, %.2fx borg\n' "$(echo "$rest_restic / $rest_cairn" | bc -l)" "$(echo "$rest_borg / $rest_cairn" | bc -l)"
+printf 'cairn restore throughput: %.2fx restic, %.2fx borg' "$(echo "$rest_restic / $rest_cairn" | bc -l)" "$(echo "$rest_borg / $rest_cairn" | bc -l)"
+if has rustic; then printf ', %.2fx rustic' "$(echo "$rest_rustic / $rest_cairn" | bc -l)"; fi; echo
 echo "(restore peak RSS is of the shell wrapper's child with the largest RSS)"

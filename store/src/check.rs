@@ -253,6 +253,7 @@ impl Repository {
                 "pack {id}: content does not match its name (damaged or tampered)"
             ));
         }
+        let sketcher = crate::sketch::Sketcher::new(&self.keys.sketch_key());
         for e in entries {
             let range = e.offset as usize..(e.offset as usize + e.length as usize);
             let ok = data
@@ -260,7 +261,18 @@ impl Repository {
                 .ok_or_else(|| "outside the file".to_string())
                 .and_then(|b| verify_blob(&self.keys, reader, &e.id, b).map_err(|err| err.to_string()));
             match ok {
-                Ok(_) => report.blobs_verified += 1,
+                Ok(chunk) => {
+                    report.blobs_verified += 1;
+                    // A wrong sketch loses nothing (it only proposes delta bases, which are
+                    // verified like any content), but says the writer was wrong: reported.
+                    if !e.sketch.is_empty() && sketcher.sketch(&chunk) != e.sketch {
+                        report.errors.push(format!(
+                            "pack {id}: blob {}: the sketch in the trailer does not match the chunk \
+                             (the chunk itself is intact)",
+                            e.id
+                        ));
+                    }
+                }
                 Err(why) => {
                     report.errors.push(format!("pack {id}: blob {}: {why}", e.id));
                     // A delta that opens fine failed through a base: that is the base's damage,
@@ -278,11 +290,11 @@ impl Repository {
     }
 }
 
-/// Decodes one blob from its sealed bytes; a delta is resolved through its bases.
-fn verify_blob(keys: &crate::crypto::Keys, reader: &BlobReader, id: &ChunkId, sealed: &[u8]) -> Result<()> {
+/// Decodes one blob from its sealed bytes (a delta is resolved through its bases): its chunk.
+fn verify_blob(keys: &crate::crypto::Keys, reader: &BlobReader, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>> {
     let opened = crate::blob::open_blob(keys, id, sealed)?;
     let prefix = reader.prefix_for(id, &opened.bases)?;
-    opened.finish(keys, id, prefix.as_slice()).map(|_| ())
+    opened.finish(keys, id, prefix.as_slice())
 }
 
 #[cfg(test)]
@@ -347,5 +359,64 @@ mod tests {
             .unwrap();
         assert!(!r.ok(), "a missing pack is an error");
         assert_eq!(r.damaged_snapshots, vec!["s".to_string()], "{:?}", r.errors);
+    }
+
+    /// Backups of a format 2 repository record a sketch for every data chunk; check recomputes
+    /// them, and a trailer whose sketch does not match its chunk is reported (nothing is lost).
+    #[test]
+    fn check_verifies_the_sketches_in_trailers() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repo(dir.path());
+        assert!(repo.config.sketches(), "new repositories keep sketches");
+        let stream: Vec<u8> = (0..1_000_000u32)
+            .map(|n| (n.wrapping_mul(2654435761) >> 9) as u8)
+            .collect();
+        let b = repo.backup(BackupOptions::default(), Arc::new(NoProgress)).unwrap();
+        b.add_stream("data", &stream[..]).unwrap();
+        b.commit().unwrap();
+        let (_, idx) = repo.synced().unwrap();
+        let entries: Vec<_> = idx
+            .packs()
+            .unwrap()
+            .iter()
+            .flat_map(|(p, _)| idx.pack_entries(p).unwrap())
+            .collect();
+        let data: Vec<_> = entries
+            .iter()
+            .filter(|e| e.kind == crate::blob::BlobKind::Data)
+            .collect();
+        assert!(!data.is_empty() && data.iter().all(|e| !e.sketch.is_empty()));
+        assert!(repo.check(&all(), &NoProgress).unwrap().ok());
+
+        // A pack whose trailer carries a wrong sketch for an intact chunk.
+        let chunk = b"a chunk whose sketch is recorded wrongly, long enough to be sampled: \
+                      0123456789 abcdefghij 0123456789 klmnopqrst 0123456789 uvwxyz 0123456789 \
+                      0123456789 abcdefghij 0123456789 klmnopqrst 0123456789 uvwxyz 0123456789"
+            .repeat(20);
+        let id = repo.keys.chunk_id(&chunk);
+        let sealed = crate::blob::Encoder::new(1)
+            .encode(&repo.keys, &id, crate::blob::BlobKind::Data, &chunk)
+            .unwrap();
+        let mut w = crate::pack::PackWriter::new(repo.store.as_ref()).unwrap();
+        let wrong = crate::sketch::Sketch([7; crate::sketch::SUPER_FEATURES]);
+        w.add(
+            id,
+            crate::blob::BlobKind::Data,
+            chunk.len() as u32,
+            &sealed,
+            &[],
+            0,
+            wrong,
+        )
+        .unwrap();
+        let pack = w.finish(&repo.keys).unwrap();
+        let r = repo.check(&all(), &NoProgress).unwrap();
+        assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+        assert!(
+            r.errors[0].contains(&pack.id.to_string()) && r.errors[0].contains("sketch"),
+            "{:?}",
+            r.errors
+        );
+        assert!(r.damaged_snapshots.is_empty());
     }
 }

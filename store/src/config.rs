@@ -8,8 +8,13 @@ use serde::{Deserialize, Serialize};
 use crate::chunker::ChunkerParams;
 use crate::id::RepoId;
 
-/// Repository format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// Repository format version this code writes. It reads every version from
+/// [`OLDEST_FORMAT`] up: format 2 added resemblance sketches to pack trailers (version 3
+/// trailers), which a reader of format 1 would not know; a format 1 repository is written as
+/// format 1 (no sketches) so that older readers keep reading it.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest repository format this code reads and writes.
+pub const OLDEST_FORMAT: u32 = 1;
 pub(crate) const MARKER_PATH: &str = "CAIRN";
 pub(crate) const CONFIG_PATH: &str = "config";
 pub(crate) const CONFIG_AAD: &[u8] = b"cairn config v1";
@@ -43,6 +48,13 @@ pub struct Config {
     /// then get the defaults (on).
     #[serde(default)]
     pub delta: DeltaConfig,
+}
+
+impl Config {
+    /// Whether backups record resemblance sketches of new chunks (format 2 on).
+    pub fn sketches(&self) -> bool {
+        self.version >= 2
+    }
 }
 
 /// How changed chunks are delta-encoded against the previous version of their item.

@@ -90,6 +90,13 @@ impl Keys {
         &self.secrets.chunker_key
     }
 
+    /// The key of resemblance sketches (`sketch.rs`), derived from the chunk-id key so that it
+    /// needs no place of its own in the key file (BLAKE3's key derivation mode, separate from
+    /// the keyed hashing that names chunks).
+    pub fn sketch_key(&self) -> [u8; 32] {
+        blake3::derive_key("cairn 2026-12-01 resemblance sketch key", &self.secrets.id_key)
+    }
+
     /// The id of a blob with this plaintext.
     pub fn chunk_id(&self, data: &[u8]) -> ChunkId {
         ChunkId(*blake3::keyed_hash(&self.secrets.id_key, data).as_bytes())

@@ -6,8 +6,12 @@
 //! detected like any other byte. Its plaintext is `version (1) | count (u32) | entry*`, each
 //! entry `id (32) | kind (1) | offset (u32) | sealed length (u32) | raw length (u32)`; in version 2
 //! a delta entry (kind 2) continues with `chain depth (1) | base count (1) | base ids (32 each)`,
-//! so the index knows
-//! what each delta depends on without decrypting it. Version 1 trailers (no deltas) stay readable.
+//! so the index knows what each delta depends on without decrypting it; in version 3 every entry
+//! then ends with `sketch length n (1, 0 or 6) | n super-features (u32 each)`, the resemblance
+//! sketch of a data chunk (`sketch.rs`), so the index can find similar chunks without reading
+//! them. A pack with no sketch gets a version 2 trailer, so repositories of format 1 (whose
+//! writers never sketch) keep trailers every earlier reader knows. Versions 1 (no deltas) and 2
+//! stay readable.
 //! A pack's id is the plain BLAKE3 hash of the whole file; it is stored as `packs/xx/<id>` where
 //! `xx` is the first byte of the id in hex.
 
@@ -15,10 +19,12 @@ use crate::blob::BlobKind;
 use crate::crypto::Keys;
 use crate::error::{corrupt, Result};
 use crate::id::{ChunkId, PackId};
+use crate::sketch::{Sketch, SUPER_FEATURES};
 use crate::storage::{ObjectStore, ObjectWriter};
 
 const ENTRY_LEN: usize = 32 + 1 + 4 + 4 + 4;
-const TRAILER_VERSION: u8 = 2;
+/// The newest trailer version: 3 when a pack holds a sketch, 2 otherwise.
+const TRAILER_VERSION: u8 = 3;
 
 /// Where one blob sits in a pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +38,8 @@ pub struct PackEntry {
     pub bases: Vec<ChunkId>,
     /// Deltas to decode to read this blob: 0 for a whole blob, 1 + the deepest base for a delta.
     pub depth: u8,
+    /// The chunk's resemblance sketch (empty for metadata, and for packs of format 1).
+    pub sketch: Sketch,
 }
 
 /// Relative path of a pack file.
@@ -86,6 +94,8 @@ impl PackWriter {
         self.entries.is_empty()
     }
 
+    /// Adds a blob, with its chunk's sketch (an empty one: none).
+    #[allow(clippy::too_many_arguments)]
     pub fn add(
         &mut self,
         id: ChunkId,
@@ -94,6 +104,7 @@ impl PackWriter {
         sealed: &[u8],
         bases: &[ChunkId],
         depth: u8,
+        sketch: Sketch,
     ) -> Result<()> {
         let offset =
             u32::try_from(self.out.len()).map_err(|_| crate::error::Error::Invalid("pack exceeds 4 GiB".into()))?;
@@ -107,6 +118,7 @@ impl PackWriter {
             raw_len,
             bases: bases.to_vec(),
             depth,
+            sketch,
         });
         Ok(())
     }
@@ -114,8 +126,9 @@ impl PackWriter {
     /// Appends the trailer and names the pack by its content hash (the object store makes it
     /// visible only whole and durable).
     pub fn finish(mut self, keys: &Keys) -> Result<FinishedPack> {
+        let sketched = self.entries.iter().any(|e| !e.sketch.is_empty());
         let mut plain = Vec::with_capacity(5 + self.entries.len() * ENTRY_LEN);
-        plain.push(TRAILER_VERSION);
+        plain.push(if sketched { 3 } else { 2 });
         plain.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         for e in &self.entries {
             plain.extend_from_slice(e.id.as_bytes());
@@ -128,6 +141,16 @@ impl PackWriter {
                 plain.push(e.bases.len() as u8);
                 for b in &e.bases {
                     plain.extend_from_slice(b.as_bytes());
+                }
+            }
+            if sketched {
+                if e.sketch.is_empty() {
+                    plain.push(0);
+                } else {
+                    plain.push(SUPER_FEATURES as u8);
+                    for f in e.sketch.0 {
+                        plain.extend_from_slice(&f.to_le_bytes());
+                    }
                 }
             }
         }
@@ -179,7 +202,7 @@ impl<'a> Copier<'a> {
             Some(w) => w,
             None => self.writer.insert(PackWriter::new(self.store)?),
         };
-        w.add(e.id, e.kind, e.raw_len, sealed, &opened.bases, e.depth)?;
+        w.add(e.id, e.kind, e.raw_len, sealed, &opened.bases, e.depth, e.sketch)?;
         self.bytes += sealed.len() as u64;
         if w.len() >= self.pack_size {
             return Ok(Some(self.writer.take().expect("present").finish(self.keys)?));
@@ -252,6 +275,21 @@ pub fn parse_trailer(keys: &Keys, id: &PackId, tlen: u32, sealed: &[u8], blobs_e
             bases = ids.chunks_exact(32).map(|b| ChunkId::from_slice(b).unwrap()).collect();
             at += 1 + 32 * n;
         }
+        let mut sketch = Sketch::default();
+        if version >= 3 {
+            let n = *plain.get(at).ok_or_else(|| corrupt(what(), "trailer truncated"))? as usize;
+            at += 1;
+            if n != 0 && n != SUPER_FEATURES {
+                return Err(corrupt(what(), format!("sketch of {n} super-features")));
+            }
+            let fs = plain
+                .get(at..at + 4 * n)
+                .ok_or_else(|| corrupt(what(), "trailer truncated"))?;
+            for (f, b) in sketch.0.iter_mut().zip(fs.chunks_exact(4)) {
+                *f = u32::from_le_bytes(b.try_into().unwrap());
+            }
+            at += 4 * n;
+        }
         let entry = PackEntry {
             id: ChunkId::from_slice(&e[..32]).unwrap(),
             kind,
@@ -260,6 +298,7 @@ pub fn parse_trailer(keys: &Keys, id: &PackId, tlen: u32, sealed: &[u8], blobs_e
             raw_len: u32::from_le_bytes(e[41..45].try_into().unwrap()),
             bases,
             depth,
+            sketch,
         };
         if entry.offset as u64 + entry.length as u64 > blobs_end {
             return Err(corrupt(what(), format!("blob {} lies outside the blob area", entry.id)));
@@ -279,6 +318,44 @@ mod tests {
     use crate::crypto::Secrets;
     use crate::storage::LocalStore;
 
+    /// The trailer's version byte, read by opening the sealed trailer.
+    fn trailer_version(be: &LocalStore, keys: &Keys, id: &PackId) -> u8 {
+        let bytes = be.get(&pack_path(id)).unwrap();
+        let tlen = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().unwrap()) as usize;
+        let sealed = &bytes[bytes.len() - 4 - tlen..bytes.len() - 4];
+        keys.open("t", &trailer_aad(tlen as u32), sealed).unwrap()[0]
+    }
+
+    /// Sketches round-trip through a version 3 trailer; a pack without any keeps version 2, the
+    /// trailer every format 1 reader knows.
+    #[test]
+    fn sketches_make_a_version_3_trailer_and_only_they_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let be = LocalStore::create(dir.path()).unwrap();
+        let keys = Keys::new(Secrets::generate());
+        let mut enc = Encoder::new(3);
+        let datas: Vec<Vec<u8>> = (0..3).map(|i| vec![i as u8; 1000]).collect();
+        for sketched in [false, true] {
+            let mut w = PackWriter::new(&be).unwrap();
+            for (i, d) in datas.iter().enumerate() {
+                let id = keys.chunk_id(d);
+                let sealed = enc.encode(&keys, &id, BlobKind::Data, d).unwrap();
+                let sketch = match sketched && i != 1 {
+                    true => Sketch([i as u32 + 1; SUPER_FEATURES]),
+                    false => Sketch::default(),
+                };
+                w.add(id, BlobKind::Data, d.len() as u32, &sealed, &[], 0, sketch)
+                    .unwrap();
+            }
+            let fin = w.finish(&keys).unwrap();
+            assert_eq!(trailer_version(&be, &keys, &fin.id), if sketched { 3 } else { 2 });
+            let (_, entries) = read_trailer(&be, &keys, &fin.id).unwrap();
+            assert_eq!(entries, fin.entries);
+            assert_eq!(entries[1].sketch, Sketch::default());
+            assert_eq!(entries[2].sketch.is_empty(), !sketched);
+        }
+    }
+
     #[test]
     fn write_and_read_back() {
         let dir = tempfile::tempdir().unwrap();
@@ -290,7 +367,8 @@ mod tests {
         for d in &datas {
             let id = keys.chunk_id(d);
             let sealed = enc.encode(&keys, &id, BlobKind::Data, d).unwrap();
-            w.add(id, BlobKind::Data, d.len() as u32, &sealed, &[], 0).unwrap();
+            w.add(id, BlobKind::Data, d.len() as u32, &sealed, &[], 0, Sketch::default())
+                .unwrap();
         }
         let fin = w.finish(&keys).unwrap();
         let raw = be.get(&pack_path(&fin.id)).unwrap();
@@ -331,6 +409,7 @@ mod tests {
                 &enc.encode(&keys, &id, BlobKind::Data, &d).unwrap(),
                 &[],
                 0,
+                Sketch::default(),
             )
             .unwrap();
         }
@@ -390,9 +469,10 @@ mod tests {
             /// A real trailer with one byte changed (before sealing): never a panic; unchanged,
             /// it parses back to what was written.
             #[test]
-            fn mutated_trailers_never_panic(n in 1usize..6, at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            fn mutated_trailers_never_panic(n in 1usize..6, at in any::<prop::sample::Index>(), byte in any::<u8>(),
+                                            version in 2u8..=3) {
                 let keys = Keys::new(Secrets::generate());
-                let mut plain = vec![TRAILER_VERSION];
+                let mut plain = vec![version];
                 plain.extend_from_slice(&(n as u32).to_le_bytes());
                 for i in 0..n {
                     plain.extend_from_slice(&[i as u8; 32]);
@@ -405,6 +485,11 @@ mod tests {
                         plain.push(1);
                         plain.push(1);
                         plain.extend_from_slice(&[7; 32]);
+                    }
+                    if version == 3 {
+                        let n = if i % 3 == 0 { 0 } else { SUPER_FEATURES };
+                        plain.push(n as u8);
+                        plain.extend(std::iter::repeat_n(i as u8 + 1, 4 * n));
                     }
                 }
                 let (len, sealed) = seal_trailer(&keys, &plain);

@@ -126,7 +126,7 @@ impl Repository {
             path: location.to_string(),
             reason: "the CAIRN marker file is not Cairn's".into(),
         })?;
-        if version != FORMAT_VERSION {
+        if !(config::OLDEST_FORMAT..=FORMAT_VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion {
                 found: version,
                 supported: FORMAT_VERSION,

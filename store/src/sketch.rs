@@ -17,7 +17,10 @@
 /// Bytes a rolling hash value depends on (a 32-bit gear hash shifted two bits per byte).
 pub const WINDOW: usize = 16;
 /// One position in `SAMPLE` (on average) is sampled.
-pub const SAMPLE: u32 = 32;
+pub const SAMPLE: u32 = 128;
+/// A position is sampled when its hash is below this: the hash's top bits are zero, and they
+/// depend on the whole window.
+const BELOW: u32 = 1 << (32 - SAMPLE.trailing_zeros());
 /// Features per chunk.
 pub const FEATURES: usize = 12;
 /// Features per super-feature.
@@ -25,9 +28,10 @@ pub const PER_SUPER: usize = 2;
 /// Super-features per chunk: the numbers kept and indexed.
 pub const SUPER_FEATURES: usize = FEATURES / PER_SUPER;
 
-/// A chunk's super-features. All zero for a chunk too short to sample.
+/// A chunk's super-features, 32 bits each (a chance collision only proposes a candidate, which
+/// the delta encoder then finds useless). All zero for a chunk too short to sample: no sketch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Sketch(pub [u64; SUPER_FEATURES]);
+pub struct Sketch(pub [u32; SUPER_FEATURES]);
 
 impl Sketch {
     /// Whether the chunk had no sampled position (nothing to match on).
@@ -74,20 +78,31 @@ impl Sketcher {
         }
     }
 
+    #[inline(always)]
+    fn roll(&self, h: u32, b: u8) -> u32 {
+        (h << 2).wrapping_add(self.gear[b as usize])
+    }
+
+    /// Feeds a sampled hash through the transforms; true.
+    #[inline]
+    fn sample(&self, h: u32, features: &mut [u64; FEATURES]) -> bool {
+        let x = h as u64;
+        for (f, (m, a)) in features.iter_mut().zip(self.mul.iter().zip(&self.add)) {
+            *f = (*f).max(x.wrapping_mul(*m).wrapping_add(*a));
+        }
+        true
+    }
+
     /// The sketch of one chunk.
     pub fn sketch(&self, data: &[u8]) -> Sketch {
-        const SHIFT: u32 = 32 - SAMPLE.trailing_zeros();
         let mut features = [0u64; FEATURES];
         let mut sampled = false;
-        let mut h = 0u32;
-        for (i, &b) in data.iter().enumerate() {
-            h = (h << 2).wrapping_add(self.gear[b as usize]);
-            if h >> SHIFT == 0 && i + 1 >= WINDOW {
-                sampled = true;
-                let x = h as u64;
-                for (f, (m, a)) in features.iter_mut().zip(self.mul.iter().zip(&self.add)) {
-                    *f = (*f).max(x.wrapping_mul(*m).wrapping_add(*a));
-                }
+        let (head, rest) = data.split_at(data.len().min(WINDOW - 1));
+        let mut h = head.iter().fold(0u32, |h, &b| self.roll(h, b));
+        for &b in rest {
+            h = self.roll(h, b);
+            if h < BELOW {
+                sampled |= self.sample(h, &mut features);
             }
         }
         let mut sk = Sketch::default();
@@ -100,7 +115,7 @@ impl Sketcher {
                 v = (v ^ f).wrapping_mul(self.mix).rotate_left(29);
             }
             // Zero means "no sketch"; a real zero is nudged.
-            *s = v.max(1);
+            *s = ((v >> 32) as u32).max(1);
         }
         sk
     }

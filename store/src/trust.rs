@@ -267,6 +267,7 @@ mod tests {
             raw_len: 20,
             bases: Vec::new(),
             depth: 0,
+            sketch: Default::default(),
         }
     }
 

@@ -117,7 +117,8 @@ fn main() {
                         let sk: Sketch = sketcher.sketch(c);
                         sketch_time += t.elapsed();
                         let mut counts: HashMap<[u8; 32], usize> = HashMap::new();
-                        for f in sk.0 {
+                        let keyed = |(pos, f): (usize, &u32)| ((pos as u64) << 32) | *f as u64;
+                        for f in sk.0.iter().enumerate().map(keyed) {
                             for cand in features.get(&f).into_iter().flatten() {
                                 *counts.entry(*cand).or_default() += 1;
                             }
@@ -142,7 +143,7 @@ fn main() {
                                 b
                             }
                         };
-                        for f in sk.0 {
+                        for f in sk.0.iter().enumerate().map(keyed) {
                             let v = features.entry(f).or_default();
                             v.insert(0, id);
                             v.truncate(4);

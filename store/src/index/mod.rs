@@ -18,10 +18,11 @@ use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::id::{ChunkId, PackId, RepoId};
 use crate::pack::{self, FinishedPack, PackEntry};
+use crate::sketch::Sketch;
 use crate::storage::ObjectStore;
 
 /// Bumped whenever the schema changes; an index of another version is simply rebuilt.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 fn wal(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
@@ -187,6 +188,7 @@ impl Index {
         if version != SCHEMA_VERSION {
             tx.execute_batch(
                 "DROP TABLE IF EXISTS blobs; DROP TABLE IF EXISTS packs; DROP TABLE IF EXISTS bases;
+                 DROP TABLE IF EXISTS sketches;
                  CREATE TABLE packs(pid INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, size INTEGER NOT NULL);
                  CREATE TABLE blobs(id BLOB NOT NULL, pid INTEGER NOT NULL, kind INTEGER NOT NULL,
                     offset INTEGER NOT NULL, length INTEGER NOT NULL, raw_len INTEGER NOT NULL,
@@ -194,7 +196,10 @@ impl Index {
                     PRIMARY KEY(id, pid)) WITHOUT ROWID;
                  CREATE INDEX blobs_by_pack ON blobs(pid);
                  CREATE TABLE bases(id BLOB NOT NULL, base BLOB NOT NULL, PRIMARY KEY(id, base)) WITHOUT ROWID;
-                 CREATE INDEX bases_by_base ON bases(base);",
+                 CREATE INDEX bases_by_base ON bases(base);
+                 CREATE TABLE sketches(id BLOB NOT NULL, pos INTEGER NOT NULL, sf INTEGER NOT NULL,
+                    PRIMARY KEY(id, pos)) WITHOUT ROWID;
+                 CREATE INDEX sketches_by_sf ON sketches(sf, pos);",
             )?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         }
@@ -266,10 +271,16 @@ impl Index {
                 "INSERT OR IGNORE INTO blobs(id, pid, kind, offset, length, raw_len, depth) VALUES (?1,?2,?3,?4,?5,?6,?7)",
             )?;
             let mut sb = tx.prepare_cached("INSERT OR IGNORE INTO bases(id, base) VALUES (?1, ?2)")?;
+            let mut ss = tx.prepare_cached("INSERT OR IGNORE INTO sketches(id, pos, sf) VALUES (?1, ?2, ?3)")?;
             for b in entries {
                 st.execute(params![&b.id.0[..], pid, b.kind as u8, b.offset, b.length, b.raw_len, b.depth])?;
                 for base in &b.bases {
                     sb.execute(params![&b.id.0[..], &base.0[..]])?;
+                }
+                if !b.sketch.is_empty() {
+                    for (pos, sf) in b.sketch.0.iter().enumerate() {
+                        ss.execute(params![&b.id.0[..], pos, sf])?;
+                    }
                 }
             }
             Ok(())
@@ -285,6 +296,7 @@ impl Index {
             )?;
             tx.execute("DELETE FROM packs WHERE id = ?1", [&id.0[..]])?;
             tx.execute("DELETE FROM bases WHERE id NOT IN (SELECT id FROM blobs)", [])?;
+            tx.execute("DELETE FROM sketches WHERE id NOT IN (SELECT id FROM blobs)", [])?;
             Ok(())
         })
     }
@@ -327,14 +339,73 @@ impl Index {
                     raw_len: r.get(4)?,
                     bases: Vec::new(),
                     depth: r.get(5)?,
+                    sketch: Sketch::default(),
                 })
             })
             .map_err(|e| self.err(e))?;
         let mut out = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))?;
-        for e in out.iter_mut().filter(|e| e.kind == BlobKind::Delta) {
-            e.bases = self.bases(&e.id)?;
+        for e in out.iter_mut() {
+            if e.kind == BlobKind::Delta {
+                e.bases = self.bases(&e.id)?;
+            }
+            e.sketch = self.sketch(&e.id)?;
         }
         Ok(out)
+    }
+
+    /// Whether any indexed chunk has a sketch.
+    pub fn has_sketches(&self) -> Result<bool> {
+        self.conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM sketches)", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// A chunk's resemblance sketch as its pack's trailer recorded it (empty if none did).
+    pub fn sketch(&self, id: &ChunkId) -> Result<Sketch> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT pos, sf FROM sketches WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([&id.0[..]], |r| Ok((r.get::<_, usize>(0)?, r.get::<_, u32>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut sk = Sketch::default();
+        for r in rows {
+            let (pos, sf) = r.map_err(|e| self.err(e))?;
+            if let Some(f) = sk.0.get_mut(pos) {
+                *f = sf;
+            }
+        }
+        Ok(sk)
+    }
+
+    /// Stored chunks sharing super-features with `sketch`, the most shared first (at most
+    /// `limit`). Memory follows the answer, not the repository: SQLite looks each feature up in
+    /// its own index.
+    pub fn similar(&self, sketch: &Sketch, limit: usize) -> Result<Vec<(ChunkId, usize)>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT id FROM sketches WHERE sf = ?1 AND pos = ?2 LIMIT 16")
+            .map_err(|e| self.err(e))?;
+        let mut found: Vec<(ChunkId, usize)> = Vec::new();
+        for (pos, sf) in sketch.0.iter().enumerate() {
+            let rows = st
+                .query_map(params![sf, pos], |r| r.get::<_, Vec<u8>>(0))
+                .map_err(|e| self.err(e))?;
+            for r in rows {
+                let Some(id) = ChunkId::from_slice(&r.map_err(|e| self.err(e))?) else {
+                    continue;
+                };
+                match found.iter_mut().find(|(f, _)| *f == id) {
+                    Some((_, n)) => *n += 1,
+                    None => found.push((id, 1)),
+                }
+            }
+        }
+        // Stable: among equals, the order of the first feature that found them.
+        found.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
+        found.truncate(limit);
+        Ok(found)
     }
 
     /// The bases a delta blob depends on (empty for a blob stored whole).

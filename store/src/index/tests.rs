@@ -24,6 +24,7 @@ fn entry(n: u8, offset: u32, bases: &[u8], depth: u8) -> PackEntry {
         raw_len: 20,
         bases: bases.iter().map(|b| cid(*b)).collect(),
         depth,
+        sketch: Default::default(),
     }
 }
 
@@ -94,7 +95,8 @@ fn sync_finds_new_packs_drops_gone_ones_and_reports_unreadable_ones() {
     let keys = Keys::new(Secrets::generate());
     let write = |n: u8| {
         let mut w = PackWriter::new(&store).unwrap();
-        w.add(cid(n), BlobKind::Data, 3, &[n; 40], &[], 0).unwrap();
+        w.add(cid(n), BlobKind::Data, 3, &[n; 40], &[], 0, Default::default())
+            .unwrap();
         w.finish(&keys).unwrap()
     };
     let (a, b) = (write(1), write(2));

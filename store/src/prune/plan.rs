@@ -216,6 +216,7 @@ mod tests {
             raw_len: length,
             bases: bases.iter().map(|b| id(*b)).collect(),
             depth: u8::from(!bases.is_empty()),
+            sketch: Default::default(),
         }
     }
 

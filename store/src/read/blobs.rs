@@ -280,10 +280,26 @@ mod tests {
             .unwrap()
             .expect("a small delta");
         let mut w = PackWriter::new(repo.store.as_ref()).unwrap();
-        w.add(bid, BlobKind::Data, base.len() as u32, &sealed_base, &[], 0)
-            .unwrap();
-        w.add(nid, BlobKind::Delta, new.len() as u32, &delta, &[bid], 1)
-            .unwrap();
+        w.add(
+            bid,
+            BlobKind::Data,
+            base.len() as u32,
+            &sealed_base,
+            &[],
+            0,
+            Default::default(),
+        )
+        .unwrap();
+        w.add(
+            nid,
+            BlobKind::Delta,
+            new.len() as u32,
+            &delta,
+            &[bid],
+            1,
+            Default::default(),
+        )
+        .unwrap();
         let fin = w.finish(&repo.keys).unwrap();
 
         let (synced, _) = repo.synced().unwrap();
@@ -294,8 +310,16 @@ mod tests {
         // Only the delta is left: its missing base is reported as damage to the delta.
         repo.store.delete(&pack_path(&fin.id)).unwrap();
         let mut w = PackWriter::new(repo.store.as_ref()).unwrap();
-        w.add(nid, BlobKind::Delta, new.len() as u32, &delta, &[bid], 1)
-            .unwrap();
+        w.add(
+            nid,
+            BlobKind::Delta,
+            new.len() as u32,
+            &delta,
+            &[bid],
+            1,
+            Default::default(),
+        )
+        .unwrap();
         w.finish(&repo.keys).unwrap();
         let (synced, _) = repo.synced().unwrap();
         let e = BlobReader::new(&synced).unwrap().read(&nid).unwrap_err();
@@ -317,7 +341,8 @@ mod tests {
         bad[40] ^= 0x55;
         let put = |blob: &[u8]| {
             let mut w = PackWriter::new(repo.store.as_ref()).unwrap();
-            w.add(id, BlobKind::Data, d.len() as u32, blob, &[], 0).unwrap();
+            w.add(id, BlobKind::Data, d.len() as u32, blob, &[], 0, Default::default())
+                .unwrap();
             w.finish(&repo.keys).unwrap()
         };
         let (damaged, good) = (put(&bad), put(&sealed));

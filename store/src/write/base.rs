@@ -15,14 +15,18 @@ use crate::error::{Error, Result};
 use crate::id::ChunkId;
 use crate::read::BlobReader;
 use crate::repo::Synced;
+use crate::sketch::Sketch;
 use crate::snapshot::ContentRef;
 
 /// Names delta bases for the new chunks of one stream.
 pub trait BaseSelector: Send {
-    /// Sees the stream's next data chunk, which starts at `start`. For a chunk that must be
-    /// stored (`new`), returns candidate bases, best first, at most `blob::MAX_BASES - 1`;
-    /// for a duplicate, nothing.
-    fn observe(&mut self, start: u64, data: &[u8], id: &ChunkId, new: bool) -> Vec<ChunkId>;
+    /// Sees the stream's next data chunk, which starts at `start` and must be stored; returns
+    /// candidate bases, best first, at most `blob::MAX_BASES - 1`. `sketch` is the chunk's
+    /// resemblance sketch where the repository keeps them.
+    fn observe(&mut self, start: u64, data: &[u8], id: &ChunkId, sketch: Option<&Sketch>) -> Vec<ChunkId>;
+
+    /// Sees the stream's next data chunk, which is stored already.
+    fn seen(&mut self, start: u64, data: &[u8], id: &ChunkId);
 
     /// Candidate bases for a new piece of the stream's chunk list (the first level up, see
     /// `chunklist.rs`) covering `len` bytes from `start` of the list.
@@ -156,17 +160,19 @@ impl PositionalSelector {
 }
 
 impl BaseSelector for PositionalSelector {
-    fn observe(&mut self, start: u64, data: &[u8], id: &ChunkId, new: bool) -> Vec<ChunkId> {
+    fn seen(&mut self, start: u64, data: &[u8], id: &ChunkId) {
+        let ps = (start as i64 + self.shift).max(0) as u64;
+        self.fill(ps + data.len() as u64);
+        if let Some(i) = self.window.iter().position(|(_, r)| r.0 == *id) {
+            self.shift = self.window[i].0 as i64 - start as i64;
+            self.window.drain(..=i);
+        }
+    }
+
+    fn observe(&mut self, start: u64, data: &[u8], _: &ChunkId, _: Option<&Sketch>) -> Vec<ChunkId> {
         let ps = (start as i64 + self.shift).max(0) as u64;
         let pe = ps + data.len() as u64;
         self.fill(pe);
-        if !new {
-            if let Some(i) = self.window.iter().position(|(_, r)| r.0 == *id) {
-                self.shift = self.window[i].0 as i64 - start as i64;
-                self.window.drain(..=i);
-            }
-            return Vec::new();
-        }
         while self.window.front().is_some_and(|(o, r)| o + r.1 as u64 <= ps) {
             self.window.pop_front();
         }

@@ -58,7 +58,15 @@ impl Backup {
     /// this backup's lock, or gone) into new packs; fails, naming why, if one is gone everywhere.
     fn rescue(&self, at_risk: &HashSet<PackId>, items: &[Item]) -> Result<()> {
         let (synced, mut idx) = self.repo.synced()?;
-        let needed = synced.live_set(items.iter(), &idx)?;
+        // Finding what the snapshot needs reads its chunk lists, which may be in a pack that is
+        // gone already: the same race as a gone data blob below, reported the same way.
+        let needed = synced.live_set(items.iter(), &idx).map_err(|e| match e {
+            Error::MissingBlob { .. } | Error::MissingPack { .. } => Error::Concurrent(format!(
+                "a chunk list this backup found stored was deleted meanwhile (by a prune that did \
+                 not see this backup: {e}); nothing was committed: run the backup again"
+            )),
+            e => e,
+        })?;
         let marked_now = crate::deletion::marked_set(self.repo.store.as_ref(), &self.repo.keys)?;
         let mut copier = Copier::new(self.repo.store.as_ref(), &self.repo.keys, self.repo.config.pack_size);
         let mut copied = 0u64;
@@ -95,6 +103,7 @@ impl Backup {
                 raw_len: l.raw_len,
                 bases: Vec::new(),
                 depth: l.depth,
+                sketch: idx.sketch(id)?,
             };
             if let Some(fin) = copier.add(&e, &bytes)? {
                 idx.add_pack(&fin)?;

@@ -12,6 +12,7 @@ use crate::chunker::Chunker;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::sketch::Sketcher;
 use crate::snapshot::ChunkRef;
 
 /// Hands one item's chunks to the pipeline, dropping duplicates first.
@@ -23,6 +24,8 @@ pub(crate) struct Sink<'a> {
     pub selector: Option<Box<dyn BaseSelector>>,
     pub pipeline: &'a Pipeline,
     pub chunker: &'a Chunker,
+    /// Sketches new data chunks for the selector (where the repository keeps sketches).
+    pub sketcher: Option<&'a Sketcher>,
     pub counters: Arc<Counters>,
     pub progress: &'a dyn Progress,
 }
@@ -57,9 +60,13 @@ impl Sink<'_> {
         if new {
             Counters::add(&self.counters.chunks_new, 1);
             Counters::add(&self.counters.bytes_new, data.len() as u64);
+            let mut sketch = None;
             let candidates = match (selector, list_start) {
                 (Some(s), Some(start)) => s.list_bases(start, data.len()),
-                (Some(s), None) if kind == BlobKind::Data => s.observe(offset, data, &id, true),
+                (Some(s), None) if kind == BlobKind::Data => {
+                    sketch = self.sketcher.map(|k| k.sketch(data));
+                    s.observe(offset, data, &id, sketch.as_ref())
+                }
                 _ => Vec::new(),
             };
             let (bases, depth) = choose_bases(dest, self.max_depth, candidates, &id)?;
@@ -69,10 +76,11 @@ impl Sink<'_> {
                 data: data.to_vec(),
                 bases,
                 depth,
+                sketch,
                 counters: self.counters.clone(),
             })?;
         } else if let Some(s) = selector.filter(|_| kind == BlobKind::Data) {
-            s.observe(offset, data, &id, false);
+            s.seen(offset, data, &id);
         }
         Ok(ChunkRef(id, data.len() as u32))
     }

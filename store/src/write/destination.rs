@@ -44,6 +44,8 @@ pub struct SealedBlob {
     /// A delta's bases (empty for other kinds).
     pub bases: Vec<ChunkId>,
     pub depth: u8,
+    /// A data chunk's resemblance sketch (empty: none).
+    pub sketch: crate::sketch::Sketch,
 }
 
 /// Where sealed blobs go (see the module's contract).
@@ -250,7 +252,15 @@ fn packer(
             }
         }
         let w = writer.as_mut().expect("just made");
-        if let Err(e) = w.add(blob.id, blob.kind, blob.raw_len, &blob.sealed, &blob.bases, blob.depth) {
+        if let Err(e) = w.add(
+            blob.id,
+            blob.kind,
+            blob.raw_len,
+            &blob.sealed,
+            &blob.bases,
+            blob.depth,
+            blob.sketch,
+        ) {
             result = Err(e);
             break;
         }

@@ -34,6 +34,7 @@ mod dedup;
 mod destination;
 mod failure;
 mod pipeline;
+mod similar;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,7 @@ use chunklist::RefList;
 use dedup::Sink;
 use destination::LocalDestination;
 use pipeline::Pipeline;
+use similar::SimilarSelector;
 use stats::Counters;
 
 use crate::blob::BlobKind;
@@ -61,6 +63,7 @@ use crate::error::{Error, Result};
 use crate::lock::{LockGuard, LockMode};
 use crate::progress::Progress;
 use crate::repo::{Repository, Synced};
+use crate::sketch::Sketcher;
 use crate::snapshot::{ContentRef, Item, ItemKind, Stats};
 use crate::trust::Trust;
 use crate::util::{format_rfc3339, now_unix};
@@ -112,6 +115,8 @@ pub struct Backup {
     synced: Synced,
     pipeline: Pipeline,
     chunker: Chunker,
+    /// Where the repository keeps sketches (format 2 on), for the content-based selector.
+    sketcher: Option<Sketcher>,
     name: String,
     opts: BackupOptions,
     time: i64,
@@ -167,6 +172,7 @@ impl Repository {
             synced,
             pipeline,
             chunker: Chunker::new(self.config.chunker, self.keys.chunker_key()),
+            sketcher: self.config.sketches().then(|| Sketcher::new(&self.keys.sketch_key())),
             name,
             opts,
             time,
@@ -230,6 +236,7 @@ impl Backup {
     }
 
     fn sink(&self, counters: &Arc<Counters>, selector: Option<Box<dyn BaseSelector>>) -> Sink<'_> {
+        let has_selector = selector.is_some();
         Sink {
             keys: &self.repo.keys,
             max_depth: self.repo.config.delta.max_depth,
@@ -237,21 +244,30 @@ impl Backup {
             selector,
             pipeline: &self.pipeline,
             chunker: &self.chunker,
+            sketcher: self.sketcher.as_ref().filter(|_| has_selector),
             counters: counters.clone(),
             progress: self.progress.as_ref(),
         }
     }
 
-    /// The base selector for a stream item: none without delta encoding or a previous version.
-    /// A content-based selector would be chosen here.
+    /// The base selector for a stream item: none without delta encoding. Where the repository
+    /// keeps sketches and holds some, the content-based one (which follows the previous version
+    /// too); otherwise the positional one, if the item has a previous version.
     fn selector_for(&self, name: &str) -> Result<Option<Box<dyn BaseSelector>>> {
         if !self.repo.config.delta.enabled {
             return Ok(None);
         }
-        let Some(previous) = self.previous_version(name)? else {
-            return Ok(None);
+        let positional = match self.previous_version(name)? {
+            Some(previous) => Some(PositionalSelector::start(&self.synced, previous)?),
+            None => None,
         };
-        Ok(Some(Box::new(PositionalSelector::start(&self.synced, previous)?)))
+        if self.sketcher.is_some() {
+            let index = self.synced.index()?;
+            if index.has_sketches()? {
+                return Ok(Some(Box::new(SimilarSelector::new(positional, index))));
+            }
+        }
+        Ok(positional.map(|p| Box::new(p) as Box<dyn BaseSelector>))
     }
 
     /// The content of the newest complete snapshot's stream item with this name, the base for

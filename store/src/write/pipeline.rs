@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::id::ChunkId;
 use crate::read::{BlobReader, CACHE_BYTES};
 use crate::repo::Synced;
+use crate::sketch::{Sketch, Sketcher};
 
 /// A new chunk to encode.
 pub(crate) struct Job {
@@ -26,6 +27,9 @@ pub(crate) struct Job {
     pub bases: Vec<ChunkId>,
     /// Chain depth a delta against `bases` would have.
     pub depth: u8,
+    /// The data chunk's resemblance sketch, if the selector already made it (the worker makes
+    /// it otherwise, where the repository keeps sketches).
+    pub sketch: Option<Sketch>,
     pub counters: Arc<Counters>,
 }
 
@@ -56,7 +60,8 @@ impl Pipeline {
                 let (rx, dest, keys, failure) = (job_rx.clone(), dest.clone(), repo.keys.clone(), failure.clone());
                 let enc = Encoder::with_delta_level(repo.config.compression_level, repo.config.delta.level);
                 let reader = BlobReader::with_cache(repo, cache.clone());
-                std::thread::spawn(move || worker(rx, dest.as_ref(), keys, enc, reader, failure))
+                let sketcher = repo.config.sketches().then(|| Sketcher::new(&keys.sketch_key()));
+                std::thread::spawn(move || worker(rx, dest.as_ref(), keys, enc, reader, sketcher, failure))
             })
             .collect();
         Ok(Pipeline {
@@ -132,9 +137,15 @@ fn worker(
     keys: Keys,
     mut enc: Encoder,
     reader: Result<BlobReader>,
+    sketcher: Option<Sketcher>,
     failure: Failure,
 ) {
     for job in rx {
+        let sketch = match (&sketcher, job.sketch) {
+            (_, Some(s)) => s,
+            (Some(s), None) if job.kind == BlobKind::Data => s.sketch(&job.data),
+            _ => Sketch::default(),
+        };
         let raw_len = job.data.len() as u32;
         // A delta must be well under what the chunk costs whole (about half its size for dumps)
         // to be worth the reads it adds; otherwise, or if a base cannot be read, store it whole.
@@ -160,6 +171,7 @@ fn worker(
             sealed,
             bases,
             depth,
+            sketch,
         };
         if let Err(e) = dest.accept(blob) {
             return fail(&failure, e);
