@@ -41,7 +41,7 @@ pub trait BaseSelector: Send {
 ///
 /// The limit varies with the chunk's id between `max_depth / 2` and `max_depth`, so chains of
 /// neighbouring chunks do not all restart at once. A chain that would pass it restarts from the
-/// chunks its candidates' chains start from (their roots, stored whole): a delta against a root
+/// chunks its candidates' chains lead to (their roots, stored whole): a delta against a root
 /// carries every change since, which for a chunk that changes a little each time is still a
 /// fraction of storing it whole, and the chain is one delta deep again.
 pub(crate) fn choose_bases(
@@ -54,13 +54,7 @@ pub(crate) fn choose_bases(
     match chain_depth(dest, &candidates)? {
         Some(depth) if depth < limit => Ok((candidates, depth + 1)),
         Some(_) => {
-            let mut roots: Vec<ChunkId> = Vec::new();
-            for c in &candidates {
-                let root = root_of(dest, *c, max_depth)?;
-                if !roots.contains(&root) {
-                    roots.push(root);
-                }
-            }
+            let roots = roots_of(dest, &candidates)?;
             match chain_depth(dest, &roots)? {
                 Some(0) => Ok((roots, 1)),
                 _ => Ok((Vec::new(), 0)),
@@ -82,15 +76,24 @@ fn chain_depth(dest: &dyn ChunkDestination, bases: &[ChunkId]) -> Result<Option<
     Ok((!bases.is_empty()).then_some(depth))
 }
 
-/// The chunk stored whole that `id`'s chain starts from, following first bases.
-fn root_of(dest: &dyn ChunkDestination, mut id: ChunkId, max_depth: u8) -> Result<ChunkId> {
-    for _ in 0..max_depth {
-        match dest.bases(&id)?.first() {
-            Some(b) => id = *b,
-            None => break,
+/// The chunks stored whole that the candidates' chains lead to, nearest first, at most
+/// `blob::MAX_BASES - 1` (a delta's bases are a chunk's previous version and its neighbours, so
+/// every base is followed, not only one). Looks at no more than 24 chunks.
+fn roots_of(dest: &dyn ChunkDestination, candidates: &[ChunkId]) -> Result<Vec<ChunkId>> {
+    let mut todo: std::collections::VecDeque<ChunkId> = candidates.iter().copied().collect();
+    let (mut seen, mut roots) = (Vec::new(), Vec::new());
+    while let Some(c) = todo.pop_front() {
+        if seen.contains(&c) || seen.len() >= 24 || roots.len() >= crate::blob::MAX_BASES - 1 {
+            continue;
         }
+        seen.push(c);
+        let bases = dest.bases(&c)?;
+        if bases.is_empty() {
+            roots.push(c);
+        }
+        todo.extend(bases);
     }
-    Ok(id)
+    Ok(roots)
 }
 
 /// Follows the previous version of a stream alongside the new one, to name delta bases: the

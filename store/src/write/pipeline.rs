@@ -141,11 +141,6 @@ fn worker(
     failure: Failure,
 ) {
     for job in rx {
-        let sketch = match (&sketcher, job.sketch) {
-            (_, Some(s)) => s,
-            (Some(s), None) if job.kind == BlobKind::Data => s.sketch(&job.data),
-            _ => Sketch::default(),
-        };
         let raw_len = job.data.len() as u32;
         // A delta must be well under what the chunk costs whole (about half its size for dumps)
         // to be worth the reads it adds; otherwise, or if a base cannot be read, store it whole.
@@ -162,6 +157,15 @@ fn worker(
                 Ok(sealed) => (job.kind, sealed, Vec::new(), 0),
                 Err(e) => return fail(&failure, e),
             },
+        };
+        // Only data chunks stored whole get a sketch (about 26 bytes in the trailer): a similar
+        // chunk found later is then the root of its chain, one delta deep, and a chunk that
+        // changes a little every day does not pay for a sketch every day.
+        let sketch = match (&sketcher, job.sketch) {
+            _ if kind != BlobKind::Data => Sketch::default(),
+            (_, Some(s)) => s,
+            (Some(s), None) => s.sketch(&job.data),
+            (None, None) => Sketch::default(),
         };
         Counters::add(&job.counters.bytes_added, sealed.len() as u64);
         let blob = SealedBlob {

@@ -1,7 +1,8 @@
-//! The content-based base selector: a new chunk's delta base is the stored chunk most like it,
-//! wherever that is, found by resemblance sketch (`sketch.rs`) in the index cache. The previous
-//! version's overlapping chunks ([`PositionalSelector`]) fill the remaining base slots and stand in
-//! when nothing similar is indexed (chunks written before sketches, or by a format 1 writer).
+//! The content-based base selector: a new chunk's delta bases are the stored chunks most like it,
+//! wherever they are, found by resemblance sketch (`sketch.rs`) in the index cache, with the
+//! previous version's overlapping chunks ([`PositionalSelector`]) among the candidates, and
+//! standing in when nothing similar is indexed (chunks written before sketches, or by a format 1
+//! writer).
 //!
 //! Why both: positional bases are right when a stream changes in place (OLTP updates), and wrong
 //! once a change shifts everything after it and no duplicate is left to re-anchor on (a column
@@ -16,7 +17,10 @@ use crate::sketch::Sketch;
 
 /// Chunks sharing features that the index is asked for, per new chunk.
 const CANDIDATES: usize = 4;
-/// Of which at most this many become bases (positional ones fill the rest).
+/// Chunks of a positional candidate's delta chains looked at for a sketch.
+const LINEAGE: usize = 24;
+/// Of which at most this many become bases (a new chunk's rows are usually spread over two
+/// old chunks); positional ones fill the rest.
 const SIMILAR_BASES: usize = 2;
 
 pub(crate) struct SimilarSelector {
@@ -28,6 +32,26 @@ impl SimilarSelector {
     /// Looks up similar chunks in `index`; follows the item's previous version too, if any.
     pub fn new(positional: Option<PositionalSelector>, index: Index) -> Self {
         Self { positional, index }
+    }
+
+    /// The most super-features `sketch` shares with `id` or, as only chunks stored whole carry
+    /// a sketch, with the chunks its delta chain leads to (a chunk changed in place still
+    /// resembles them). Looks at no more than [`LINEAGE`] chunks.
+    fn lineage_shared(&self, id: ChunkId, sketch: &Sketch) -> crate::error::Result<usize> {
+        let (mut todo, mut seen, mut best) = (vec![id], Vec::new(), 0);
+        while let Some(c) = todo.pop() {
+            if seen.contains(&c) || seen.len() >= LINEAGE {
+                continue;
+            }
+            seen.push(c);
+            let other = self.index.sketch(&c)?;
+            if other.is_empty() {
+                todo.extend(self.index.bases(&c)?);
+            } else {
+                best = best.max(sketch.0.iter().zip(&other.0).filter(|(a, b)| a == b).count());
+            }
+        }
+        Ok(best)
     }
 }
 
@@ -43,19 +67,29 @@ impl BaseSelector for SimilarSelector {
             Some(p) => p.observe(start, data, id, sketch),
             None => Vec::new(),
         };
-        let mut similar = match sketch.filter(|s| !s.is_empty()) {
-            // The index failing to answer only costs this chunk its similar base.
-            Some(s) => self.index.similar(s, CANDIDATES).unwrap_or_default(),
-            None => Vec::new(),
+        let Some(sketch) = sketch.filter(|s| !s.is_empty()) else {
+            return positional;
         };
-        // Most features shared first; among equals, a chunk at the same place in the previous
-        // version.
-        similar.sort_by_key(|(c, n)| (std::cmp::Reverse(*n), !positional.contains(c)));
-        // Two similar chunks: a new chunk's cut points rarely match an old one's, so its rows
-        // are usually spread over two old chunks.
-        let mut bases: Vec<ChunkId> = similar.iter().take(SIMILAR_BASES).map(|(c, _)| *c).collect();
+        // The previous version's chunks at the same place are the right bases for a chunk changed
+        // in place (they cover its whole range, and nothing shares more features with it); the
+        // index's finds replace them only when they share more (the rows moved). The index
+        // failing to answer only costs this chunk its similar bases.
+        let at_place = positional
+            .iter()
+            .map(|p| self.lineage_shared(*p, sketch).unwrap_or(0))
+            .max()
+            .unwrap_or(0);
+        let mut bases: Vec<ChunkId> = self
+            .index
+            .similar(sketch, CANDIDATES)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(c, n)| *n > at_place && !positional.contains(c))
+            .take(SIMILAR_BASES)
+            .map(|(c, _)| c)
+            .collect();
         for p in positional {
-            if bases.len() < crate::blob::MAX_BASES - 1 && !bases.contains(&p) {
+            if bases.len() < crate::blob::MAX_BASES - 1 {
                 bases.push(p);
             }
         }
