@@ -17,11 +17,11 @@ use crate::sketch::Sketch;
 
 /// Chunks sharing features that the index is asked for, per new chunk.
 const CANDIDATES: usize = 4;
-/// Chunks of a positional candidate's delta chains looked at for a sketch.
-const LINEAGE: usize = 24;
 /// Of which at most this many become bases (a new chunk's rows are usually spread over two
 /// old chunks); positional ones fill the rest.
 const SIMILAR_BASES: usize = 2;
+/// Chunks of a positional candidate's delta chains looked at for a sketch.
+const LINEAGE: usize = 24;
 
 pub(crate) struct SimilarSelector {
     positional: Option<PositionalSelector>,
