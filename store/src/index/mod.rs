@@ -383,23 +383,27 @@ impl Index {
     /// `limit`). Memory follows the answer, not the repository: SQLite looks each feature up in
     /// its own index.
     pub fn similar(&self, sketch: &Sketch, limit: usize) -> Result<Vec<(ChunkId, usize)>> {
+        // One statement for all six features (SQLite looks each (sf, pos) term up in the index).
+        const _: () = assert!(crate::sketch::SUPER_FEATURES == 6);
         let mut st = self
             .conn
-            .prepare_cached("SELECT id FROM sketches WHERE sf = ?1 AND pos = ?2 LIMIT 16")
+            .prepare_cached(
+                "SELECT id, count(*) FROM sketches WHERE (sf = ?1 AND pos = 0) OR (sf = ?2 AND pos = 1)
+                 OR (sf = ?3 AND pos = 2) OR (sf = ?4 AND pos = 3) OR (sf = ?5 AND pos = 4)
+                 OR (sf = ?6 AND pos = 5) GROUP BY id ORDER BY count(*) DESC LIMIT 16",
+            )
+            .map_err(|e| self.err(e))?;
+        let f = &sketch.0;
+        let rows = st
+            .query_map(params![f[0], f[1], f[2], f[3], f[4], f[5]], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, usize>(1)?))
+            })
             .map_err(|e| self.err(e))?;
         let mut found: Vec<(ChunkId, usize)> = Vec::new();
-        for (pos, sf) in sketch.0.iter().enumerate() {
-            let rows = st
-                .query_map(params![sf, pos], |r| r.get::<_, Vec<u8>>(0))
-                .map_err(|e| self.err(e))?;
-            for r in rows {
-                let Some(id) = ChunkId::from_slice(&r.map_err(|e| self.err(e))?) else {
-                    continue;
-                };
-                match found.iter_mut().find(|(f, _)| *f == id) {
-                    Some((_, n)) => *n += 1,
-                    None => found.push((id, 1)),
-                }
+        for r in rows {
+            let (id, n) = r.map_err(|e| self.err(e))?;
+            if let Some(id) = ChunkId::from_slice(&id) {
+                found.push((id, n));
             }
         }
         // Stable: among equals, the order of the first feature that found them.

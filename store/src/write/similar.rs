@@ -10,6 +10,8 @@
 //! wherever they went. Candidates are only proposals: `choose_bases` keeps them if they are
 //! stored and usable, and the encoder keeps a delta only if it is small.
 
+use std::collections::HashMap;
+
 use super::base::{BaseSelector, PositionalSelector};
 use crate::id::ChunkId;
 use crate::index::Index;
@@ -26,32 +28,48 @@ const LINEAGE: usize = 24;
 pub(crate) struct SimilarSelector {
     positional: Option<PositionalSelector>,
     index: Index,
+    /// Sketches found along recent positional candidates' chains (neighbouring new chunks
+    /// share candidates); cleared when it holds [`REMEMBERED`] chunks.
+    lineages: HashMap<ChunkId, Vec<Sketch>>,
 }
+
+/// Positional candidates whose lineage sketches are remembered.
+const REMEMBERED: usize = 4096;
 
 impl SimilarSelector {
     /// Looks up similar chunks in `index`; follows the item's previous version too, if any.
     pub fn new(positional: Option<PositionalSelector>, index: Index) -> Self {
-        Self { positional, index }
+        Self {
+            positional,
+            index,
+            lineages: HashMap::new(),
+        }
     }
 
-    /// The most super-features `sketch` shares with `id` or, as only chunks stored whole carry
-    /// a sketch, with the chunks its delta chain leads to (a chunk changed in place still
-    /// resembles them). Looks at no more than [`LINEAGE`] chunks.
-    fn lineage_shared(&self, id: ChunkId, sketch: &Sketch) -> crate::error::Result<usize> {
-        let (mut todo, mut seen, mut best) = (vec![id], Vec::new(), 0);
-        while let Some(c) = todo.pop() {
-            if seen.contains(&c) || seen.len() >= LINEAGE {
-                continue;
+    /// The sketch of `id` or, as only chunks stored whole carry one, the sketches of the chunks
+    /// its delta chains lead to (a chunk changed in place still resembles them). Looks at no
+    /// more than [`LINEAGE`] chunks.
+    fn lineage(&mut self, id: ChunkId) -> crate::error::Result<&[Sketch]> {
+        if !self.lineages.contains_key(&id) {
+            let (mut todo, mut seen, mut found) = (vec![id], Vec::new(), Vec::new());
+            while let Some(c) = todo.pop() {
+                if seen.contains(&c) || seen.len() >= LINEAGE {
+                    continue;
+                }
+                seen.push(c);
+                let sketch = self.index.sketch(&c)?;
+                if sketch.is_empty() {
+                    todo.extend(self.index.bases(&c)?);
+                } else {
+                    found.push(sketch);
+                }
             }
-            seen.push(c);
-            let other = self.index.sketch(&c)?;
-            if other.is_empty() {
-                todo.extend(self.index.bases(&c)?);
-            } else {
-                best = best.max(sketch.0.iter().zip(&other.0).filter(|(a, b)| a == b).count());
+            if self.lineages.len() >= REMEMBERED {
+                self.lineages.clear();
             }
+            self.lineages.insert(id, found);
         }
-        Ok(best)
+        Ok(&self.lineages[&id])
     }
 }
 
@@ -74,17 +92,28 @@ impl BaseSelector for SimilarSelector {
         // in place (they cover its whole range, and nothing shares more features with it); the
         // index's finds replace them only when they share more (the rows moved). The index
         // failing to answer only costs this chunk its similar bases.
-        let at_place = positional
-            .iter()
-            .map(|p| self.lineage_shared(*p, sketch).unwrap_or(0))
-            .max()
-            .unwrap_or(0);
-        let mut bases: Vec<ChunkId> = self
+        let similar: Vec<(ChunkId, usize)> = self
             .index
             .similar(sketch, CANDIDATES)
             .unwrap_or_default()
             .into_iter()
-            .filter(|(c, n)| *n > at_place && !positional.contains(c))
+            .filter(|(c, _)| !positional.contains(c))
+            .collect();
+        let Some(most) = similar.first().map(|(_, n)| *n) else {
+            return positional;
+        };
+        let shared = |other: &Sketch| sketch.0.iter().zip(&other.0).filter(|(a, b)| a == b).count();
+        let mut at_place = 0;
+        for p in &positional {
+            if at_place >= most {
+                break;
+            }
+            let best = self.lineage(*p).map_or(0, |l| l.iter().map(shared).max().unwrap_or(0));
+            at_place = at_place.max(best);
+        }
+        let mut bases: Vec<ChunkId> = similar
+            .into_iter()
+            .filter(|(_, n)| *n > at_place)
             .take(SIMILAR_BASES)
             .map(|(c, _)| c)
             .collect();
