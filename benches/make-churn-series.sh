@@ -16,7 +16,6 @@
 set -euo pipefail
 out=$(realpath -m "$1"); days=${2:-7}; tables=${3:-6}; rows=${4:-150000}; events=${5:-2000}; seed=${6:-11}
 . "$(dirname "$0")/mariadb-lib.sh"
-sb=(--db-driver=mysql --mysql-socket="$db/sock" --mysql-user=root --mysql-db=sbtest --tables="$tables" --table-size="$rows")
 sysbench oltp_read_write "${sb[@]}" --rand-seed="$seed" prepare >"$db/prepare.log"
 dump 0
 for d in $(seq 1 "$days"); do

@@ -11,7 +11,6 @@
 set -euo pipefail
 out=$(realpath -m "$1"); days=${2:-7}; tables=${3:-4}; rows=${4:-300000}; updates=${5:-6000}; inserts=${6:-2000}; seed=${7:-7}
 . "$(dirname "$0")/mariadb-lib.sh"
-sb=(--db-driver=mysql --mysql-socket="$db/sock" --mysql-user=root --mysql-db=sbtest --tables="$tables" --table-size="$rows")
 sysbench oltp_insert "${sb[@]}" --rand-seed="$seed" prepare >"$db/prepare.log"
 dump 0
 for d in $(seq 1 "$days"); do

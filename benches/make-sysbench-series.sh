@@ -11,7 +11,6 @@
 set -euo pipefail
 out=$(realpath -m "$1"); days=$2; tables=$3; rows=$4; events=$5; rand=$6; seed=${7:-3}
 . "$(dirname "$0")/mariadb-lib.sh"
-sb=(--db-driver=mysql --mysql-socket="$db/sock" --mysql-user=root --mysql-db=sbtest --tables="$tables" --table-size="$rows")
 sysbench oltp_read_write "${sb[@]}" --rand-seed="$seed" prepare >"$db/prepare.log"
 dump 0
 for d in $(seq 1 "$days"); do

@@ -1,5 +1,6 @@
-# Shared by the MariaDB series scripts (sourced, with $out set): a throwaway server on a unix
-# socket under $out/.mariadb, stopped when the script exits, and the dump of day N.
+# Shared by the MariaDB series scripts (sourced, with $out, $tables and $rows set): a throwaway
+# server on a unix socket under $out/.mariadb, stopped when the script exits, sysbench's options
+# for it ($sb), and the dump of day N.
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need mariadbd && [ ! -x /usr/sbin/mariadbd ] || ! need sysbench; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server mariadb-client sysbench >/dev/null
@@ -12,5 +13,6 @@ mariadbd --no-defaults --datadir="$db/data" --socket="$db/sock" --skip-networkin
 trap 'kill $(cat "$db/pid" 2>/dev/null) 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 mariadb-admin --socket="$db/sock" -uroot --wait=60 ping >/dev/null
 mariadb --socket="$db/sock" -uroot -e "CREATE DATABASE sbtest"
+sb=(--db-driver=mysql --mysql-socket="$db/sock" --mysql-user=root --mysql-db=sbtest --tables="$tables" --table-size="$rows")
 sql() { mariadb --socket="$db/sock" -uroot sbtest -e "$1"; }
 dump() { mariadb-dump --socket="$db/sock" -uroot --single-transaction --skip-dump-date --databases sbtest >"$out/day$1.sql"; }

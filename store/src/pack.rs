@@ -23,8 +23,10 @@ use crate::sketch::{Sketch, SUPER_FEATURES};
 use crate::storage::{ObjectStore, ObjectWriter};
 
 const ENTRY_LEN: usize = 32 + 1 + 4 + 4 + 4;
-/// The newest trailer version: 3 when a pack holds a sketch, 2 otherwise.
+/// The newest trailer version, written when a pack holds a sketch.
 const TRAILER_VERSION: u8 = 3;
+/// The trailer version written for a pack without sketches (every pack of a format 1 repository).
+const TRAILER_WITHOUT_SKETCHES: u8 = 2;
 
 /// Where one blob sits in a pack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +130,11 @@ impl PackWriter {
     pub fn finish(mut self, keys: &Keys) -> Result<FinishedPack> {
         let sketched = self.entries.iter().any(|e| !e.sketch.is_empty());
         let mut plain = Vec::with_capacity(5 + self.entries.len() * ENTRY_LEN);
-        plain.push(if sketched { 3 } else { 2 });
+        plain.push(if sketched {
+            TRAILER_VERSION
+        } else {
+            TRAILER_WITHOUT_SKETCHES
+        });
         plain.extend_from_slice(&(self.entries.len() as u32).to_le_bytes());
         for e in &self.entries {
             plain.extend_from_slice(e.id.as_bytes());

@@ -390,12 +390,12 @@ impl Index {
             .prepare_cached(
                 "SELECT id, count(*) FROM sketches WHERE (sf = ?1 AND pos = 0) OR (sf = ?2 AND pos = 1)
                  OR (sf = ?3 AND pos = 2) OR (sf = ?4 AND pos = 3) OR (sf = ?5 AND pos = 4)
-                 OR (sf = ?6 AND pos = 5) GROUP BY id ORDER BY count(*) DESC LIMIT 16",
+                 OR (sf = ?6 AND pos = 5) GROUP BY id ORDER BY count(*) DESC LIMIT ?7",
             )
             .map_err(|e| self.err(e))?;
         let f = &sketch.0;
         let rows = st
-            .query_map(params![f[0], f[1], f[2], f[3], f[4], f[5]], |r| {
+            .query_map(params![f[0], f[1], f[2], f[3], f[4], f[5], limit], |r| {
                 Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, usize>(1)?))
             })
             .map_err(|e| self.err(e))?;
@@ -406,9 +406,6 @@ impl Index {
                 found.push((id, n));
             }
         }
-        // Stable: among equals, the order of the first feature that found them.
-        found.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
-        found.truncate(limit);
         Ok(found)
     }
 

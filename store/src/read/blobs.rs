@@ -216,18 +216,17 @@ impl BlobReader {
         if content.depth == 0 {
             return Ok(Vec::new());
         }
-        let mut refs = content.chunks.clone();
-        for _ in 1..content.depth {
-            let (mut carry, mut lower) = (Vec::new(), Vec::new());
-            for r in &refs {
-                parse_records(&mut carry, &self.read(&r.0)?, &mut lower);
-            }
-            if !carry.is_empty() {
-                return Err(corrupt("chunk list", "ends inside a record"));
-            }
-            refs = lower;
-        }
-        Ok(refs)
+        // The same references one level less deep: their "leaves" are the pieces.
+        let upper = ContentRef {
+            depth: content.depth - 1,
+            ..content.clone()
+        };
+        let mut pieces = Vec::new();
+        self.for_each_leaf(&upper, &mut |_| {}, &mut |r| {
+            pieces.push(r);
+            Ok(())
+        })?;
+        Ok(pieces)
     }
 
     fn walk(

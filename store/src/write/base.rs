@@ -77,17 +77,32 @@ fn chain_depth(dest: &dyn ChunkDestination, bases: &[ChunkId]) -> Result<Option<
 }
 
 /// The chunks stored whole that the candidates' chains lead to, nearest first, at most
-/// `blob::MAX_BASES - 1` (a delta's bases are a chunk's previous version and its neighbours, so
-/// every base is followed, not only one). Looks at no more than 24 chunks.
+/// `blob::MAX_BASES - 1`.
 fn roots_of(dest: &dyn ChunkDestination, candidates: &[ChunkId]) -> Result<Vec<ChunkId>> {
-    let mut todo: std::collections::VecDeque<ChunkId> = candidates.iter().copied().collect();
+    chain_roots(candidates, crate::blob::MAX_BASES - 1, |c| dest.bases(c))
+}
+
+/// Chunks a walk along delta chains looks at, at most.
+const CHAIN_WALK: usize = 24;
+
+/// Follows delta chains from `start` to the chunks stored whole they lead to (those `bases_of`
+/// names no base for), nearest first, at most `most` of them. Every base of a delta is followed,
+/// not only one: a delta's bases are a chunk's previous version and its neighbours, and the
+/// index keeps them by id, not in the order the blob lists them. Looks at no more than
+/// [`CHAIN_WALK`] chunks.
+pub(super) fn chain_roots(
+    start: &[ChunkId],
+    most: usize,
+    mut bases_of: impl FnMut(&ChunkId) -> Result<Vec<ChunkId>>,
+) -> Result<Vec<ChunkId>> {
+    let mut todo: std::collections::VecDeque<ChunkId> = start.iter().copied().collect();
     let (mut seen, mut roots) = (Vec::new(), Vec::new());
     while let Some(c) = todo.pop_front() {
-        if seen.contains(&c) || seen.len() >= 24 || roots.len() >= crate::blob::MAX_BASES - 1 {
+        if seen.contains(&c) || seen.len() >= CHAIN_WALK || roots.len() >= most {
             continue;
         }
         seen.push(c);
-        let bases = dest.bases(&c)?;
+        let bases = bases_of(&c)?;
         if bases.is_empty() {
             roots.push(c);
         }

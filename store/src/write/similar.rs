@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 
-use super::base::{BaseSelector, PositionalSelector};
+use super::base::{chain_roots, BaseSelector, PositionalSelector};
 use crate::id::ChunkId;
 use crate::index::Index;
 use crate::sketch::Sketch;
@@ -22,8 +22,6 @@ const CANDIDATES: usize = 4;
 /// Of which at most this many become bases (a new chunk's rows are usually spread over two
 /// old chunks); positional ones fill the rest.
 const SIMILAR_BASES: usize = 2;
-/// Chunks of a positional candidate's delta chains looked at for a sketch.
-const LINEAGE: usize = 24;
 
 pub(crate) struct SimilarSelector {
     positional: Option<PositionalSelector>,
@@ -46,21 +44,15 @@ impl SimilarSelector {
         }
     }
 
-    /// The sketch of `id` or, as only chunks stored whole carry one, the sketches of the chunks
-    /// its delta chains lead to (a chunk changed in place still resembles them). Looks at no
-    /// more than [`LINEAGE`] chunks.
+    /// The sketches of the chunks `id`'s delta chains lead to (itself, if stored whole): only
+    /// chunks stored whole carry one, and a chunk changed in place still resembles them.
     fn lineage(&mut self, id: ChunkId) -> crate::error::Result<&[Sketch]> {
         if !self.lineages.contains_key(&id) {
-            let (mut todo, mut seen, mut found) = (vec![id], Vec::new(), Vec::new());
-            while let Some(c) = todo.pop() {
-                if seen.contains(&c) || seen.len() >= LINEAGE {
-                    continue;
-                }
-                seen.push(c);
-                let sketch = self.index.sketch(&c)?;
-                if sketch.is_empty() {
-                    todo.extend(self.index.bases(&c)?);
-                } else {
+            let index = &self.index;
+            let mut found = Vec::new();
+            for root in chain_roots(&[id], usize::MAX, |c| index.bases(c))? {
+                let sketch = index.sketch(&root)?;
+                if !sketch.is_empty() {
                     found.push(sketch);
                 }
             }
