@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Backs up a daily dump series with cairn, restic, borg and rustic in the same run and prints, per day,
 # seconds, bytes the repository grew by and peak RSS for each tool, plus the xdelta3 lower bound;
-# then restores the newest snapshot with each tool (verified with cmp). The first backup and the
+# then runs `cairn prune` (keyframes) and restores the newest snapshot with each tool (verified with
+# cmp), and the oldest with cairn. The first backup and the
 # restore are run REPS times on fresh repositories and the median is reported.
 #
 #   benches/compare.sh [DUMP_DIR] [WORK_DIR] [REPS]
@@ -107,6 +108,11 @@ if [ -s "$work/later" ]; then
 fi
 printf 'repository size after the series:'; for t in $tools; do printf ' %s %d' "$t" "${before[$t]}"; done; echo; echo
 
+echo "# cairn prune after the series: the newest version stored whole (keyframes), older ones as reverse deltas"
+b=$(size "$work/series/cairn")
+read -r ps pm < <(IN= run "$cairn" -q -r "$work/series/cairn" prune --grace-period 0)
+printf 'cairn prune: %s s, peak RSS %.1f MB, repository %d -> %d bytes\n\n' "$ps" "$(echo "$pm/1024" | bc -l)" "$b" "$(size "$work/series/cairn")"
+
 echo "# restore of the newest snapshot ($(basename "$newest")), median of $reps runs, verified with cmp"
 n=$(basename "$newest"); n=${n%.*}
 for t in $tools; do : > "$work/restore.$t"; done
@@ -132,3 +138,9 @@ done
 printf 'cairn restore throughput: %.2fx restic, %.2fx borg' "$(echo "$rest_restic / $rest_cairn" | bc -l)" "$(echo "$rest_borg / $rest_cairn" | bc -l)"
 if has rustic; then printf ', %.2fx rustic' "$(echo "$rest_rustic / $rest_cairn" | bc -l)"; fi; echo
 echo "(restore peak RSS is of the shell wrapper's child with the largest RSS)"
+oldest=$(echo "$days" | head -1); o=$(basename "$oldest"); o=${o%.*}
+: > "$work/restore.oldest"
+for r in $(seq 1 "$reps"); do
+  IN= run sh -c "'$cairn' -q -r '$work/series/cairn' dump '$o' dump.sql > '$work/out.sql'" >> "$work/restore.oldest"; cmp "$work/out.sql" "$oldest"
+done
+printf 'cairn restore of the oldest (%s, %d versions back): %.2f s\n' "$o" "$(( $(echo "$days" | wc -l) - 1 ))" "$(cut -d' ' -f1 "$work/restore.oldest" | median)"

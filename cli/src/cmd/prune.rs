@@ -21,6 +21,11 @@ pub struct Args {
     /// what no running backup may need); e.g. 30m, 1h, 2d.
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_grace)]
     pub grace_period: std::time::Duration,
+    /// Leave delta chains as backups wrote them. By default prune stores the newest version of
+    /// each item without deltas (keyframes) and older versions as deltas against newer ones, so
+    /// the newest restores fastest.
+    #[arg(long)]
+    pub no_keyframes: bool,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -71,6 +76,14 @@ pub fn print(r: &PruneReport) {
         r.packs_written,
         bytes(r.bytes_after)
     );
+    if r.keyframes + r.reverse_deltas > 0 {
+        println!(
+            "{verb} store {} chunk(s) of the newest versions whole and {} older one(s) as reverse deltas ({})",
+            r.keyframes,
+            r.reverse_deltas,
+            bytes(r.bytes_rewritten)
+        );
+    }
     if r.packs_waiting > 0 {
         println!(
             "{} marked pack(s) ({}) wait: {}",
@@ -93,6 +106,7 @@ pub fn run(g: &GlobalOpts, a: Args) -> Result<ExitCode> {
         dry_run: a.dry_run,
         repack_below: a.repack_below / 100.0,
         grace: a.grace_period,
+        keyframes: !a.no_keyframes,
     };
     let r = repo.prune(&opts, g.progress().as_ref())?;
     if a.json {

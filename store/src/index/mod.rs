@@ -22,7 +22,7 @@ use crate::sketch::Sketch;
 use crate::storage::ObjectStore;
 
 /// Bumped whenever the schema changes; an index of another version is simply rebuilt.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 fn wal(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_owned();
@@ -195,7 +195,9 @@ impl Index {
                     depth INTEGER NOT NULL DEFAULT 0,
                     PRIMARY KEY(id, pid)) WITHOUT ROWID;
                  CREATE INDEX blobs_by_pack ON blobs(pid);
-                 CREATE TABLE bases(id BLOB NOT NULL, base BLOB NOT NULL, PRIMARY KEY(id, base)) WITHOUT ROWID;
+                 CREATE TABLE bases(id BLOB NOT NULL, pid INTEGER NOT NULL, base BLOB NOT NULL,
+                    PRIMARY KEY(id, pid, base)) WITHOUT ROWID;
+                 CREATE INDEX bases_by_pack ON bases(pid);
                  CREATE INDEX bases_by_base ON bases(base);
                  CREATE TABLE sketches(id BLOB NOT NULL, pos INTEGER NOT NULL, sf INTEGER NOT NULL,
                     PRIMARY KEY(id, pos)) WITHOUT ROWID;
@@ -270,12 +272,12 @@ impl Index {
             let mut st = tx.prepare_cached(
                 "INSERT OR IGNORE INTO blobs(id, pid, kind, offset, length, raw_len, depth) VALUES (?1,?2,?3,?4,?5,?6,?7)",
             )?;
-            let mut sb = tx.prepare_cached("INSERT OR IGNORE INTO bases(id, base) VALUES (?1, ?2)")?;
+            let mut sb = tx.prepare_cached("INSERT OR IGNORE INTO bases(id, pid, base) VALUES (?1, ?2, ?3)")?;
             let mut ss = tx.prepare_cached("INSERT OR IGNORE INTO sketches(id, pos, sf) VALUES (?1, ?2, ?3)")?;
             for b in entries {
                 st.execute(params![&b.id.0[..], pid, b.kind as u8, b.offset, b.length, b.raw_len, b.depth])?;
                 for base in &b.bases {
-                    sb.execute(params![&b.id.0[..], &base.0[..]])?;
+                    sb.execute(params![&b.id.0[..], pid, &base.0[..]])?;
                 }
                 if !b.sketch.is_empty() {
                     for (pos, sf) in b.sketch.0.iter().enumerate() {
@@ -294,8 +296,11 @@ impl Index {
                 "DELETE FROM blobs WHERE pid = (SELECT pid FROM packs WHERE id = ?1)",
                 [&id.0[..]],
             )?;
+            tx.execute(
+                "DELETE FROM bases WHERE pid = (SELECT pid FROM packs WHERE id = ?1)",
+                [&id.0[..]],
+            )?;
             tx.execute("DELETE FROM packs WHERE id = ?1", [&id.0[..]])?;
-            tx.execute("DELETE FROM bases WHERE id NOT IN (SELECT id FROM blobs)", [])?;
             tx.execute("DELETE FROM sketches WHERE id NOT IN (SELECT id FROM blobs)", [])?;
             Ok(())
         })
@@ -325,12 +330,14 @@ impl Index {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT b.id, b.kind, b.offset, b.length, b.raw_len, b.depth FROM blobs b JOIN packs p ON p.pid = b.pid
+                "SELECT b.id, b.kind, b.offset, b.length, b.raw_len, b.depth, b.pid FROM blobs b JOIN packs p ON p.pid = b.pid
                  WHERE p.id = ?1 ORDER BY b.offset",
             )
             .map_err(|e| self.err(e))?;
+        let mut pid = None;
         let rows = st
             .query_map([&id.0[..]], |r| {
+                pid = Some(r.get::<_, i64>(6)?);
                 Ok(PackEntry {
                     id: ChunkId::from_slice(&r.get::<_, Vec<u8>>(0)?).unwrap_or(ChunkId([0; 32])),
                     kind: BlobKind::from_u8(r.get::<_, u8>(1)?).unwrap_or(BlobKind::Data),
@@ -345,8 +352,8 @@ impl Index {
             .map_err(|e| self.err(e))?;
         let mut out = rows.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| self.err(e))?;
         for e in out.iter_mut() {
-            if e.kind == BlobKind::Delta {
-                e.bases = self.bases(&e.id)?;
+            if let (BlobKind::Delta, Some(pid)) = (e.kind, pid) {
+                e.bases = self.bases_in(&e.id, pid)?;
             }
             e.sketch = self.sketch(&e.id)?;
         }
@@ -409,15 +416,64 @@ impl Index {
         Ok(found)
     }
 
-    /// The bases a delta blob depends on (empty for a blob stored whole).
+    /// The bases of the copy of a blob that readers take (the shortest delta chain, as
+    /// [`Index::locations`] orders them): empty when that copy is stored whole. A chunk may be
+    /// stored more than once, differently (prune's keyframes store the newest version whole and
+    /// the one before as a delta against it, beside the old copies until those packs go).
     pub fn bases(&self, id: &ChunkId) -> Result<Vec<ChunkId>> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT base FROM bases WHERE id = ?1")
+            .prepare_cached(
+                "SELECT base FROM bases WHERE id = ?1 AND pid = (SELECT b.pid FROM blobs b JOIN packs p ON p.pid = b.pid
+                   WHERE b.id = ?1 ORDER BY b.depth, p.id LIMIT 1)",
+            )
+            .map_err(|e| self.err(e))?;
+        self.collect_ids(&mut st, params![&id.0[..]])
+    }
+
+    /// The bases of every stored copy of a blob: what must stay for all of them to decode.
+    pub fn all_bases(&self, id: &ChunkId) -> Result<Vec<ChunkId>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT DISTINCT base FROM bases WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        self.collect_ids(&mut st, params![&id.0[..]])
+    }
+
+    /// Every copy of a blob stored as a delta: its pack and its bases.
+    pub fn delta_copies(&self, id: &ChunkId) -> Result<Vec<(PackId, Vec<ChunkId>)>> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT p.id, b.pid FROM blobs b JOIN packs p ON p.pid = b.pid WHERE b.id = ?1 AND b.kind = ?2",
+            )
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([&id.0[..]], |r| r.get::<_, Vec<u8>>(0))
+            .query_map(params![&id.0[..], BlobKind::Delta as u8], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for (pack, pid) in rows {
+            if let Some(pack) = PackId::from_slice(&pack) {
+                out.push((pack, self.bases_in(id, pid)?));
+            }
+        }
+        Ok(out)
+    }
+
+    fn bases_in(&self, id: &ChunkId, pid: i64) -> Result<Vec<ChunkId>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT base FROM bases WHERE id = ?1 AND pid = ?2")
+            .map_err(|e| self.err(e))?;
+        self.collect_ids(&mut st, params![&id.0[..], pid])
+    }
+
+    fn collect_ids(&self, st: &mut rusqlite::CachedStatement<'_>, p: impl rusqlite::Params) -> Result<Vec<ChunkId>> {
+        let rows = st.query_map(p, |r| r.get::<_, Vec<u8>>(0)).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in rows {
             if let Some(b) = ChunkId::from_slice(&r.map_err(|e| self.err(e))?) {

@@ -17,8 +17,15 @@
 //!    is then *kept* (enough of it is live), *repacked* (less than `repack_below` of its bytes
 //!    are live) or *dropped* (nothing live). A kept pack that holds a dead delta whose base would
 //!    go is repacked as well, so that every blob left in the repository can still be decoded.
-//! 3. *Copy.* Live blobs of repacked packs that no kept pack also holds are copied, still sealed
-//!    (each one authenticated on the way), into new packs, published and indexed like any pack.
+//!    A live blob stored more than once counts in one pack only, its *home* copy (`plan.rs`);
+//!    packs holding old copies of chunks keyframes rewrote (2b), or a delta copy that is not its
+//!    chunk's home, are repacked.
+//! 2b. *Keyframes* (`keyframes.rs`). The newest version of each item is stored without deltas
+//!    and the chains behind it as reverse deltas, into new packs published and indexed before
+//!    anything is marked.
+//! 3. *Copy.* The home copies of live blobs in repacked packs that no kept pack also holds are
+//!    copied, still sealed (each one authenticated on the way), into new packs, published and
+//!    indexed like any pack.
 //! 4. *Delete.* Packs of due markers that are not kept are removed from the index cache, then
 //!    deleted, then their markers. Markers naming a kept pack are replaced by one without it.
 //!    Failed snapshots' manifests are deleted.
@@ -34,6 +41,7 @@
 //! overhead) plus one pack being copied; time follows the kept snapshots' chunk lists (read to
 //! find the live set) and the bytes deleted and copied, not the repository's size.
 
+mod keyframes;
 mod plan;
 
 use std::collections::{HashMap, HashSet};
@@ -43,7 +51,7 @@ use serde::Serialize;
 
 use crate::deletion::{self, Marker};
 use crate::error::{Error, Result};
-use crate::id::ChunkId;
+use crate::id::{ChunkId, PackId};
 use crate::index::Index;
 use crate::lock::LockMode;
 use crate::pack::{pack_path, Copier, FinishedPack, PackEntry};
@@ -65,6 +73,9 @@ pub struct PruneOptions {
     /// How long a pack stays marked before a prune may delete it. Zero deletes in the same run
     /// what no running backup may need.
     pub grace: Duration,
+    /// Store the newest version of each item without deltas and older versions as reverse deltas
+    /// (`keyframes.rs`), so that the newest restores fastest.
+    pub keyframes: bool,
 }
 
 /// The default grace period: an hour.
@@ -76,6 +87,7 @@ impl Default for PruneOptions {
             dry_run: false,
             repack_below: 0.5,
             grace: DEFAULT_GRACE,
+            keyframes: true,
         }
     }
 }
@@ -104,6 +116,11 @@ pub struct PruneReport {
     pub packs_written: u64,
     /// Live bytes copied out of repacked packs.
     pub bytes_copied: u64,
+    /// Chunks of the newest versions stored whole again (keyframes), and older versions stored
+    /// as deltas against newer ones; sealed bytes of both.
+    pub keyframes: u64,
+    pub reverse_deltas: u64,
+    pub bytes_rewritten: u64,
     /// Bytes of packs in the repository afterwards (marked ones included until deleted).
     pub bytes_after: u64,
     pub warnings: Vec<String>,
@@ -127,7 +144,7 @@ impl Synced {
         }
         let mut frontier: Vec<ChunkId> = live.iter().copied().collect();
         while let Some(id) = frontier.pop() {
-            for b in idx.bases(&id)? {
+            for b in idx.all_bases(&id)? {
                 if live.insert(b) {
                     frontier.push(b);
                 }
@@ -264,11 +281,39 @@ impl Repository {
         report.live_blobs = live.len() as u64;
         progress.finish();
 
+        let bytes_before: u64 = idx.packs()?.iter().map(|p| p.1).sum();
+        // 2b. Keyframes: new copies of the newest versions' chunks (and the chains behind them)
+        // are published and indexed first; the packs with their old copies are then repacked.
+        let marked: HashSet<PackId> = markers.iter().flat_map(|m| m.marker.packs.iter().copied()).collect();
+        let rewrite = if opts.keyframes {
+            self.rewrite_keyframes(&synced, &mut idx, &kept, &marked, opts.dry_run, progress)?
+        } else {
+            Default::default()
+        };
+        report.keyframes = rewrite.keyframes;
+        report.reverse_deltas = rewrite.reverse_deltas;
+        report.bytes_rewritten = rewrite.bytes;
+        report.warnings.extend(rewrite.warning.clone());
+        let superseded = keyframes::superseded_packs(&idx, &rewrite)?;
         let packs = idx.packs()?;
-        report.packs_before = packs.len() as u64;
-        report.bytes_before = packs.iter().map(|p| p.1).sum();
+        report.packs_before = packs.len() as u64 - rewrite.packs.len() as u64;
+        report.bytes_before = bytes_before;
         // `secured`: live blobs already safe in kept packs, never copied; grows as blobs are copied.
-        let (fates, mut secured) = plan::decide(&packs, |id| idx.pack_entries(id), &live, opts.repack_below)?;
+        let plan::Decision {
+            fates,
+            mut secured,
+            home,
+        } = plan::decide(
+            &packs,
+            |id| idx.pack_entries(id),
+            &live,
+            opts.repack_below,
+            &marked,
+            &superseded,
+        )?;
+        if opts.dry_run {
+            secured.extend(rewrite.rewritten.iter().copied());
+        }
         let plan = Plan::new(fates, &markers);
         plan.account(&mut report);
 
@@ -281,7 +326,7 @@ impl Repository {
             let entries = idx.pack_entries(id)?;
             let wanted: Vec<&PackEntry> = entries
                 .iter()
-                .filter(|e| live.contains(&e.id) && !secured.contains(&e.id))
+                .filter(|e| home.get(&e.id) == Some(id) && !secured.contains(&e.id))
                 .collect();
             if opts.dry_run {
                 report.bytes_copied += wanted.iter().map(|e| u64::from(e.length)).sum::<u64>();
@@ -295,6 +340,26 @@ impl Repository {
             }
             let data = self.store.get(&pack_path(id))?;
             for e in wanted {
+                // A delta whose base was given a new copy now reads through that copy.
+                let refreshed;
+                let e = if e.bases.iter().any(|b| rewrite.depth.contains_key(b)) {
+                    let mut r = e.clone();
+                    r.depth = 1 + e
+                        .bases
+                        .iter()
+                        .map(|b| match rewrite.depth.get(b) {
+                            Some(d) => Ok(*d),
+                            None => idx.locations(b).map(|l| l.first().map_or(0, |l| l.depth)),
+                        })
+                        .collect::<Result<Vec<u8>>>()?
+                        .into_iter()
+                        .max()
+                        .unwrap_or(0);
+                    refreshed = r;
+                    &refreshed
+                } else {
+                    e
+                };
                 let sealed = data
                     .get(e.offset as usize..e.offset as usize + e.length as usize)
                     .ok_or_else(|| crate::error::corrupt(format!("pack {id}"), "a blob lies outside the file"))?;
@@ -317,7 +382,7 @@ impl Repository {
         }
         progress.finish();
         report.packs_written = written.len() as u64;
-        let written_bytes: u64 = written.iter().map(|p| p.size).sum();
+        let written_bytes: u64 = written.iter().chain(&rewrite.packs).map(|p| p.size).sum();
         report.bytes_after = report.bytes_before + written_bytes - report.bytes_deleted;
         if opts.dry_run {
             // Copied blobs would fill new packs of about the same bytes.

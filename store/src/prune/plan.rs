@@ -41,17 +41,41 @@ pub(crate) struct Plan {
     fate_of: HashMap<PackId, Fate>,
 }
 
-/// Decides each pack's fate. `entries` gives a pack's blobs (from the index). A kept pack that
-/// holds a dead delta whose base would go is repacked as well, so that every blob left in the
-/// repository can still be decoded; that can strand dead deltas elsewhere, hence the loop. Live
-/// blobs never strand: their bases are live. Returns the fates and the live blobs that kept
-/// packs already hold (never copied).
+/// Decides each pack's fate. `entries` gives a pack's blobs (from the index). A live blob stored
+/// more than once counts as live in one pack only, its *home*: a copy outside the packs markers
+/// name (`marked`) if there is one, then the shortest chain, then the lowest pack id; a pack whose
+/// live blobs all live elsewhere goes. Packs in `superseded` (holding old copies of chunks that
+/// keyframes rewrote) are repacked, not kept, and so are packs holding a delta copy that is not
+/// its blob's home: what stays is the homes (acyclic, checked) and whole copies. A kept pack that holds a dead delta whose base
+/// would go is repacked as well, so that every blob left in the repository can still be
+/// decoded; that can strand dead deltas elsewhere, hence the loop. Live blobs never strand:
+/// their bases are live.
 pub(crate) fn decide(
     packs: &[(PackId, u64)],
     mut entries: impl FnMut(&PackId) -> Result<Vec<PackEntry>>,
     live: &HashSet<ChunkId>,
     repack_below: f64,
-) -> Result<(Fates, HashSet<ChunkId>)> {
+    marked: &HashSet<PackId>,
+    superseded: &HashSet<PackId>,
+) -> Result<Decision> {
+    // Each live blob's home: (in a marked pack, depth, pack id), smallest first, and its bases.
+    type Home = ((bool, u8, PackId), Vec<ChunkId>);
+    let mut home: HashMap<ChunkId, Home> = HashMap::with_capacity(live.len());
+    for (id, _) in packs {
+        for e in entries(id)? {
+            if live.contains(&e.id) {
+                let here = (marked.contains(id) || superseded.contains(id), e.depth, *id);
+                match home.get_mut(&e.id) {
+                    Some(h) if h.0 <= here => {}
+                    Some(h) => *h = (here, e.bases),
+                    None => {
+                        home.insert(e.id, (here, e.bases));
+                    }
+                }
+            }
+        }
+    }
+    homes_acyclic(&home)?;
     let mut fates: Vec<(PackId, u64, Fate)> = Vec::with_capacity(packs.len());
     // Of each kept pack: every blob in it, and the bases of its dead deltas.
     let mut kept_blobs: Vec<(usize, Vec<ChunkId>, Vec<Vec<ChunkId>>)> = Vec::new();
@@ -59,13 +83,18 @@ pub(crate) fn decide(
         let entries = entries(id)?;
         let live_bytes: u64 = entries
             .iter()
-            .filter(|e| live.contains(&e.id))
+            .filter(|e| home.get(&e.id).is_some_and(|h| h.0 .2 == *id))
             .map(|e| u64::from(e.length))
             .sum();
         let total: u64 = entries.iter().map(|e| u64::from(e.length)).sum();
+        // A delta copy that is not its blob's home must not outlive this run in a kept pack:
+        // readers could take it, and its chain need not agree with the homes'.
+        let stray_delta = entries
+            .iter()
+            .any(|e| !e.bases.is_empty() && home.get(&e.id).is_some_and(|h| h.0 .2 != *id));
         let fate = if live_bytes == 0 {
             Fate::Drop
-        } else if (live_bytes as f64) < repack_below * total as f64 {
+        } else if (live_bytes as f64) < repack_below * total as f64 || superseded.contains(id) || stray_delta {
             Fate::Repack
         } else {
             Fate::Keep
@@ -108,7 +137,58 @@ pub(crate) fn decide(
         .flat_map(|(_, ids, _)| ids.iter().copied())
         .filter(|id| live.contains(id))
         .collect();
-    Ok((fates, secured))
+    let home = home.into_iter().map(|(id, h)| (id, h.0 .2)).collect();
+    Ok(Decision { fates, secured, home })
+}
+
+/// What [`decide`] decided.
+pub(crate) struct Decision {
+    pub fates: Fates,
+    /// Live blobs that kept packs already hold (never copied).
+    pub secured: HashSet<ChunkId>,
+    /// The pack holding each live blob's home copy: the one copy a repack copies.
+    pub home: HashMap<ChunkId, PackId>,
+}
+
+/// Whether the home copies decode: followed through their bases, no chain comes back to where it
+/// started. Copies outside the homes may stay beside them (in kept packs), but a pack is only
+/// dropped for holding no home, so the homes alone must always decode. By construction they do
+/// (keyframes.rs); this refuses to delete anything if that ever fails.
+fn homes_acyclic<T>(home: &HashMap<ChunkId, (T, Vec<ChunkId>)>) -> Result<()> {
+    // 1: on the current path, 2: done.
+    let mut state: HashMap<ChunkId, u8> = HashMap::with_capacity(home.len());
+    for start in home.keys() {
+        if state.contains_key(start) {
+            continue;
+        }
+        let mut stack: Vec<(ChunkId, usize)> = vec![(*start, 0)];
+        state.insert(*start, 1);
+        while let Some((id, i)) = stack.pop() {
+            let bases = home.get(&id).map(|h| h.1.as_slice()).unwrap_or_default();
+            match bases.get(i) {
+                None => {
+                    state.insert(id, 2);
+                }
+                Some(b) => {
+                    stack.push((id, i + 1));
+                    match state.get(b) {
+                        Some(1) => {
+                            return Err(crate::error::corrupt(
+                                format!("blob {b}"),
+                                "the copies prune would keep form a delta cycle; nothing was deleted",
+                            ))
+                        }
+                        Some(_) => {}
+                        None => {
+                            state.insert(*b, 1);
+                            stack.push((*b, 0));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Plan {
@@ -221,10 +301,80 @@ mod tests {
     }
 
     fn run(packs: &[(u8, Vec<PackEntry>)], live: &[u8], below: f64) -> (Fates, HashSet<ChunkId>) {
+        let d = decide_in(packs, live, below, &[], &[]).unwrap();
+        (d.fates, d.secured)
+    }
+
+    fn decide_in(
+        packs: &[(u8, Vec<PackEntry>)],
+        live: &[u8],
+        below: f64,
+        marked: &[u8],
+        superseded: &[u8],
+    ) -> Result<Decision> {
         let list: Vec<(PackId, u64)> = packs.iter().map(|(p, _)| (pack(*p), 100)).collect();
         let by: HashMap<PackId, Vec<PackEntry>> = packs.iter().map(|(p, e)| (pack(*p), e.clone())).collect();
         let live: HashSet<ChunkId> = live.iter().map(|n| id(*n)).collect();
-        decide(&list, |p| Ok(by[p].clone()), &live, below).unwrap()
+        let set = |v: &[u8]| v.iter().map(|n| pack(*n)).collect::<HashSet<_>>();
+        decide(
+            &list,
+            |p| Ok(by[p].clone()),
+            &live,
+            below,
+            &set(marked),
+            &set(superseded),
+        )
+    }
+
+    fn run_with(
+        packs: &[(u8, Vec<PackEntry>)],
+        live: &[u8],
+        marked: &[u8],
+        superseded: &[u8],
+    ) -> Result<(Fates, HashSet<ChunkId>)> {
+        decide_in(packs, live, 0.5, marked, superseded).map(|d| (d.fates, d.secured))
+    }
+
+    /// Keyframes leave a chunk stored twice: the old copies (in packs prune marked, or is about to
+    /// repack) are not what keeps a pack alive; the new ones are.
+    #[test]
+    fn a_chunk_stored_twice_keeps_alive_only_its_copy_outside_marked_packs() {
+        // Pack 1: old copies (2 whole, 1 a delta against 2). Pack 2: new copies (1 whole, 2 a
+        // reverse delta against 1). Pack 3: an unrelated live chunk.
+        let packs = vec![
+            (1, vec![entry(2, 60, &[]), entry(1, 40, &[2])]),
+            (2, vec![entry(1, 60, &[]), entry(2, 40, &[1])]),
+            (3, vec![entry(3, 50, &[])]),
+        ];
+        // Superseded in the run that rewrote: pack 1 is repacked (nothing in it is copied, its
+        // chunks live in pack 2), pack 2 kept.
+        let d = run_with(&packs, &[1, 2, 3], &[], &[1]).unwrap();
+        assert_eq!(fates(&d), [Fate::Drop, Fate::Keep, Fate::Keep]);
+        // A later run: pack 1 is marked; it goes.
+        let d = run_with(&packs, &[1, 2, 3], &[1], &[]).unwrap();
+        assert_eq!(fates(&d), [Fate::Drop, Fate::Keep, Fate::Keep]);
+        // Neither marked nor superseded (a crash before the marker): the shortest chains win
+        // (2 whole in pack 1, 1 whole in pack 2), and both packs are repacked, since each holds
+        // a delta copy that is not its chunk's home (kept, 1 -> 2 -> 1 could be read in a loop).
+        let d = run_with(&packs, &[1, 2, 3], &[], &[]).unwrap();
+        assert_eq!(fates(&d), [Fate::Repack, Fate::Repack, Fate::Keep]);
+        // A superseded pack with a live chunk found nowhere else is repacked, not dropped.
+        let packs2 = vec![packs[0].clone(), (3, vec![entry(3, 50, &[])])];
+        let d = run_with(&packs2, &[1, 2, 3], &[], &[3]).unwrap();
+        assert_eq!(fates(&d), [Fate::Keep, Fate::Repack]);
+    }
+
+    /// If the copies prune would keep could not be decoded (a delta cycle), it deletes nothing.
+    #[test]
+    fn homes_forming_a_delta_cycle_are_refused() {
+        let packs = vec![
+            (1, vec![entry(2, 60, &[]), entry(1, 40, &[2])]),
+            (2, vec![entry(2, 40, &[1])]),
+        ];
+        // Pack 1 marked: 1's home is its delta against 2, 2's home the delta against 1.
+        let e = run_with(&packs, &[1, 2], &[1], &[]).unwrap_err();
+        assert!(e.to_string().contains("delta cycle"), "{e}");
+        assert!(run_with(&packs, &[1, 2], &[], &[]).is_ok());
     }
 
     fn fates(d: &(Fates, HashSet<ChunkId>)) -> Vec<Fate> {
