@@ -20,9 +20,9 @@
 //!    A live blob stored more than once counts in one pack only, its *home* copy (`plan.rs`);
 //!    packs holding old copies of chunks keyframes rewrote (2b), or a delta copy that is not its
 //!    chunk's home, are repacked.
-//! 2b. *Keyframes* (`keyframes.rs`). The newest version of each item is stored without deltas
-//!    and the chains behind it as reverse deltas, into new packs published and indexed before
-//!    anything is marked.
+//!    Before the packs are classed, *keyframes* (`keyframes.rs`, step 2b in docs/format.md): the
+//!    newest version of each item is stored without deltas and the chains behind it as reverse
+//!    deltas, into new packs published and indexed before anything is marked.
 //! 3. *Copy.* The home copies of live blobs in repacked packs that no kept pack also holds are
 //!    copied, still sealed (each one authenticated on the way), into new packs, published and
 //!    indexed like any pack.
