@@ -57,8 +57,10 @@ pub struct Opened {
     pub bases: Vec<ChunkId>,
     compression: u8,
     raw_len: usize,
+    /// The decrypted blob is `plain[..end]` from its header on; the payload starts at `payload_at`.
     plain: Vec<u8>,
     payload_at: usize,
+    end: usize,
 }
 
 impl Opened {
@@ -84,7 +86,7 @@ impl Opened {
         }
         let what = || format!("blob {id}");
         let zerr = |c| corrupt(what(), format!("zstd: {}", zstd::zstd_safe::get_error_name(c)));
-        let payload = &self.plain[self.payload_at..];
+        let payload = &self.plain[self.payload_at..self.end];
         let data = match self.compression {
             COMPRESSION_NONE => payload.to_vec(),
             // Whole blobs reuse this thread's context: creating one per blob is measurable.
@@ -141,8 +143,20 @@ pub const MAX_RAW_LEN: usize = 64 << 20;
 
 /// Decrypts a blob and parses its header (and a delta's base list).
 pub fn open_blob(keys: &Keys, id: &ChunkId, sealed: &[u8]) -> Result<Opened> {
+    let plain = keys.open(&format!("blob {id}"), &aad(id), sealed)?;
+    let end = plain.len();
+    parse_opened(id, plain, 0..end)
+}
+
+/// [`open_blob`] on a sealed blob the caller owns: decrypted where it lies, not copied.
+pub fn open_blob_owned(keys: &Keys, id: &ChunkId, sealed: Vec<u8>) -> Result<Opened> {
+    let (buf, range) = keys.open_in_place(&format!("blob {id}"), &aad(id), sealed)?;
+    parse_opened(id, buf, range)
+}
+
+fn parse_opened(id: &ChunkId, buf: Vec<u8>, range: std::ops::Range<usize>) -> Result<Opened> {
     let what = || format!("blob {id}");
-    let plain = keys.open(&what(), &aad(id), sealed)?;
+    let plain = &buf[range.clone()];
     if plain.len() < HEADER_LEN {
         return Err(corrupt(what(), "blob header truncated"));
     }
@@ -174,8 +188,9 @@ pub fn open_blob(keys: &Keys, id: &ChunkId, sealed: &[u8]) -> Result<Opened> {
         bases,
         compression,
         raw_len,
-        plain,
-        payload_at,
+        payload_at: range.start + payload_at,
+        end: range.end,
+        plain: buf,
     })
 }
 
@@ -454,6 +469,24 @@ mod tests {
                 if let Ok(o) = open_blob(&keys, &id, &resealed) {
                     let _ = o.finish(&keys, &id, &[]);
                 }
+            }
+
+            /// A blob decrypted in place parses and decodes exactly as one decrypted into a copy.
+            #[test]
+            fn opening_in_place_or_by_copy_agrees(data in proptest::collection::vec(any::<u8>(), 0..3000),
+                                                  flip in proptest::option::of(any::<prop::sample::Index>())) {
+                let keys = Keys::new(Secrets::generate());
+                let id = keys.chunk_id(&data);
+                let mut enc = Encoder::new(3);
+                let mut sealed = enc.encode(&keys, &id, BlobKind::Data, &data).unwrap();
+                if let Some(i) = flip {
+                    let i = i.index(sealed.len());
+                    sealed[i] ^= 1;
+                }
+                let a = open_blob(&keys, &id, &sealed).and_then(|o| o.finish(&keys, &id, &[]));
+                let b = open_blob_owned(&keys, &id, sealed).and_then(|o| o.finish(&keys, &id, &[]));
+                prop_assert_eq!(a.is_ok(), b.is_ok());
+                prop_assert_eq!(a.ok(), b.ok());
             }
 
             /// Bytes that were never sealed do not authenticate.

@@ -76,7 +76,7 @@ impl BlobReader {
         for loc in self.index.locations(id)? {
             let r = self
                 .read_sealed_at(id, &loc)
-                .and_then(|sealed| blob::open_blob(&self.keys, id, &sealed));
+                .and_then(|sealed| blob::open_blob_owned(&self.keys, id, sealed));
             match r {
                 Ok(o) => return Ok(o),
                 Err(e @ (Error::MissingPack { .. } | Error::Corrupt { .. })) => {
