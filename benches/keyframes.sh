@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Keyframes in steady state: backs up a dump series with cairn, running `cairn prune` after every
-# backup as a scheduled job does, and prints per day the backup's seconds and the bytes it added, the prune's
+# backup as a scheduled job does, and prints per day the backup's seconds, peak RSS and the bytes
+# it added, the prune's
 # seconds, peak RSS and bytes written (keyframes, reverse deltas and blobs copied out of the packs
 # it rewrote), and the repository's size after it; then the restore
 # time of every version (medians of REPS, verified with cmp), newest first, so the cost of
@@ -24,14 +25,14 @@ export CAIRN_PASSWORD=bench
 days=$(ls "$dumps"/day[0-9]* | sort -V)
 
 echo "# cairn $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?'): backup, then prune --grace-period 0, each day"
-printf '%-6s %9s %12s %9s %8s %14s %12s %9s %14s\n' day backup_s backup_added prune_s rss_MB written_B repo_after no_kf_s no_kf_repo
+printf '%-6s %9s %9s %12s %9s %8s %14s %12s %9s %14s\n' day backup_s bk_rss_MB backup_added prune_s rss_MB written_B repo_after no_kf_s no_kf_repo
 for mode in kf plain; do
   CAIRN_CACHE_DIR="$work/cache-$mode" "$cairn" -q -r "$work/$mode" init > /dev/null
 done
 for f in $days; do
   n=$(basename "$f"); n=${n%.*}
   b=$(size "$work/kf")
-  read -r bs _ < <(CAIRN_CACHE_DIR="$work/cache-kf" IN=$f run "$cairn" -q -r "$work/kf" backup --name "$n" --stdin dump.sql)
+  read -r bs bm < <(CAIRN_CACHE_DIR="$work/cache-kf" IN=$f run "$cairn" -q -r "$work/kf" backup --name "$n" --stdin dump.sql)
   added=$(( $(size "$work/kf") - b ))
   CAIRN_CACHE_DIR="$work/cache-kf" /usr/bin/time -o "$work/time.out" -f "%e %M" \
     "$cairn" -r "$work/kf" prune --grace-period 0 --json > "$work/prune.json"
@@ -39,7 +40,7 @@ for f in $days; do
   rw=$(python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["bytes_rewritten"] + r["bytes_copied"])' < "$work/prune.json")
   read -r ns _ < <(CAIRN_CACHE_DIR="$work/cache-plain" IN=$f run "$cairn" -q -r "$work/plain" backup --name "$n" --stdin dump.sql)
   CAIRN_CACHE_DIR="$work/cache-plain" "$cairn" -q -r "$work/plain" prune --grace-period 0 --no-keyframes > /dev/null
-  printf '%-6s %9s %12d %9s %8.1f %14d %12d %9s %14d\n' "$n" "$bs" "$added" "$ps" "$(echo "$pm/1024" | bc -l)" "$rw" \
+  printf '%-6s %9s %9.1f %12d %9s %8.1f %14d %12d %9s %14d\n' "$n" "$bs" "$(echo "$bm/1024" | bc -l)" "$added" "$ps" "$(echo "$pm/1024" | bc -l)" "$rw" \
     "$(size "$work/kf")" "$ns" "$(size "$work/plain")"
 done
 

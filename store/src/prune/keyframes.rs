@@ -13,9 +13,9 @@
 //!    delta against the chunks of `D` that used it as a base (its *referrers*, newer versions),
 //!    or whole when no delta is worth it. Roots that were whole and whose reverse delta saves
 //!    nothing keep their copy;
-//! 3. returns the chunks given new copies; prune then repacks every pack that holds an old copy of
-//!    one of them (copying the pack's other live blobs) and marks those packs for deletion, as
-//!    for any repack.
+//! 3. returns the chunks given new copies; prune then repacks every pack that holds an old copy
+//!    of one of them (copying the pack's other live blobs) and marks those packs for deletion,
+//!    as for any repack.
 //!
 //! In steady state (prune after every backup) `D` is the chunks the last backup changed and
 //! their previous versions (yesterday's keyframes): each keyframe becomes a reverse delta, each
@@ -97,15 +97,11 @@ struct Graph {
     whole: HashSet<ChunkId>,
 }
 
-fn graph(
-    synced: &Synced,
-    idx: &Index,
-    items: &[&Item],
-    marked: &HashSet<PackId>,
-) -> Result<std::result::Result<Graph, String>> {
+/// The data chunks of the newest complete version of each item (`K`), in stream order, once each.
+pub(crate) fn newest_chunks(synced: &Synced, kept: &[Snapshot]) -> Result<Vec<ChunkId>> {
     let reader = BlobReader::new(synced)?;
-    let (mut newest, mut order) = (HashSet::new(), Vec::new());
-    for item in items {
+    let (mut seen, mut order) = (HashSet::new(), Vec::new());
+    for item in newest_items(kept) {
         // Content chunks only: a tree's listing is metadata, stored as such.
         let contents = match &item.kind {
             ItemKind::Stream { content } => vec![content.clone()],
@@ -117,17 +113,22 @@ fn graph(
         };
         for c in &contents {
             reader.for_each_leaf(c, &mut |_| {}, &mut |r| {
-                if newest.insert(r.0) {
+                if seen.insert(r.0) {
                     order.push(r.0);
                 }
                 Ok(())
             })?;
         }
     }
+    Ok(order)
+}
+
+fn graph(idx: &Index, order: &[ChunkId], marked: &HashSet<PackId>) -> Result<std::result::Result<Graph, String>> {
+    let newest: HashSet<ChunkId> = order.iter().copied().collect();
     let mut keyframes = Vec::new();
     let mut bases_of: HashMap<ChunkId, Vec<ChunkId>> = HashMap::new();
     let mut todo = Vec::new();
-    for id in order {
+    for &id in order {
         // Any delta copy outside the marked packs: also one that a keyframe already beats, which
         // is what a prune killed half way through leaves (the chains behind it are then turned
         // around again, and the packs with the old copies repacked).
@@ -218,13 +219,13 @@ impl Repository {
         &self,
         synced: &Synced,
         idx: &mut Index,
-        kept: &[Snapshot],
+        newest: &[ChunkId],
         marked: &HashSet<PackId>,
         dry_run: bool,
         progress: &dyn Progress,
     ) -> Result<Rewrite> {
         let mut out = Rewrite::default();
-        let g = match graph(synced, idx, &newest_items(kept), marked)? {
+        let g = match graph(idx, newest, marked)? {
             Ok(g) => g,
             Err(w) => {
                 out.warning = Some(w);
@@ -329,7 +330,10 @@ impl Repository {
     }
 }
 
-/// The packs holding an old copy of a rewritten chunk: prune repacks them.
+/// The packs holding an old copy of a rewritten chunk: prune repacks them. Delta copies must go
+/// (one left beside the new ones could point the wrong way); whole copies could stay, counted
+/// dead, until their packs thin out, but on dumps whose changes are scattered that left the
+/// repository half again as large after a week (docs/benchmarks.md), so they go too.
 pub(crate) fn superseded_packs(idx: &Index, rw: &Rewrite) -> Result<HashSet<PackId>> {
     let new: HashSet<PackId> = rw.packs.iter().map(|p| p.id).collect();
     let mut out = HashSet::new();

@@ -18,7 +18,7 @@
 //!    are live) or *dropped* (nothing live). A kept pack that holds a dead delta whose base would
 //!    go is repacked as well, so that every blob left in the repository can still be decoded.
 //!    A live blob stored more than once counts in one pack only, its *home* copy (`plan.rs`);
-//!    packs holding old copies of chunks keyframes rewrote (2b), or a delta copy that is not its
+//!    packs holding old copies of chunks keyframes rewrote, or a delta copy that is not its
 //!    chunk's home, are repacked.
 //!    Before the packs are classed, *keyframes* (`keyframes.rs`, step 2b in docs/format.md): the
 //!    newest version of each item is stored without deltas and the chains behind it as reverse
@@ -285,8 +285,12 @@ impl Repository {
         // 2b. Keyframes: new copies of the newest versions' chunks (and the chains behind them)
         // are published and indexed first; the packs with their old copies are then repacked.
         let marked: HashSet<PackId> = markers.iter().flat_map(|m| m.marker.packs.iter().copied()).collect();
+        // The newest versions' chunks: keyframes rewrites what leads to them, and the plan
+        // prefers their whole copies (with or without keyframes this run, so that a prune
+        // `--no-keyframes` keeps what an earlier one turned around).
+        let newest = keyframes::newest_chunks(&synced, &kept)?;
         let rewrite = if opts.keyframes {
-            self.rewrite_keyframes(&synced, &mut idx, &kept, &marked, opts.dry_run, progress)?
+            self.rewrite_keyframes(&synced, &mut idx, &newest, &marked, opts.dry_run, progress)?
         } else {
             Default::default()
         };
@@ -310,6 +314,7 @@ impl Repository {
             opts.repack_below,
             &marked,
             &superseded,
+            &newest.into_iter().collect(),
         )?;
         if opts.dry_run {
             secured.extend(rewrite.rewritten.iter().copied());

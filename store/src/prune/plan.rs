@@ -43,8 +43,9 @@ pub(crate) struct Plan {
 
 /// Decides each pack's fate. `entries` gives a pack's blobs (from the index). A live blob stored
 /// more than once counts as live in one pack only, its *home*: a copy outside the packs markers
-/// name (`marked`) if there is one, then the shortest chain, then the lowest pack id; a pack whose
-/// live blobs all live elsewhere goes. Packs in `superseded` (holding old copies of chunks that
+/// name (`marked`) if there is one; then for a chunk of `newest` (the newest versions) the
+/// shortest chain, for any other the smallest copy; then the lowest pack id. A pack whose live
+/// blobs all live elsewhere goes. Packs in `superseded` (holding old copies of chunks that
 /// keyframes rewrote) are repacked, not kept, and so are packs holding a delta copy that is not
 /// its blob's home: what stays is the homes (acyclic, checked) and whole copies. A kept pack that holds a dead delta whose base
 /// would go is repacked as well, so that every blob left in the repository can still be
@@ -57,25 +58,20 @@ pub(crate) fn decide(
     repack_below: f64,
     marked: &HashSet<PackId>,
     superseded: &HashSet<PackId>,
+    newest: &HashSet<ChunkId>,
 ) -> Result<Decision> {
-    // Each live blob's home: (in a marked pack, depth, pack id), smallest first, and its bases.
-    type Home = ((bool, u8, PackId), Vec<ChunkId>);
-    let mut home: HashMap<ChunkId, Home> = HashMap::with_capacity(live.len());
-    for (id, _) in packs {
-        for e in entries(id)? {
-            if live.contains(&e.id) {
-                let here = (marked.contains(id) || superseded.contains(id), e.depth, *id);
-                match home.get_mut(&e.id) {
-                    Some(h) if h.0 <= here => {}
-                    Some(h) => *h = (here, e.bases),
-                    None => {
-                        home.insert(e.id, (here, e.bases));
-                    }
-                }
-            }
-        }
+    // Each live blob's home: the copy of smallest rank, with its bases. Rank: in a marked or
+    // superseded pack (last); then, for a chunk of the newest versions, the shortest chain first
+    // (its keyframe), for any other the fewest bytes first (a reverse delta before the whole copy
+    // it replaced); then the pack id. If those homes do not decode (a delta cycle, which a prune
+    // killed half way through can leave among chunks it had not finished), the shortest chains
+    // are taken for every chunk instead: each copy's recorded depth exceeds its bases' copies'
+    // while those exist, so they do.
+    let mut home = homes(packs, &mut entries, live, marked, superseded, Some(newest))?;
+    if homes_acyclic(&home).is_err() {
+        home = homes(packs, &mut entries, live, marked, superseded, None)?;
+        homes_acyclic(&home)?;
     }
-    homes_acyclic(&home)?;
     let mut fates: Vec<(PackId, u64, Fate)> = Vec::with_capacity(packs.len());
     // Of each kept pack: every blob in it, and the bases of its dead deltas.
     let mut kept_blobs: Vec<(usize, Vec<ChunkId>, Vec<Vec<ChunkId>>)> = Vec::new();
@@ -139,6 +135,40 @@ pub(crate) fn decide(
         .collect();
     let home = home.into_iter().map(|(id, h)| (id, h.0 .2)).collect();
     Ok(Decision { fates, secured, home })
+}
+
+type Rank = (bool, (u32, u32), PackId);
+
+/// Each live blob's home copy (its rank and bases); ranks as in [`decide`], by depth alone when
+/// `newest` is `None`.
+fn homes(
+    packs: &[(PackId, u64)],
+    entries: &mut impl FnMut(&PackId) -> Result<Vec<PackEntry>>,
+    live: &HashSet<ChunkId>,
+    marked: &HashSet<PackId>,
+    superseded: &HashSet<PackId>,
+    newest: Option<&HashSet<ChunkId>>,
+) -> Result<HashMap<ChunkId, (Rank, Vec<ChunkId>)>> {
+    let mut home: HashMap<ChunkId, (Rank, Vec<ChunkId>)> = HashMap::with_capacity(live.len());
+    for (id, _) in packs {
+        for e in entries(id)? {
+            if live.contains(&e.id) {
+                let order = match newest {
+                    Some(n) if !n.contains(&e.id) => (e.length, u32::from(e.depth)),
+                    _ => (u32::from(e.depth), e.length),
+                };
+                let here = (marked.contains(id) || superseded.contains(id), order, *id);
+                match home.get_mut(&e.id) {
+                    Some(h) if h.0 <= here => {}
+                    Some(h) => *h = (here, e.bases),
+                    None => {
+                        home.insert(e.id, (here, e.bases));
+                    }
+                }
+            }
+        }
+    }
+    Ok(home)
 }
 
 /// What [`decide`] decided.
@@ -301,7 +331,7 @@ mod tests {
     }
 
     fn run(packs: &[(u8, Vec<PackEntry>)], live: &[u8], below: f64) -> (Fates, HashSet<ChunkId>) {
-        let d = decide_in(packs, live, below, &[], &[]).unwrap();
+        let d = decide_in(packs, live, below, &[], &[], &[]).unwrap();
         (d.fates, d.secured)
     }
 
@@ -311,10 +341,12 @@ mod tests {
         below: f64,
         marked: &[u8],
         superseded: &[u8],
+        newest: &[u8],
     ) -> Result<Decision> {
         let list: Vec<(PackId, u64)> = packs.iter().map(|(p, _)| (pack(*p), 100)).collect();
         let by: HashMap<PackId, Vec<PackEntry>> = packs.iter().map(|(p, e)| (pack(*p), e.clone())).collect();
         let live: HashSet<ChunkId> = live.iter().map(|n| id(*n)).collect();
+        let newest: HashSet<ChunkId> = newest.iter().map(|n| id(*n)).collect();
         let set = |v: &[u8]| v.iter().map(|n| pack(*n)).collect::<HashSet<_>>();
         decide(
             &list,
@@ -323,6 +355,7 @@ mod tests {
             below,
             &set(marked),
             &set(superseded),
+            &newest,
         )
     }
 
@@ -331,50 +364,69 @@ mod tests {
         live: &[u8],
         marked: &[u8],
         superseded: &[u8],
+        newest: &[u8],
     ) -> Result<(Fates, HashSet<ChunkId>)> {
-        decide_in(packs, live, 0.5, marked, superseded).map(|d| (d.fates, d.secured))
+        decide_in(packs, live, 0.5, marked, superseded, newest).map(|d| (d.fates, d.secured))
     }
 
     /// Keyframes leave a chunk stored twice: the old copies (in packs prune marked, or is about to
     /// repack) are not what keeps a pack alive; the new ones are.
     #[test]
     fn a_chunk_stored_twice_keeps_alive_only_its_copy_outside_marked_packs() {
-        // Pack 1: old copies (2 whole, 1 a delta against 2). Pack 2: new copies (1 whole, 2 a
-        // reverse delta against 1). Pack 3: an unrelated live chunk.
+        // Chunk 1 is the newest version, chunk 2 the one before. Pack 1: old copies (2 whole, 1 a
+        // delta against 2). Pack 2: new copies (1 whole, 2 a reverse delta against 1). Pack 3:
+        // an unrelated live chunk.
         let packs = vec![
             (1, vec![entry(2, 60, &[]), entry(1, 40, &[2])]),
             (2, vec![entry(1, 60, &[]), entry(2, 40, &[1])]),
             (3, vec![entry(3, 50, &[])]),
         ];
-        // Superseded in the run that rewrote: pack 1 is repacked (nothing in it is copied, its
-        // chunks live in pack 2), pack 2 kept.
-        let d = run_with(&packs, &[1, 2, 3], &[], &[1]).unwrap();
+        // Superseded in the run that rewrote: pack 1 goes (nothing in it is copied, its chunks
+        // live in pack 2), pack 2 is kept.
+        let d = run_with(&packs, &[1, 2, 3], &[], &[1], &[1]).unwrap();
         assert_eq!(fates(&d), [Fate::Drop, Fate::Keep, Fate::Keep]);
         // A later run: pack 1 is marked; it goes.
-        let d = run_with(&packs, &[1, 2, 3], &[1], &[]).unwrap();
+        let d = run_with(&packs, &[1, 2, 3], &[1], &[], &[1]).unwrap();
         assert_eq!(fates(&d), [Fate::Drop, Fate::Keep, Fate::Keep]);
-        // Neither marked nor superseded (a crash before the marker): the shortest chains win
-        // (2 whole in pack 1, 1 whole in pack 2), and both packs are repacked, since each holds
-        // a delta copy that is not its chunk's home (kept, 1 -> 2 -> 1 could be read in a loop).
-        let d = run_with(&packs, &[1, 2, 3], &[], &[]).unwrap();
+        // Neither marked nor superseded (a crash before the marker): the newest chunk is at home
+        // in its keyframe, the older one in its smaller copy, the reverse delta: pack 1 goes too.
+        let d = run_with(&packs, &[1, 2, 3], &[], &[], &[1]).unwrap();
+        assert_eq!(fates(&d), [Fate::Drop, Fate::Keep, Fate::Keep]);
+        // Without knowing which is newest (say it was forgotten), the smallest copies would be
+        // the two deltas, 1 -> 2 -> 1: the shortest chains are taken instead (2 whole in pack 1,
+        // 1 whole in pack 2), and both packs are repacked, since each holds a delta copy that is
+        // not its chunk's home.
+        let d = run_with(&packs, &[1, 2, 3], &[], &[], &[]).unwrap();
         assert_eq!(fates(&d), [Fate::Repack, Fate::Repack, Fate::Keep]);
         // A superseded pack with a live chunk found nowhere else is repacked, not dropped.
         let packs2 = vec![packs[0].clone(), (3, vec![entry(3, 50, &[])])];
-        let d = run_with(&packs2, &[1, 2, 3], &[], &[3]).unwrap();
+        let d = run_with(&packs2, &[1, 2, 3], &[], &[3], &[1]).unwrap();
         assert_eq!(fates(&d), [Fate::Keep, Fate::Repack]);
     }
 
-    /// If the copies prune would keep could not be decoded (a delta cycle), it deletes nothing.
+    /// An old whole copy of a chunk now stored as a reverse delta stays where it is, counted dead:
+    /// its pack is repacked only once it is mostly dead.
+    #[test]
+    fn an_old_whole_copy_stays_until_its_pack_thins_out() {
+        let with = |other_len| {
+            vec![
+                (4, vec![entry(2, 60, &[]), entry(5, other_len, &[])]),
+                (5, vec![entry(2, 10, &[1])]),
+                (6, vec![entry(1, 60, &[])]),
+            ]
+        };
+        let d = run_with(&with(60), &[1, 2, 5], &[], &[], &[1]).unwrap();
+        assert_eq!(fates(&d), [Fate::Keep, Fate::Keep, Fate::Keep]);
+        let d = run_with(&with(40), &[1, 2, 5], &[], &[], &[1]).unwrap();
+        assert_eq!(fates(&d), [Fate::Repack, Fate::Keep, Fate::Keep]);
+    }
+
+    /// If no choice of copies decodes (a delta cycle), prune deletes nothing.
     #[test]
     fn homes_forming_a_delta_cycle_are_refused() {
-        let packs = vec![
-            (1, vec![entry(2, 60, &[]), entry(1, 40, &[2])]),
-            (2, vec![entry(2, 40, &[1])]),
-        ];
-        // Pack 1 marked: 1's home is its delta against 2, 2's home the delta against 1.
-        let e = run_with(&packs, &[1, 2], &[1], &[]).unwrap_err();
+        let packs = vec![(1, vec![entry(1, 40, &[2])]), (2, vec![entry(2, 40, &[1])])];
+        let e = run_with(&packs, &[1, 2], &[], &[], &[1]).unwrap_err();
         assert!(e.to_string().contains("delta cycle"), "{e}");
-        assert!(run_with(&packs, &[1, 2], &[], &[]).is_ok());
     }
 
     fn fates(d: &(Fates, HashSet<ChunkId>)) -> Vec<Fate> {
