@@ -85,8 +85,6 @@ pub(crate) fn newest_items(kept: &[Snapshot]) -> Vec<&Item> {
 /// The chunks to rewrite, in an order where a chunk comes after every referrer it is encoded
 /// against: keyframes (in stream order), then reverse deltas.
 struct Graph {
-    /// `K`: the newest versions' data chunks.
-    newest: HashSet<ChunkId>,
     /// Chunks of `K` stored as deltas, in stream order.
     keyframes: Vec<ChunkId>,
     /// Chunks of `D` outside `K`, each after its referrers.
@@ -133,9 +131,14 @@ fn graph(idx: &Index, order: &[ChunkId], marked: &HashSet<PackId>) -> Result<std
         // is what a prune killed half way through leaves (the chains behind it are then turned
         // around again, and the packs with the old copies repacked).
         let mut bases: Vec<ChunkId> = Vec::new();
-        for (pack, b) in idx.delta_copies(&id)? {
-            if !marked.contains(&pack) {
-                bases.extend(b.into_iter().filter(|b| !bases.contains(b)).collect::<Vec<_>>());
+        for (pack, copy_bases) in idx.delta_copies(&id)? {
+            if marked.contains(&pack) {
+                continue;
+            }
+            for b in copy_bases {
+                if !bases.contains(&b) {
+                    bases.push(b);
+                }
             }
         }
         if !bases.is_empty() {
@@ -204,7 +207,6 @@ fn graph(idx: &Index, order: &[ChunkId], marked: &HashSet<PackId>) -> Result<std
     referrers.retain(|id, _| !newest.contains(id));
     whole.retain(|id| !newest.contains(id));
     Ok(Ok(Graph {
-        newest,
         keyframes,
         reverse,
         referrers,
@@ -325,7 +327,6 @@ impl Repository {
         let fin = reverse.finish()?;
         publish(fin, idx, &mut out)?;
         progress.finish();
-        debug_assert!(g.newest.len() >= g.keyframes.len());
         Ok(out)
     }
 }

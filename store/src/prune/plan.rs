@@ -67,6 +67,8 @@ pub(crate) fn decide(
     // killed half way through can leave among chunks it had not finished), the shortest chains
     // are taken for every chunk instead: each copy's recorded depth exceeds its bases' copies'
     // while those exist, so they do.
+    // Entries are read from the index again below rather than held: memory follows the live
+    // set, not the repository.
     let mut home = homes(packs, &mut entries, live, marked, superseded, Some(newest))?;
     if homes_acyclic(&home).is_err() {
         home = homes(packs, &mut entries, live, marked, superseded, None)?;
