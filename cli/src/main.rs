@@ -43,6 +43,7 @@ enum Command {
     #[command(subcommand)]
     Schedule(cmd::schedule::Command),
     Demo(cmd::demo::Args),
+    Agent(cmd::agent::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
         Command::Reindex(a) => cmd::reindex::run(&cli.global, a),
         Command::Schedule(c) => cmd::schedule::run(&cli.global, c),
         Command::Demo(a) => cmd::demo::run(&cli.global, a),
+        Command::Agent(a) => cmd::agent::run(&cli.global, a),
     };
     result.unwrap_or_else(|e| cairn_cli::report(&e))
 }

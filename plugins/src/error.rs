@@ -58,6 +58,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// A host's agent could not be reached, or failed a request; `msg` says why.
+    #[error("host {host}: {msg}")]
+    Host { host: String, msg: String },
     /// A thread or task of Cairn's own stopped.
     #[error("{0}")]
     Task(String),

@@ -16,6 +16,7 @@ pub mod error;
 pub mod ops;
 pub mod plugin;
 pub mod process;
+pub mod remote;
 
 pub use cairn_store as store;
 pub use error::{Error, Result};

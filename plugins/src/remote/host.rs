@@ -1,0 +1,537 @@
+//! Where a plugin's work runs: [`Host::Local`] (the controller's own host) or a named host
+//! reached through its agent. Plugins run every command and touch every file of their
+//! database through the [`Host`] of the instance, member or node it belongs to, so the same
+//! plugin code backs up a database on this host or on another.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::Deserialize;
+use tokio::process::Command;
+
+use super::client::Agent;
+use super::msg::{Reply, Request, Stat};
+use crate::error::{Error, Result};
+use crate::process;
+
+/// `[hosts.NAME]`: how the controller reaches a host's agent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// SSH destination (`cairn@10.0.0.12`); the system `ssh` client runs
+    /// `ssh -T -o BatchMode=yes [options] DESTINATION CAIRN agent`.
+    pub ssh: Option<String>,
+    pub port: Option<u16>,
+    /// Private key for this host (`ssh -i`, with `IdentitiesOnly=yes`).
+    pub identity_file: Option<PathBuf>,
+    /// known_hosts file holding the host's key (`StrictHostKeyChecking=yes` with it).
+    pub known_hosts: Option<PathBuf>,
+    /// More `ssh` arguments, placed before the destination.
+    #[serde(default)]
+    pub ssh_options: Vec<String>,
+    /// The cairn binary on the host (default `cairn`, found on the host's PATH).
+    pub cairn: Option<String>,
+    /// Instead of `ssh`: the whole command that starts an agent on the host's stdin and
+    /// stdout (`["kubectl", "exec", "-i", "db-0", "--", "cairn", "agent"]`, say).
+    pub command: Option<Vec<String>>,
+}
+
+impl HostConfig {
+    /// The transport's command line.
+    pub fn argv(&self, name: &str) -> Result<Vec<String>, String> {
+        match (&self.ssh, &self.command) {
+            (Some(_), Some(_)) => Err(format!("hosts.{name}: give ssh or command, not both")),
+            (None, None) => Err(format!("hosts.{name}: give ssh (a destination) or command")),
+            (None, Some(c)) if c.is_empty() => Err(format!("hosts.{name}: command is empty")),
+            (None, Some(c)) => Ok(c.clone()),
+            (Some(dest), None) => {
+                if dest.is_empty() || dest.starts_with('-') {
+                    return Err(format!("hosts.{name}: ssh destination {dest:?} is not a destination"));
+                }
+                let mut a: Vec<String> = [
+                    "ssh",
+                    "-T",
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "ServerAliveInterval=10",
+                    "-o",
+                    "ServerAliveCountMax=3",
+                ]
+                .map(String::from)
+                .to_vec();
+                if let Some(p) = self.port {
+                    a.extend(["-p".into(), p.to_string()]);
+                }
+                if let Some(i) = &self.identity_file {
+                    a.extend([
+                        "-i".into(),
+                        i.display().to_string(),
+                        "-o".into(),
+                        "IdentitiesOnly=yes".into(),
+                    ]);
+                }
+                if let Some(k) = &self.known_hosts {
+                    a.extend([
+                        "-o".into(),
+                        format!("UserKnownHostsFile={}", k.display()),
+                        "-o".into(),
+                        "StrictHostKeyChecking=yes".into(),
+                    ]);
+                }
+                a.extend(self.ssh_options.iter().cloned());
+                a.extend([
+                    dest.clone(),
+                    "--".into(),
+                    self.cairn.clone().unwrap_or_else(|| "cairn".into()),
+                    "agent".into(),
+                ]);
+                Ok(a)
+            }
+        }
+    }
+}
+
+/// The configured hosts by name, each connected on first use and then shared by every plugin
+/// on it.
+#[derive(Clone, Default)]
+pub struct Hosts {
+    by_name: BTreeMap<String, Host>,
+}
+
+impl Hosts {
+    pub fn new(cfg: &BTreeMap<String, HostConfig>) -> Result<Self, String> {
+        let mut by_name = BTreeMap::new();
+        for (name, c) in cfg {
+            crate::db::common::plain_name("hosts", name)?;
+            let argv = c.argv(name)?;
+            by_name.insert(
+                name.clone(),
+                Host::Remote(Arc::new(Remote {
+                    name: name.clone(),
+                    argv,
+                    agent: tokio::sync::OnceCell::new(),
+                })),
+            );
+        }
+        Ok(Self { by_name })
+    }
+
+    /// The host a section names with `runs_on` (`None`: this one).
+    pub fn get(&self, runs_on: Option<&str>) -> Result<Host, String> {
+        match runs_on {
+            None => Ok(Host::Local),
+            Some(n) => self
+                .by_name
+                .get(n)
+                .cloned()
+                .ok_or_else(|| format!("runs_on: no [hosts.{n}] is configured")),
+        }
+    }
+}
+
+/// A host and how to reach it.
+#[derive(Clone)]
+pub enum Host {
+    /// The host running the controller.
+    Local,
+    Remote(Arc<Remote>),
+}
+
+pub struct Remote {
+    name: String,
+    argv: Vec<String>,
+    agent: tokio::sync::OnceCell<Agent>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A command's program, arguments, environment changes and directory, taken from a
+/// [`Command`] a plugin built.
+fn exec_request(cmd: &Command, stdin: bool) -> Request {
+    let std = cmd.as_std();
+    let s = |o: &std::ffi::OsStr| o.to_string_lossy().into_owned();
+    Request::Exec {
+        program: s(std.get_program()),
+        args: std.get_args().map(s).collect(),
+        env: std.get_envs().map(|(k, v)| (s(k), v.map(s))).collect(),
+        cwd: std.get_current_dir().map(|d| d.to_string_lossy().into_owned()),
+        stdin,
+    }
+}
+
+impl Host {
+    /// `local`, or the configured name.
+    pub fn name(&self) -> &str {
+        match self {
+            Host::Local => "local",
+            Host::Remote(r) => &r.name,
+        }
+    }
+
+    pub fn is_local(&self) -> bool {
+        matches!(self, Host::Local)
+    }
+
+    fn fail(&self, msg: String) -> Error {
+        Error::Host {
+            host: self.name().to_string(),
+            msg,
+        }
+    }
+
+    /// The host's agent, connected on first use.
+    async fn agent(&self) -> Result<Option<&Agent>> {
+        match self {
+            Host::Local => Ok(None),
+            Host::Remote(r) => {
+                let a = r
+                    .agent
+                    .get_or_try_init(|| async { Agent::spawn(&r.name, &r.argv).await })
+                    .await
+                    .map_err(|m| Error::Host {
+                        host: r.name.clone(),
+                        msg: m.trim_start_matches(&format!("host {}: ", r.name)).to_string(),
+                    })?;
+                if let Some(why) = a.lost() {
+                    return Err(self.fail(why.trim_start_matches(&format!("host {}: ", r.name)).to_string()));
+                }
+                Ok(Some(a))
+            }
+        }
+    }
+
+    /// Connects now (a healthcheck, or before a backup starts), so that an unreachable host
+    /// fails first and by name.
+    pub async fn connect(&self) -> Result<String> {
+        match self.agent().await? {
+            None => Ok("local".into()),
+            Some(a) => Ok(format!("agent cairn {}", a.version())),
+        }
+    }
+
+    fn agent_error(&self, m: String) -> Error {
+        let prefix = format!("host {}: ", self.name());
+        self.fail(m.strip_prefix(&prefix).map(str::to_string).unwrap_or(m))
+    }
+
+    fn failed(&self, r: Reply, what: &str) -> Error {
+        match r {
+            Reply::Failed { error, .. } => self.fail(error),
+            other => self.fail(format!("{what}: unexpected reply {other:?}")),
+        }
+    }
+
+    /// Where a plugin stages files on this host: `local` here, the agent's own private
+    /// directory elsewhere.
+    pub async fn work_dir(&self, local: &Path) -> Result<PathBuf> {
+        match self.agent().await? {
+            None => Ok(local.to_path_buf()),
+            Some(a) => a
+                .work_dir()
+                .map(PathBuf::from)
+                .ok_or_else(|| self.fail("its agent has no work directory".into())),
+        }
+    }
+
+    /// Runs a command to completion and returns its stdout; a non-zero exit is an error
+    /// carrying the tail of its stderr ([`process::output`] on this host).
+    pub async fn output(&self, cmd: &mut Command) -> Result<String> {
+        let Some(agent) = self.agent().await? else {
+            return process::output(cmd).await;
+        };
+        let what = process::describe(cmd);
+        let mut out = Vec::new();
+        let r = agent
+            .fetch(exec_request(cmd, false), &mut out)
+            .await
+            .map_err(|m| self.agent_error(m))?;
+        self.exit_status(&what, r, || {
+            String::from_utf8_lossy(&out)
+                .trim()
+                .chars()
+                .take(process::STDERR_TAIL)
+                .collect()
+        })?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    /// An `Exit` reply as success or [`Error::Command`].
+    fn exit_status(&self, what: &str, r: Reply, stdout: impl FnOnce() -> String) -> Result<()> {
+        match r {
+            Reply::Exit { code: Some(0), .. } => Ok(()),
+            Reply::Exit { code, signal, stderr } => Err(Error::Command {
+                what: format!("{what} on host {}", self.name()),
+                status: match (code, signal) {
+                    (Some(c), _) => format!("exit status: {c}"),
+                    (None, Some(s)) => format!("signal: {s}"),
+                    _ => "no status".into(),
+                },
+                stderr: if stderr.is_empty() { stdout() } else { stderr },
+            }),
+            Reply::Failed { error, not_found } => Err(if not_found {
+                self.fail(format!("cannot start {what}: not found"))
+            } else {
+                self.fail(error)
+            }),
+            other => Err(self.fail(format!("{what}: unexpected reply {other:?}"))),
+        }
+    }
+
+    /// Runs an operator-configured command line (`sh -c`); `None` or empty does nothing.
+    pub async fn run_configured(&self, line: Option<&str>) -> Result<()> {
+        match line.map(str::trim) {
+            Some(l) if !l.is_empty() => self.output(&mut process::shell(l)).await.map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs `cmd` with its stdout written into `out` (a backup's item stream).
+    pub async fn stream_out(
+        &self,
+        cmd: &mut Command,
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<()> {
+        let agent = self
+            .agent()
+            .await?
+            .ok_or_else(|| self.fail("stream_out is for remote hosts".into()))?;
+        let what = process::describe(cmd);
+        let r = agent
+            .fetch(exec_request(cmd, false), out)
+            .await
+            .map_err(|m| self.agent_error(m))?;
+        self.exit_status(&what, r, String::new)
+    }
+
+    /// Runs `cmd` with `input` as its stdin (a restore's item stream).
+    pub async fn stream_in(
+        &self,
+        cmd: &mut Command,
+        input: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    ) -> Result<()> {
+        let agent = self
+            .agent()
+            .await?
+            .ok_or_else(|| self.fail("stream_in is for remote hosts".into()))?;
+        let what = process::describe(cmd);
+        let r = agent
+            .feed(exec_request(cmd, true), input, &mut tokio::io::sink())
+            .await
+            .map_err(|m| self.agent_error(m))?;
+        self.exit_status(&what, r, String::new)
+    }
+
+    /// A path's type, size and mode, not following a final symlink; `None` if absent.
+    pub async fn stat(&self, path: &Path) -> Result<Option<Stat>> {
+        let Some(agent) = self.agent().await? else {
+            use std::os::unix::fs::PermissionsExt;
+            return match std::fs::symlink_metadata(path) {
+                Ok(m) => Ok(Some(Stat {
+                    kind: if m.is_file() {
+                        "file"
+                    } else if m.is_dir() {
+                        "dir"
+                    } else if m.file_type().is_symlink() {
+                        "symlink"
+                    } else {
+                        "other"
+                    }
+                    .into(),
+                    len: m.len(),
+                    mode: m.permissions().mode() & 0o7777,
+                })),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io(path.display().to_string())(e)),
+            };
+        };
+        match agent
+            .call(Request::Stat { path: path_str(path) })
+            .await
+            .map_err(|m| self.agent_error(m))?
+        {
+            Reply::Stat { stat } => Ok(stat),
+            r => Err(self.failed(r, "stat")),
+        }
+    }
+
+    /// A directory's entry names, sorted.
+    pub async fn list_dir(&self, path: &Path) -> Result<Vec<String>> {
+        let Some(agent) = self.agent().await? else {
+            let mut names = Vec::new();
+            for e in std::fs::read_dir(path).map_err(Error::io(path.display().to_string()))? {
+                let e = e.map_err(Error::io(path.display().to_string()))?;
+                names.push(e.file_name().to_string_lossy().into_owned());
+            }
+            names.sort();
+            return Ok(names);
+        };
+        match agent
+            .call(Request::ListDir { path: path_str(path) })
+            .await
+            .map_err(|m| self.agent_error(m))?
+        {
+            Reply::Names { names } => Ok(names),
+            r => Err(self.failed(r, "list")),
+        }
+    }
+
+    /// Whether `path` is a directory with something in it.
+    pub async fn dir_has_entries(&self, path: &Path) -> Result<bool> {
+        match self.stat(path).await? {
+            Some(s) if s.kind == "dir" => Ok(!self.list_dir(path).await?.is_empty()),
+            _ => Ok(false),
+        }
+    }
+
+    /// Writes a whole file (atomically on a remote host: the old file or the new one).
+    pub async fn write_file(&self, path: &Path, data: Vec<u8>, mode: u32) -> Result<()> {
+        let Some(agent) = self.agent().await? else {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(path)
+                .map_err(Error::io(path.display().to_string()))?;
+            return f.write_all(&data).map_err(Error::io(path.display().to_string()));
+        };
+        let req = Request::WriteFile {
+            path: path_str(path),
+            mode,
+        };
+        match agent
+            .feed(req, std::io::Cursor::new(data), &mut tokio::io::sink())
+            .await
+            .map_err(|m| self.agent_error(m))?
+        {
+            Reply::Done => Ok(()),
+            r => Err(self.failed(r, "write")),
+        }
+    }
+
+    pub async fn read_file(&self, path: &Path) -> Result<Vec<u8>> {
+        let Some(agent) = self.agent().await? else {
+            return std::fs::read(path).map_err(Error::io(path.display().to_string()));
+        };
+        let mut out = Vec::new();
+        match agent
+            .fetch(Request::ReadFile { path: path_str(path) }, &mut out)
+            .await
+            .map_err(|m| self.agent_error(m))?
+        {
+            Reply::Done => Ok(out),
+            r => Err(self.failed(r, "read")),
+        }
+    }
+
+    /// Removes a file or a whole directory; absent is fine.
+    pub async fn remove(&self, path: &Path) -> Result<()> {
+        let Some(agent) = self.agent().await? else {
+            return match std::fs::symlink_metadata(path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(e),
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+                Ok(_) => std::fs::remove_file(path),
+            }
+            .map_err(Error::io(format!("removing {}", path.display())));
+        };
+        match agent
+            .call(Request::Remove { path: path_str(path) })
+            .await
+            .map_err(|m| self.agent_error(m))?
+        {
+            Reply::Done => Ok(()),
+            r => Err(self.failed(r, "remove")),
+        }
+    }
+
+    pub async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        let Some(agent) = self.agent().await? else {
+            return std::fs::rename(from, to).map_err(Error::io(format!(
+                "moving {} to {}",
+                from.display(),
+                to.display()
+            )));
+        };
+        match agent
+            .call(Request::Rename {
+                from: path_str(from),
+                to: path_str(to),
+            })
+            .await
+            .map_err(|m| self.agent_error(m))?
+        {
+            Reply::Done => Ok(()),
+            r => Err(self.failed(r, "rename")),
+        }
+    }
+
+    /// Creates a directory and its parents.
+    pub async fn create_dir(&self, path: &Path, mode: u32) -> Result<()> {
+        let Some(agent) = self.agent().await? else {
+            use std::os::unix::fs::DirBuilderExt;
+            return std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(path)
+                .map_err(Error::io(format!("creating {}", path.display())));
+        };
+        match agent
+            .call(Request::CreateDir {
+                path: path_str(path),
+                mode,
+            })
+            .await
+            .map_err(|m| self.agent_error(m))?
+        {
+            Reply::Done => Ok(()),
+            r => Err(self.failed(r, "create")),
+        }
+    }
+}
+
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_command_lines() {
+        let c = HostConfig {
+            ssh: Some("cairn@10.0.0.12".into()),
+            port: Some(2222),
+            identity_file: Some("/etc/cairn/agent_key".into()),
+            known_hosts: Some("/etc/cairn/known_hosts".into()),
+            cairn: Some("/usr/local/bin/cairn".into()),
+            ..Default::default()
+        };
+        let a = c.argv("db1").unwrap().join(" ");
+        assert!(a.starts_with("ssh -T -o BatchMode=yes"), "{a}");
+        assert!(
+            a.contains("-p 2222 -i /etc/cairn/agent_key -o IdentitiesOnly=yes"),
+            "{a}"
+        );
+        assert!(
+            a.contains("UserKnownHostsFile=/etc/cairn/known_hosts -o StrictHostKeyChecking=yes"),
+            "{a}"
+        );
+        assert!(a.ends_with("cairn@10.0.0.12 -- /usr/local/bin/cairn agent"), "{a}");
+        let bad = HostConfig {
+            ssh: Some("-oProxyCommand=x".into()),
+            ..Default::default()
+        };
+        assert!(bad.argv("x").unwrap_err().contains("not a destination"));
+        assert!(HostConfig::default().argv("x").unwrap_err().contains("give ssh"));
+    }
+}

@@ -1,0 +1,154 @@
+//! The agent protocol's messages: the JSON bodies of `Hello`, `Request` and `Reply` frames.
+//!
+//! Versioning: [`PROTOCOL`] changes when a message changes meaning or a request is removed;
+//! a new request or a new optional field does not change it (unknown fields are ignored, an
+//! unknown request is answered with an error). Both sides send [`Hello`] first and refuse a
+//! peer of another protocol, naming both versions.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol this build speaks.
+pub const PROTOCOL: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u32,
+    /// The cairn version of the sender (`CARGO_PKG_VERSION`).
+    pub version: String,
+    /// The agent's private directory for staged files (mode 0700, removed when it exits).
+    #[serde(default)]
+    pub work_dir: Option<String>,
+    /// The agent's host name, for messages.
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+impl Hello {
+    pub fn ours() -> Self {
+        Self {
+            protocol: PROTOCOL,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            work_dir: None,
+            hostname: None,
+        }
+    }
+}
+
+/// What the controller asks an agent to do on its host. Paths are absolute.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Runs a program. With `stdin`, the channel's `Data` frames are its input (`End` closes
+    /// it); else its input is empty. Its output comes back as `Data`, then `End`, then a
+    /// [`Reply::Exit`] with the tail of its stderr.
+    Exec {
+        program: String,
+        args: Vec<String>,
+        /// Variables to set (`Some`) or remove (`None`).
+        #[serde(default)]
+        env: Vec<(String, Option<String>)>,
+        #[serde(default)]
+        cwd: Option<String>,
+        #[serde(default)]
+        stdin: bool,
+    },
+    /// A file's bytes as `Data`, then `End`, then [`Reply::Done`].
+    ReadFile {
+        path: String,
+    },
+    /// Writes the channel's `Data` into a new file beside `path` and renames it over `path`
+    /// once `End` came and the bytes are synced: readers see the old file or the whole new one.
+    WriteFile {
+        path: String,
+        mode: u32,
+    },
+    /// [`Reply::Stat`] of a path, not following a final symlink.
+    Stat {
+        path: String,
+    },
+    /// [`Reply::Names`]: a directory's entries, sorted.
+    ListDir {
+        path: String,
+    },
+    /// Removes a file, a symlink or a directory with everything in it; absent is not an error.
+    Remove {
+        path: String,
+    },
+    Rename {
+        from: String,
+        to: String,
+    },
+    /// Creates a directory and its missing parents.
+    CreateDir {
+        path: String,
+        mode: u32,
+    },
+}
+
+/// A path's type, size and permission bits.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Stat {
+    /// `file`, `dir`, `symlink` or `other`.
+    pub kind: String,
+    pub len: u64,
+    pub mode: u32,
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    Done,
+    /// The program's exit code, or the signal that ended it, and the tail of its stderr.
+    Exit {
+        code: Option<i32>,
+        signal: Option<i32>,
+        stderr: String,
+    },
+    /// `None`: the path does not exist.
+    Stat {
+        stat: Option<Stat>,
+    },
+    Names {
+        names: Vec<String>,
+    },
+    /// The request failed on the host; `not_found` when the path (or program) does not exist.
+    Failed {
+        error: String,
+        #[serde(default)]
+        not_found: bool,
+    },
+}
+
+impl Reply {
+    pub fn failed(context: &str, e: &std::io::Error) -> Self {
+        Reply::Failed {
+            error: format!("{context}: {e}"),
+            not_found: e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_json_and_ignore_unknown_fields() {
+        let r = Request::Exec {
+            program: "mariadb-dump".into(),
+            args: vec!["--all-databases".into()],
+            env: vec![("LC_ALL".into(), Some("C".into()))],
+            cwd: None,
+            stdin: false,
+        };
+        let j = serde_json::to_string(&r).unwrap();
+        assert!(j.starts_with(r#"{"op":"exec""#), "{j}");
+        assert_eq!(serde_json::from_str::<Request>(&j).unwrap(), r);
+        let later: Request = serde_json::from_str(r#"{"op":"stat","path":"/x","follow":true}"#).unwrap();
+        assert_eq!(later, Request::Stat { path: "/x".into() });
+        assert!(serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#).is_err());
+        let h: Hello = serde_json::from_str(r#"{"protocol":1,"version":"9.9.9","new":1}"#).unwrap();
+        assert_eq!((h.protocol, h.work_dir), (1, None));
+    }
+}
