@@ -48,6 +48,10 @@ macro_rules! databases {
             /// `[files.NAME]`: certificates, encrypted passwords and other files to carry.
             #[serde(default)]
             pub files: BTreeMap<String, crate::db::files::Config>,
+            /// `[hosts.NAME]`: other hosts, reached through `cairn agent` over SSH; a section
+            /// names the host it runs on with `runs_on`.
+            #[serde(default)]
+            pub hosts: BTreeMap<String, crate::remote::host::HostConfig>,
             /// `[[exec]]`: a database added by configuring its dump and restore commands.
             #[serde(default)]
             pub exec: Vec<crate::db::exec::Config>,
@@ -60,12 +64,12 @@ macro_rules! databases {
         pub const DATABASES: &[&str] = &[$(stringify!($name)),*];
 
         impl Config {
-            fn database_plugins(&self, text: &str) -> Vec<(Option<usize>, String, Result<Arc<dyn Plugin>, String>)> {
+            fn database_plugins(&self, text: &str, hosts: &crate::remote::host::Hosts) -> Vec<(Option<usize>, String, Result<Arc<dyn Plugin>, String>)> {
                 let mut out = Vec::new();
                 $(
                     if let Some(c) = &self.$name {
                         let name = stringify!($name);
-                        out.push((section_line(text, name, 0), name.to_string(), crate::db::$module::build(name, c)));
+                        out.push((section_line(text, name, 0), name.to_string(), crate::db::$module::build(name, c, hosts)));
                     }
                 )*
                 out
@@ -98,6 +102,8 @@ pub struct Loaded {
     pub path: PathBuf,
     pub config: Config,
     pub plugins: Vec<Arc<dyn Plugin>>,
+    /// The configured hosts (connected on first use).
+    pub hosts: crate::remote::host::Hosts,
 }
 
 impl Loaded {
@@ -161,7 +167,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
     if let Some(age) = &config.max_snapshot_age {
         cairn_store::parse_duration(age).map_err(|m| err(None, format!("max_snapshot_age: {m}")))?;
     }
-    let mut built = config.database_plugins(text);
+    let hosts = crate::remote::host::Hosts::new(&config.hosts).map_err(|m| err(section_line(text, "hosts", 0), m))?;
+    let mut built = config.database_plugins(text, &hosts);
     for (name, c) in &config.files {
         built.push((
             section_line(text, &format!("files.{name}"), 0),
@@ -170,7 +177,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         ));
     }
     for (i, c) in config.exec.iter().enumerate() {
-        built.push((section_line(text, "exec", i), "exec".into(), crate::db::exec::build(c)));
+        built.push((section_line(text, "exec", i), "exec".into(), crate::db::exec::build(c, &hosts)));
     }
     let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
     for (line, section, plugin) in built {
@@ -190,6 +197,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         path: path.into(),
         config,
         plugins,
+        hosts,
     })
 }
 

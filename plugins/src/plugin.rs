@@ -26,6 +26,8 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::error::{Error, Result};
 use crate::process;
+use crate::remote::host::Host;
+use std::future::Future;
 
 /// How a restore treats the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -209,9 +211,23 @@ impl ItemSink {
             .map_err(Error::from)
     }
 
-    /// Streams a command's stdout into the snapshot; a non-zero exit fails with its stderr and
-    /// leaves no item.
-    pub async fn command_output(&self, item: &str, cmd: &mut Command) -> Result<Item> {
+    /// Streams a command's stdout, run on `host`, into the snapshot; a non-zero exit fails
+    /// with its stderr and leaves no item.
+    pub async fn command_output(&self, host: &Host, item: &str, cmd: &mut Command) -> Result<Item> {
+        if !host.is_local() {
+            let (r, w) = tokio::io::duplex(1 << 20);
+            let ran = async {
+                let mut w = w;
+                host.stream_out(cmd, &mut w).await
+                // `w` drops here: the item's stream ends.
+            };
+            let (stored, ran) = tokio::join!(self.stream(item, r), ran);
+            if let Err(e) = ran {
+                self.backup.remove_item(&self.item_name(item));
+                return Err(e);
+            }
+            return stored;
+        }
         let what = process::describe(cmd);
         let mut child = cmd
             .stdout(std::process::Stdio::piped())
@@ -267,6 +283,44 @@ impl ItemSink {
 
     pub fn warn(&self, msg: String) {
         self.backup.warn(format!("{}: {msg}", self.prefix));
+    }
+}
+
+/// A pipe's reading end whose end of stream is an error when its writer failed: what a
+/// remote command reads ends in a cancel (the command is killed), not in a clean end of input
+/// that would let it finish on a truncated item.
+struct EndChecked {
+    inner: tokio::io::DuplexStream,
+    done: Option<tokio::sync::oneshot::Receiver<std::result::Result<(), String>>>,
+}
+
+impl AsyncRead for EndChecked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() == before => {}
+            other => return other,
+        }
+        // The end of the pipe: did the writer finish?
+        let Some(done) = self.done.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        match std::pin::Pin::new(done).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                self.done = None;
+                match r {
+                    Ok(Ok(())) => Poll::Ready(Ok(())),
+                    Ok(Err(e)) => Poll::Ready(Err(std::io::Error::other(e))),
+                    Err(_) => Poll::Ready(Err(std::io::Error::other("the item's reader stopped"))),
+                }
+            }
+        }
     }
 }
 
@@ -338,9 +392,25 @@ impl ItemSource {
         Ok(&self.item(item)?.meta)
     }
 
-    /// Feeds an item to a command's stdin; a non-zero exit fails with its stderr.
-    pub async fn pipe_to(&self, item: &str, cmd: &mut Command) -> Result<()> {
+    /// Feeds an item to a command's stdin on `host`; a non-zero exit fails with its stderr.
+    /// If reading the item fails, a remote command is killed before its input ends.
+    pub async fn pipe_to(&self, host: &Host, item: &str, cmd: &mut Command) -> Result<()> {
         let full = self.item(item)?.name.clone();
+        let (repo, snap, progress) = (self.repo.clone(), self.snapshot.name.clone(), self.progress.clone());
+        if !host.is_local() {
+            let (r, w) = tokio::io::duplex(1 << 20);
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            let fed = tokio::task::spawn_blocking(move || {
+                let mut w = SyncIoBridge::new(w);
+                let r = repo.dump(&snap, &full, &mut w, progress.as_ref());
+                let _ = done_tx.send(r.as_ref().map(drop).map_err(|e| e.to_string()));
+                r
+            });
+            let ran = host.stream_in(cmd, EndChecked { inner: r, done: Some(done_rx) }).await;
+            let fed = fed.await.map_err(|e| Error::Task(format!("restore thread failed: {e}")))?;
+            fed?;
+            return ran;
+        }
         let what = process::describe(cmd);
         let mut child = cmd
             .stdin(std::process::Stdio::piped())
@@ -350,7 +420,6 @@ impl ItemSource {
             .map_err(Error::io(format!("cannot start {what}")))?;
         let stdin = SyncIoBridge::new(child.stdin.take().expect("piped"));
         let stderr = tokio::spawn(process::read_tail(child.stderr.take().expect("piped")));
-        let (repo, snap, progress) = (self.repo.clone(), self.snapshot.name.clone(), self.progress.clone());
         let fed = tokio::task::spawn_blocking(move || {
             let mut stdin = stdin;
             let r = repo.dump(&snap, &full, &mut stdin, progress.as_ref());

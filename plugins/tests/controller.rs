@@ -131,6 +131,7 @@ fn setup(plugins: Vec<Arc<Fake>>) -> Setup {
         path: dir.path().join("cairn.toml"),
         config,
         plugins: plugins.into_iter().map(|p| p as Arc<dyn Plugin>).collect(),
+        hosts: Default::default(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

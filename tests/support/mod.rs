@@ -2,6 +2,7 @@
 //! and a way to run the real `cairn` binary against them.
 #![allow(dead_code)]
 
+pub mod hosts;
 pub mod servers;
 pub mod standins;
 

@@ -53,7 +53,7 @@ pub struct ArangoDb {
     cfg: Config,
 }
 
-pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> Result<Arc<dyn Plugin>, String> {
     http_url(&cfg.endpoint)?;
     for (k, p) in [("credentials_file", &cfg.credentials_file), ("cacert", &cfg.cacert)] {
         if let Some(p) = p {

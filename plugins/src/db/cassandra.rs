@@ -78,7 +78,7 @@ const SYSTEM_KEYSPACES: [&str; 5] = [
     "system_traces",
 ];
 
-pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> Result<Arc<dyn Plugin>, String> {
     if cfg.nodes.is_empty() {
         return Err("nodes must list every node of the cluster ([[cassandra.nodes]])".into());
     }
@@ -394,7 +394,7 @@ impl Plugin for Cassandra {
         let before = self.counts(&tables).await?;
         let mut describe = self.cqlsh(&self.cfg.nodes[0]);
         describe.args(["-e", "DESCRIBE SCHEMA"]);
-        sink.command_output(SCHEMA, &mut describe).await?;
+        sink.command_output(&crate::remote::host::Host::Local, SCHEMA, &mut describe).await?;
         let tag = timestamped(PREFIX);
         let r = async {
             for n in &self.cfg.nodes {

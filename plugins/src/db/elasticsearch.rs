@@ -72,7 +72,7 @@ pub struct Elasticsearch {
     cfg: Config,
 }
 
-pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> Result<Arc<dyn Plugin>, String> {
     if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
         return Err(format!("url = {:?} must be an http:// or https:// URL", cfg.url));
     }
@@ -517,14 +517,14 @@ mod tests {
 
     #[test]
     fn configuration_is_checked() {
-        assert!(build("elasticsearch", &cfg("")).is_ok());
-        let e = build("elasticsearch", &cfg("restore_location = \"/srv/es-repo\""))
+        assert!(build("elasticsearch", &cfg(""), &Default::default()).is_ok());
+        let e = build("elasticsearch", &cfg("restore_location = \"/srv/es-repo\""), &Default::default())
             .err()
             .unwrap();
         assert!(e.contains("restore_location"), "{e}");
-        let e = build("elasticsearch", &cfg("indices = [\"a,b\"]")).err().unwrap();
+        let e = build("elasticsearch", &cfg("indices = [\"a,b\"]"), &Default::default()).err().unwrap();
         assert!(e.contains("indices"), "{e}");
-        let e = build("elasticsearch", &cfg("reindex = [\"_all\"]")).err().unwrap();
+        let e = build("elasticsearch", &cfg("reindex = [\"_all\"]"), &Default::default()).err().unwrap();
         assert!(e.contains("reindex"), "{e}");
         let bad: Result<Config, _> = toml::from_str("url = \"x\"\nlocation = \"/r\"\non_restore = \"drop\"");
         assert!(bad.is_err());

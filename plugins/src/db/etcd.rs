@@ -56,7 +56,7 @@ pub struct Etcd {
     cfg: Config,
 }
 
-pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> Result<Arc<dyn Plugin>, String> {
     if cfg.members.is_empty() {
         return Err("members must list every member of the cluster ([[etcd.members]])".into());
     }

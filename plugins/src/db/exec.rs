@@ -12,6 +12,7 @@ use tokio::process::Command;
 use crate::error::{Error, Result};
 use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Plugin};
 use crate::process;
+use crate::remote::host::{Host, Hosts};
 
 /// `[[exec]]`
 #[derive(Debug, Clone, Deserialize)]
@@ -30,13 +31,16 @@ pub struct Config {
     /// `KEY=value` lines passed as environment to every command (credentials belong here,
     /// in a file of mode 0600, not in the commands).
     pub env_file: Option<PathBuf>,
+    /// The `[hosts.NAME]` the commands run on (and `env_file` is read on); default: this host.
+    pub runs_on: Option<String>,
 }
 
 pub struct Exec {
     cfg: Config,
+    host: Host,
 }
 
-pub fn build(cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(cfg: &Config, hosts: &Hosts) -> Result<Arc<dyn Plugin>, String> {
     crate::db::common::plain_name("name", &cfg.name)?;
     if cfg.dump.trim().is_empty() || cfg.restore.trim().is_empty() {
         return Err(format!("{}: dump and restore must not be empty", cfg.name));
@@ -44,15 +48,23 @@ pub fn build(cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
     if let Some(f) = &cfg.env_file {
         crate::db::common::absolute("env_file", f)?;
     }
-    Ok(Arc::new(Exec { cfg: cfg.clone() }))
+    Ok(Arc::new(Exec {
+        cfg: cfg.clone(),
+        host: hosts.get(cfg.runs_on.as_deref())?,
+    }))
 }
 
 impl Exec {
-    fn env(&self) -> Result<BTreeMap<String, String>> {
+    async fn env(&self) -> Result<BTreeMap<String, String>> {
         let Some(f) = &self.cfg.env_file else {
             return Ok(BTreeMap::new());
         };
-        let text = std::fs::read_to_string(f).map_err(Error::io(format!("env_file {}", f.display())))?;
+        let text = self
+            .host
+            .read_file(f)
+            .await
+            .map_err(Error::context(format!("env_file {}", f.display())))?;
+        let text = String::from_utf8_lossy(&text);
         Ok(text
             .lines()
             .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
@@ -61,15 +73,15 @@ impl Exec {
             .collect())
     }
 
-    fn cmd(&self, line: &str) -> Result<Command> {
+    async fn cmd(&self, line: &str) -> Result<Command> {
         let mut c = process::shell(line);
-        c.envs(self.env()?);
+        c.envs(self.env().await?);
         Ok(c)
     }
 
     async fn fingerprint(&self) -> Result<Option<String>> {
         match &self.cfg.verify {
-            Some(v) => Ok(Some(process::output(&mut self.cmd(v)?).await?.trim().to_string())),
+            Some(v) => Ok(Some(self.host.output(&mut self.cmd(v).await?).await?.trim().to_string())),
             None => Ok(None),
         }
     }
@@ -97,8 +109,8 @@ impl Plugin for Exec {
         let Some(h) = &self.cfg.healthcheck else {
             return Health::ok("no healthcheck configured");
         };
-        match self.cmd(h) {
-            Ok(mut c) => match process::output(&mut c).await {
+        match self.cmd(h).await {
+            Ok(mut c) => match self.host.output(&mut c).await {
                 Ok(out) => Health::ok(out.lines().next().unwrap_or("ok").to_string()),
                 Err(e) => Health::bad(e.to_string()),
             },
@@ -108,7 +120,8 @@ impl Plugin for Exec {
 
     async fn backup(&self, _ctx: &Ctx, sink: &ItemSink) -> Result<()> {
         let before = self.fingerprint().await?;
-        sink.command_output("dump", &mut self.cmd(&self.cfg.dump)?).await?;
+        sink.command_output(&self.host, "dump", &mut self.cmd(&self.cfg.dump).await?)
+            .await?;
         if let Some(b) = before {
             let same = self.fingerprint().await?.as_deref() == Some(b.as_str());
             sink.set_facts(
@@ -123,7 +136,9 @@ impl Plugin for Exec {
     }
 
     async fn restore(&self, _ctx: &Ctx, source: &ItemSource) -> Result<()> {
-        source.pipe_to("dump", &mut self.cmd(&self.cfg.restore)?).await
+        source
+            .pipe_to(&self.host, "dump", &mut self.cmd(&self.cfg.restore).await?)
+            .await
     }
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {

@@ -24,6 +24,7 @@ use crate::db::common::absolute;
 use crate::error::{Error, Result};
 use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Mode, Plugin};
 use crate::process;
+use crate::remote::host::{Host, Hosts};
 
 /// `[mariadb]`
 #[derive(Debug, Clone, Deserialize)]
@@ -49,14 +50,18 @@ pub struct Config {
     /// Client programs (default `mariadb`, `mariadb-dump`).
     pub client: Option<String>,
     pub dump: Option<String>,
+    /// The `[hosts.NAME]` this server runs on: the dump tools, the client, `datadir`,
+    /// `credentials_file` and the start and stop commands are all there (default: this host).
+    pub runs_on: Option<String>,
 }
 
 pub struct MariaDb {
     name: String,
     cfg: Config,
+    host: Host,
 }
 
-pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(name: &str, cfg: &Config, hosts: &Hosts) -> Result<Arc<dyn Plugin>, String> {
     if cfg.socket.is_none() && cfg.host.is_none() {
         return Err("give socket or host (and port) to reach the server".into());
     }
@@ -80,6 +85,7 @@ pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
     Ok(Arc::new(MariaDb {
         name: name.to_string(),
         cfg: cfg.clone(),
+        host: hosts.get(cfg.runs_on.as_deref())?,
     }))
 }
 
@@ -142,7 +148,7 @@ impl MariaDb {
 
     /// Runs SQL and returns rows of tab-separated columns.
     async fn query(&self, sql: &str) -> Result<Vec<Vec<String>>> {
-        let out = process::output(&mut self.client(&["--batch", "--skip-column-names", "-e", sql])).await?;
+        let out = self.host.output(&mut self.client(&["--batch", "--skip-column-names", "-e", sql])).await?;
         Ok(out
             .lines()
             .map(|l| l.split('\t').map(str::to_string).collect())
@@ -240,10 +246,7 @@ impl MariaDb {
         let datadir = self.cfg.datadir.as_ref().ok_or_else(|| {
             Error::State("the server is not running and no datadir is configured to initialise".into())
         })?;
-        let empty = std::fs::read_dir(datadir)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(true);
-        if !empty {
+        if self.host.dir_has_entries(datadir).await? {
             return Err(Error::State(format!(
                 "disaster recovery needs an empty data directory; {} is not empty and its server does not answer",
                 datadir.display()
@@ -256,9 +259,9 @@ impl MariaDb {
                 datadir.display()
             )
         });
-        process::output(&mut process::shell(&install)).await?;
+        self.host.output(&mut process::shell(&install)).await?;
         ctx.log("starting the server");
-        process::run_configured(self.cfg.start.as_deref()).await?;
+        self.host.run_configured(self.cfg.start.as_deref()).await?;
         process::wait_until(120, || async { self.answers().await }).await
     }
 }
@@ -314,7 +317,11 @@ impl Plugin for MariaDb {
     }
 
     fn cold_paths(&self) -> Vec<std::path::PathBuf> {
-        self.cfg.datadir.iter().cloned().collect()
+        // Copied cold by the controller, so only where it can see them.
+        match self.host.is_local() {
+            true => self.cfg.datadir.iter().cloned().collect(),
+            false => Vec::new(),
+        }
     }
 
     async fn healthcheck(&self, _ctx: &Ctx) -> Health {
@@ -340,12 +347,12 @@ impl Plugin for MariaDb {
         if dbs.is_empty() {
             sink.stream(DATABASES, tokio::io::empty()).await?;
         } else {
-            sink.command_output(DATABASES, &mut self.tool(dump, &args)).await?;
+            sink.command_output(&self.host, DATABASES, &mut self.tool(dump, &args)).await?;
         }
         // IF NOT EXISTS: accounts present on the target are kept as they are. The administrative
         // accounts are left out: the target has its own, and a restore must not change them.
         let users =
-            process::output(&mut self.tool(dump, &["--system=users", "--insert-ignore", "--skip-dump-date"])).await?;
+            self.host.output(&mut self.tool(dump, &["--system=users", "--insert-ignore", "--skip-dump-date"])).await?;
         sink.stream(USERS, std::io::Cursor::new(without_admin_accounts(&users).into_bytes()))
             .await?;
         let after = self.table_stats(&dbs).await?;
@@ -371,7 +378,7 @@ impl Plugin for MariaDb {
         } else if self.answers().await.is_err() && self.cfg.start.is_some() {
             // Down but with its data (a crash): start it, then restore into it.
             ctx.log("the server does not answer: starting it");
-            process::run_configured(self.cfg.start.as_deref()).await?;
+            self.host.run_configured(self.cfg.start.as_deref()).await?;
             process::wait_until(120, || async { self.answers().await }).await?;
         }
         ctx.log("loading accounts and grants");
@@ -382,18 +389,18 @@ impl Plugin for MariaDb {
                 match self.admin_client() {
                     Some(mut admin) => {
                         ctx.log("the configured account is not on this server yet: loading accounts as root over the socket");
-                        source.pipe_to(USERS, &mut admin).await?;
+                        source.pipe_to(&self.host, USERS, &mut admin).await?;
                         let mut admin = self.admin_client().expect("socket configured");
-                        process::output(admin.args(["-e", "FLUSH PRIVILEGES"])).await?;
+                        self.host.output(admin.args(["-e", "FLUSH PRIVILEGES"])).await?;
                     }
                     None => return Err(e),
                 }
             }
-            _ => source.pipe_to(USERS, &mut self.client(&[])).await?,
+            _ => source.pipe_to(&self.host, USERS, &mut self.client(&[])).await?,
         }
         ctx.log("loading databases");
-        source.pipe_to(DATABASES, &mut self.client(&[])).await?;
-        process::output(&mut self.client(&["-e", "FLUSH PRIVILEGES"])).await?;
+        source.pipe_to(&self.host, DATABASES, &mut self.client(&[])).await?;
+        self.host.output(&mut self.client(&["-e", "FLUSH PRIVILEGES"])).await?;
         // The snapshot's state, not more: databases created since go (the safety snapshot has them).
         let want = source.facts::<Facts>(DATABASES)?.databases;
         for row in self.query("SHOW DATABASES").await? {
@@ -402,7 +409,7 @@ impl Plugin for MariaDb {
                 continue;
             }
             let quoted = format!("`{}`", db.replace('`', "``"));
-            process::output(&mut self.client(&["-e", &format!("DROP DATABASE {quoted}")])).await?;
+            self.host.output(&mut self.client(&["-e", &format!("DROP DATABASE {quoted}")])).await?;
             ctx.removed(format!("database {db}"));
         }
         Ok(())

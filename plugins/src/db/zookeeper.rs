@@ -51,7 +51,7 @@ pub struct ZooKeeper {
     cfg: Config,
 }
 
-pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> Result<Arc<dyn Plugin>, String> {
     if cfg.servers.is_empty() {
         return Err("servers must list every server ([[zookeeper.servers]])".into());
     }
