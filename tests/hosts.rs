@@ -46,7 +46,12 @@ impl Platform {
 
     fn ok(&self, args: &[&str]) -> String {
         let o = self.cairn(args);
-        assert!(o.status.success(), "cairn {args:?} failed: {}{}", stdout(&o), stderr(&o));
+        assert!(
+            o.status.success(),
+            "cairn {args:?} failed: {}{}",
+            stdout(&o),
+            stderr(&o)
+        );
         stdout(&o)
     }
 
@@ -103,10 +108,16 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
     let sock = mdir.join("mysqld.sock").to_string_lossy().into_owned();
     sql(h1, &sock, LOAD);
     let creds = h1.dir.join("mariadb.cnf");
-    std::fs::write(h1.backing.join("mariadb.cnf"), "[client]\nuser=cairn\npassword=db-secret-pw\n").unwrap();
+    std::fs::write(
+        h1.backing.join("mariadb.cnf"),
+        "[client]\nuser=cairn\npassword=db-secret-pw\n",
+    )
+    .unwrap();
     h1.sh(&format!("chmod 600 {}", creds.display()));
     let ledger = h2.dir.join("ledger.txt");
-    let ledger_data: String = (0..5000).map(|i| format!("entry {i}: {}\n", i * 7919 % 10007)).collect();
+    let ledger_data: String = (0..5000)
+        .map(|i| format!("entry {i}: {}\n", i * 7919 % 10007))
+        .collect();
     std::fs::write(h2.backing.join("ledger.txt"), &ledger_data).unwrap();
     let sections = format!(
         "[mariadb]\nruns_on = \"h1\"\nsocket = \"{sock}\"\ndatadir = \"{data}\"\ncredentials_file = \"{creds}\"\n\
@@ -126,11 +137,19 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
         c
     });
     let o = { o }.output().unwrap();
-    assert!(!o.status.success(), "the controller sees the hosts' files: {}", stdout(&o));
+    assert!(
+        !o.status.success(),
+        "the controller sees the hosts' files: {}",
+        stdout(&o)
+    );
     let local = p.config("local.toml", &sections.replace("runs_on = \"h1\"\n", ""));
     p.ok(&["--config", &local, "init"]);
     let o = p.cairn(&["--config", &local, "backup", "--system", "--name", "local"]);
-    assert!(!o.status.success(), "MariaDB was reached without its host: {}", stdout(&o));
+    assert!(
+        !o.status.success(),
+        "MariaDB was reached without its host: {}",
+        stdout(&o)
+    );
     assert!(stderr(&o).contains("mariadb"), "{}", stderr(&o));
 
     // One snapshot of both hosts.
@@ -148,24 +167,182 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
     assert!(dumped == ledger_data, "the ledger item differs from the file on h2");
 
     // Damage both hosts, restore, compare.
-    sql(h1, &sock, "DROP DATABASE shop; DELETE FROM billing.invoices WHERE id < 100; CREATE DATABASE junk;");
+    sql(
+        h1,
+        &sock,
+        "DROP DATABASE shop; DELETE FROM billing.invoices WHERE id < 100; CREATE DATABASE junk;",
+    );
     std::fs::write(h2.backing.join("ledger.txt"), "overwritten\n").unwrap();
     let out = p.cairn(&["--config", &cfg, "restore", "s1", "--json"]);
     assert!(out.status.success(), "restore failed: {}{}", stdout(&out), stderr(&out));
     assert_eq!(sql(h1, &sock, STATE), want_db);
-    assert_eq!(std::fs::read_to_string(h2.backing.join("ledger.txt")).unwrap(), ledger_data);
+    assert_eq!(
+        std::fs::read_to_string(h2.backing.join("ledger.txt")).unwrap(),
+        ledger_data
+    );
     let report = stdout(&out);
-    assert!(report.contains("database junk"), "the extra database is not reported removed: {report}");
+    assert!(
+        report.contains("database junk"),
+        "the extra database is not reported removed: {report}"
+    );
 
     // A host down fails the snapshot, naming the host and the plugin; the other is unharmed.
     let mut hosts = p.hosts;
     hosts.hosts.iter_mut().find(|h| h.name == "h2").unwrap().down();
     let p = Platform { env: p.env, hosts };
     let out = p.cairn(&["--config", &cfg, "backup", "--system", "--name", "s2"]);
-    assert!(!out.status.success(), "a backup with h2 down succeeded: {}", stdout(&out));
+    assert!(
+        !out.status.success(),
+        "a backup with h2 down succeeded: {}",
+        stdout(&out)
+    );
     let err = format!("{}{}", stdout(&out), stderr(&out));
     assert!(err.contains("host h2") && err.contains("ledger"), "{err}");
     let snaps = p.ok(&["--config", &cfg, "snapshots", "--json"]);
-    assert!(!json(&snaps).as_array().unwrap().iter().any(|s| s["name"] == "s2" && s["status"]["state"] == "complete"), "{snaps}");
+    assert!(
+        !json(&snaps)
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "s2" && s["status"]["state"] == "complete"),
+        "{snaps}"
+    );
     p.hosts.get("h1").sh(&mstop);
+}
+
+/// A three-member etcd cluster, one member per host.
+struct EtcdHosts {
+    members: Vec<(String, String, std::path::PathBuf)>, // (member, host, data dir as the host sees it)
+}
+
+impl EtcdHosts {
+    fn on(p: &Platform, hosts: &[&str]) -> EtcdHosts {
+        EtcdHosts {
+            members: hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| (format!("e{}", i + 1), h.to_string(), p.hosts.get(h).dir.join("e.etcd")))
+                .collect(),
+        }
+    }
+    fn addr<'a>(&self, p: &'a Platform, host: &str) -> &'a str {
+        &p.hosts.get(host).addr
+    }
+    fn cluster(&self, p: &Platform) -> String {
+        let m: Vec<String> = self
+            .members
+            .iter()
+            .map(|(n, h, _)| format!("{n}=http://{}:2380", self.addr(p, h)))
+            .collect();
+        m.join(",")
+    }
+    fn endpoints(&self, p: &Platform) -> String {
+        let m: Vec<String> = self
+            .members
+            .iter()
+            .map(|(_, h, _)| format!("http://{}:2379", self.addr(p, h)))
+            .collect();
+        m.join(",")
+    }
+    fn start_line(&self, p: &Platform, i: usize) -> String {
+        let (n, h, d) = &self.members[i];
+        format!(
+            "ETCD_HOST={} {}",
+            self.addr(p, h),
+            line(
+                "etcd",
+                &["start", &d.to_string_lossy(), n, "2379", "2380", &self.cluster(p)]
+            )
+            .replace('\'', "")
+        )
+    }
+    fn stop_line(&self, i: usize) -> String {
+        line("etcd", &["stop", &self.members[i].2.to_string_lossy()]).replace('\'', "")
+    }
+    fn start(&self, p: &Platform) {
+        for (i, (_, h, _)) in self.members.iter().enumerate() {
+            p.hosts.get(h).sh(&self.start_line(p, i));
+        }
+        support::servers::sh(&line("etcd", &["wait", &self.endpoints(p)]));
+    }
+    fn etcdctl(&self, p: &Platform, args: &str) -> String {
+        support::servers::sh(&format!(
+            "ETCDCTL_API=3 etcdctl --endpoints={} {args}",
+            self.endpoints(p)
+        ))
+    }
+    fn sections(&self, p: &Platform) -> String {
+        let mut s = String::from("[etcd]\n");
+        for (i, (n, h, d)) in self.members.iter().enumerate() {
+            s.push_str(&format!(
+                "[[etcd.members]]\nname = \"{n}\"\nruns_on = \"{h}\"\nclient_url = \"http://{a}:2379\"\n\
+                 peer_url = \"http://{a}:2380\"\ndata_dir = \"{d}\"\nstart = \"{start}\"\nstop = \"{stop}\"\n\n",
+                a = self.addr(p, h),
+                d = d.display(),
+                start = self.start_line(p, i),
+                stop = self.stop_line(i),
+            ));
+        }
+        s
+    }
+}
+
+#[test]
+fn an_etcd_cluster_across_three_hosts_restores_and_rebuilds_on_fresh_hosts() {
+    if skip() {
+        return;
+    }
+    let env = controller_env();
+    let hosts = Hosts::start(env.dir.path(), &["h1", "h2", "h3"]);
+    let mut p = Platform { env, hosts };
+    let etcd = EtcdHosts::on(&p, &["h1", "h2", "h3"]);
+    etcd.start(&p);
+    for i in 0..40 {
+        etcd.etcdctl(&p, &format!("put /config/key{i:03} value-{i}"));
+    }
+    let want = etcd.etcdctl(&p, "get '' --prefix");
+    let cfg = p.config("cairn.toml", &etcd.sections(&p));
+    p.ok(&["--config", &cfg, "init"]);
+    let s1 = json(&p.ok(&["--config", &cfg, "backup", "--system", "--name", "s1", "--json"]));
+    assert!(item_names(&s1).iter().any(|i| i == "etcd/snapshot.db"), "{s1}");
+
+    // Damage, restore: every member rebuilt on its own host.
+    etcd.etcdctl(&p, "del /config/key0 --prefix");
+    etcd.etcdctl(&p, "put /junk 1");
+    let out = p.cairn(&["--config", &cfg, "restore", "s1"]);
+    assert!(out.status.success(), "restore failed: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(etcd.etcdctl(&p, "get '' --prefix"), want);
+    for (_, h, d) in &etcd.members {
+        let listed = p.hosts.get(h).sh(&format!("ls {}", d.display()));
+        assert!(listed.contains("member"), "{h}: {listed}");
+    }
+
+    // Disaster recovery onto three fresh hosts (new addresses, empty disks), the old ones gone.
+    for (i, _) in etcd.members.iter().enumerate() {
+        let h = etcd.members[i].1.clone();
+        p.hosts.get(&h).sh(&etcd.stop_line(i));
+    }
+    for h in ["h1", "h2", "h3"] {
+        p.hosts.hosts.iter_mut().find(|x| x.name == h).unwrap().down();
+    }
+    for h in ["h4", "h5", "h6"] {
+        p.hosts.add_host(h);
+    }
+    let fresh = EtcdHosts::on(&p, &["h4", "h5", "h6"]);
+    let cfg2 = p.config("dr.toml", &fresh.sections(&p));
+    let out = p.cairn(&["--config", &cfg2, "restore", "s1", "--disaster-recovery"]);
+    assert!(
+        out.status.success(),
+        "disaster recovery failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(fresh.etcdctl(&p, "get '' --prefix"), want);
+    let members = fresh.etcdctl(&p, "member list");
+    for h in ["h4", "h5", "h6"] {
+        assert!(members.contains(&p.hosts.get(h).addr), "{members}");
+    }
+    for (i, (_, h, _)) in fresh.members.iter().enumerate() {
+        p.hosts.get(h).sh(&fresh.stop_line(i));
+    }
 }

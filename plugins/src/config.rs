@@ -177,7 +177,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         ));
     }
     for (i, c) in config.exec.iter().enumerate() {
-        built.push((section_line(text, "exec", i), "exec".into(), crate::db::exec::build(c, &hosts)));
+        built.push((
+            section_line(text, "exec", i),
+            "exec".into(),
+            crate::db::exec::build(c, &hosts),
+        ));
     }
     let mut plugins: Vec<Arc<dyn Plugin>> = Vec::new();
     for (line, section, plugin) in built {

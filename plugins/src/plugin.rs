@@ -251,6 +251,27 @@ impl ItemSink {
         stored
     }
 
+    /// Stores one file of `host` as a stream item.
+    pub async fn file(&self, host: &Host, item: &str, path: &Path) -> Result<Item> {
+        if host.is_local() {
+            let f = tokio::fs::File::open(path)
+                .await
+                .map_err(Error::io(path.display().to_string()))?;
+            return self.stream(item, f).await;
+        }
+        let (r, w) = tokio::io::duplex(1 << 20);
+        let read = async {
+            let mut w = w;
+            host.read_file_into(path, &mut w).await
+        };
+        let (stored, read) = tokio::join!(self.stream(item, r), read);
+        if let Err(e) = read {
+            self.backup.remove_item(&self.item_name(item));
+            return Err(e);
+        }
+        stored
+    }
+
     /// Stores a file or directory tree; `keep(relative path)` chooses entries (all if `None`).
     pub async fn tree(&self, item: &str, path: &Path, keep: Option<Keep>) -> Result<Item> {
         let (backup, name, path) = (self.backup.clone(), self.item_name(item), path.to_path_buf());
@@ -395,22 +416,15 @@ impl ItemSource {
     /// Feeds an item to a command's stdin on `host`; a non-zero exit fails with its stderr.
     /// If reading the item fails, a remote command is killed before its input ends.
     pub async fn pipe_to(&self, host: &Host, item: &str, cmd: &mut Command) -> Result<()> {
-        let full = self.item(item)?.name.clone();
-        let (repo, snap, progress) = (self.repo.clone(), self.snapshot.name.clone(), self.progress.clone());
         if !host.is_local() {
-            let (r, w) = tokio::io::duplex(1 << 20);
-            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-            let fed = tokio::task::spawn_blocking(move || {
-                let mut w = SyncIoBridge::new(w);
-                let r = repo.dump(&snap, &full, &mut w, progress.as_ref());
-                let _ = done_tx.send(r.as_ref().map(drop).map_err(|e| e.to_string()));
-                r
-            });
-            let ran = host.stream_in(cmd, EndChecked { inner: r, done: Some(done_rx) }).await;
-            let fed = fed.await.map_err(|e| Error::Task(format!("restore thread failed: {e}")))?;
-            fed?;
+            let (input, fed) = self.reader(item)?;
+            let ran = host.stream_in(cmd, input).await;
+            fed.await
+                .map_err(|e| Error::Task(format!("restore thread failed: {e}")))??;
             return ran;
         }
+        let full = self.item(item)?.name.clone();
+        let (repo, snap, progress) = (self.repo.clone(), self.snapshot.name.clone(), self.progress.clone());
         let what = process::describe(cmd);
         let mut child = cmd
             .stdin(std::process::Stdio::piped())
@@ -439,6 +453,41 @@ impl ItemSource {
         }
         fed?;
         Ok(())
+    }
+
+    /// Writes a stream item into a file of `host` (mode 0600; on a remote host the file
+    /// appears whole or not at all).
+    pub async fn to_file(&self, host: &Host, item: &str, path: &Path) -> Result<()> {
+        if host.is_local() {
+            return self.restore_to(item, path, false).await;
+        }
+        let (input, fed) = self.reader(item)?;
+        let written = host.write_file_from(path, 0o600, input).await;
+        fed.await
+            .map_err(|e| Error::Task(format!("restore thread failed: {e}")))??;
+        written
+    }
+
+    /// A stream item as an async reader for a remote host (an error instead of its end if
+    /// reading it fails), and the task that reads it.
+    fn reader(&self, item: &str) -> Result<(EndChecked, tokio::task::JoinHandle<cairn_store::Result<u64>>)> {
+        let full = self.item(item)?.name.clone();
+        let (repo, snap, progress) = (self.repo.clone(), self.snapshot.name.clone(), self.progress.clone());
+        let (r, w) = tokio::io::duplex(1 << 20);
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let fed = tokio::task::spawn_blocking(move || {
+            let mut w = SyncIoBridge::new(w);
+            let r = repo.dump(&snap, &full, &mut w, progress.as_ref());
+            let _ = done_tx.send(r.as_ref().map(drop).map_err(|e| e.to_string()));
+            r
+        });
+        Ok((
+            EndChecked {
+                inner: r,
+                done: Some(done_rx),
+            },
+            fed,
+        ))
     }
 
     /// The entries of a tree item as the snapshot recorded them.

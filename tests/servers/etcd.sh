@@ -15,6 +15,7 @@
 #   etcd.sh stop DIR...         SIGTERM, wait for exit (60s, then SIGKILL); several
 #                               DIRs are stopped in parallel (each takes ~2s)
 #   etcd.sh kill DIR...         SIGKILL (simulated crash)
+# ETCD_HOST (default 127.0.0.1) is the address the member listens on and advertises.
 # Note: etcdctl 3.4 needs ETCDCTL_API=3 (exported here; set it yourself too).
 set -euo pipefail
 export ETCDCTL_API=3
@@ -30,12 +31,12 @@ pids() { local d; for d in "$@"; do pid "${d%/}" || true; done; }
 case $cmd in
   start)
     [ $# -ge 6 ] || die "usage: etcd.sh start DIR NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER [STATE]"
-    name=$3 cport=$4 pport=$5 cluster=$6 state=${7:-new}
+    name=$3 cport=$4 pport=$5 cluster=$6 state=${7:-new} host=${ETCD_HOST:-127.0.0.1}
     if pid "$dir" >/dev/null; then echo "etcd.sh: already running" >&2; exit 0; fi
     mkdir -p "$(dirname "$dir")"
     setsid nohup etcd --name "$name" --data-dir "$dir" \
-      --listen-client-urls "http://127.0.0.1:$cport" --advertise-client-urls "http://127.0.0.1:$cport" \
-      --listen-peer-urls "http://127.0.0.1:$pport" --initial-advertise-peer-urls "http://127.0.0.1:$pport" \
+      --listen-client-urls "http://$host:$cport" --advertise-client-urls "http://$host:$cport" \
+      --listen-peer-urls "http://$host:$pport" --initial-advertise-peer-urls "http://$host:$pport" \
       --initial-cluster "$cluster" --initial-cluster-state "$state" --initial-cluster-token cairn-test \
       </dev/null >>"$dir.log" 2>&1 &
     echo $! >"$dir.pid"

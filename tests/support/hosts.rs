@@ -1,6 +1,7 @@
 //! Several hosts on one machine, for the controller/agent tests: each host is a network
-//! namespace of its own (a veth pair to this namespace, addresses in 10.231.N.0/24 that these
-//! tests assign to their own namespaces only) with an OpenSSH server, in a mount namespace of its
+//! namespace of its own with an OpenSSH server; all of them and the controller (this
+//! namespace) are joined by a bridge in a namespace of its own, on 10.231.N.0/24 (addresses
+//! these tests assign to their own namespaces only; nothing is routed or forwarded), in a mount namespace of its
 //! own where only its own files are visible. The controller runs in yet another mount namespace
 //! where no host's files are, so a plugin that touches a database's files locally fails.
 //!
@@ -23,7 +24,7 @@ pub struct Host {
     pub index: u32,
     pub ns: String,
     pub addr: String,
-    pub sshd: Option<u32>,
+    pub sshd: Option<std::process::Child>,
     /// The host's files as the host sees them (`T/hosts/NAME`).
     pub dir: PathBuf,
     /// The same files as the test sees them.
@@ -53,6 +54,8 @@ pub fn available() -> Result<(), String> {
 pub struct Hosts {
     pub root: PathBuf,
     pub hosts: Vec<Host>,
+    /// The network's number: 10.231.N.0/24, namespaces `cairn-tN*`.
+    pub net: u32,
 }
 
 fn run(cmd: &str) -> Output {
@@ -78,33 +81,60 @@ impl Hosts {
             format!("command=\"{} agent\",restrict {public}", super::cairn_bin().display()),
         )
         .unwrap();
+        // The network: a bridge in a namespace of its own, this namespace on it as .1. Creating
+        // the veth pair is the lock on the number.
+        let net = (1..250u32)
+            .find(|i| {
+                run(&format!("ip link add cn{i}c type veth peer name cn{i}s"))
+                    .status
+                    .success()
+            })
+            .expect("a free network number");
+        let sw = format!("cairn-t{net}");
+        let _ = run(&format!("ip netns del {sw}"));
+        sh(&format!(
+            "ip netns add {sw} && ip netns exec {sw} ip link add br0 type bridge && \
+             ip netns exec {sw} ip link set br0 up && ip link set cn{net}s netns {sw} && \
+             ip netns exec {sw} ip link set cn{net}s master br0 && ip netns exec {sw} ip link set cn{net}s up && \
+             ip addr add 10.231.{net}.1/24 dev cn{net}c && ip link set cn{net}c up"
+        ));
         let mut hs = Hosts {
             root: root.to_path_buf(),
             hosts: Vec::new(),
+            net,
         };
-        let mut known = String::new();
+        std::fs::write(ctl.join("known_hosts"), "").unwrap();
         for name in names {
-            let h = hs.add(name);
-            let key = std::fs::read_to_string(root.join(format!("ssh/host_{name}.pub"))).unwrap();
-            known.push_str(&format!("{} {}", h.addr, key));
-            hs.hosts.push(h);
+            hs.add_host(name);
         }
-        std::fs::write(ctl.join("known_hosts"), known).unwrap();
         hs
     }
 
-    /// Allocates a free index (the veth pair's creation is the lock) and starts a host.
-    fn add(&self, name: &str) -> Host {
-        let index = (1..250u32)
-            .find(|i| run(&format!("ip link add cn{i}a type veth peer name cn{i}b")).status.success())
-            .expect("a free veth index");
-        let ns = format!("cairn-t{index}");
+    /// Starts one more host on the network (a fresh host: new address, new host key, empty
+    /// files) and trusts its key.
+    pub fn add_host(&mut self, name: &str) -> &Host {
+        let index = self.hosts.iter().map(|h| h.index).max().unwrap_or(1) + 1;
+        let h = self.add(name, index);
+        let key = std::fs::read_to_string(self.root.join(format!("ssh/host_{name}.pub"))).unwrap();
+        let kh = self.root.join("ctl/known_hosts");
+        let mut known = std::fs::read_to_string(&kh).unwrap();
+        known.push_str(&format!("{} {}", h.addr, key));
+        std::fs::write(&kh, known).unwrap();
+        self.hosts.push(h);
+        self.hosts.last().unwrap()
+    }
+
+    /// Starts host `name` at 10.231.N.`index` on the network.
+    fn add(&self, name: &str, index: u32) -> Host {
+        let (net, sw) = (self.net, format!("cairn-t{}", self.net));
+        let ns = format!("cairn-t{net}-{name}");
         let _ = run(&format!("ip netns del {ns}"));
         sh(&format!(
-            "ip netns add {ns} && ip link set cn{index}b netns {ns} && \
-             ip addr add 10.231.{index}.1/24 dev cn{index}a && ip link set cn{index}a up && \
-             ip netns exec {ns} ip addr add 10.231.{index}.2/24 dev cn{index}b && \
-             ip netns exec {ns} ip link set cn{index}b up && ip netns exec {ns} ip link set lo up"
+            "ip netns add {ns} && ip link add cn{net}h{index} type veth peer name cn{net}p{index} && \
+             ip link set cn{net}h{index} netns {ns} && ip link set cn{net}p{index} netns {sw} && \
+             ip netns exec {sw} ip link set cn{net}p{index} master br0 && ip netns exec {sw} ip link set cn{net}p{index} up && \
+             ip netns exec {ns} ip addr add 10.231.{net}.{index}/24 dev cn{net}h{index} && \
+             ip netns exec {ns} ip link set cn{net}h{index} up && ip netns exec {ns} ip link set lo up"
         ));
         let (dir, backing) = (self.root.join("hosts").join(name), self.root.join("backing").join(name));
         std::fs::create_dir_all(&dir).unwrap();
@@ -112,7 +142,7 @@ impl Hosts {
         let ssh = self.root.join("ssh");
         let hostkey = ssh.join(format!("host_{name}"));
         sh(&format!("ssh-keygen -q -t ed25519 -N '' -f {}", hostkey.display()));
-        let addr = format!("10.231.{index}.2");
+        let addr = format!("10.231.{net}.{index}");
         let cfg = ssh.join(format!("sshd_{name}.conf"));
         std::fs::write(
             &cfg,
@@ -194,16 +224,33 @@ impl Host {
         );
         let log = std::fs::File::create(self.root.join(format!("ssh/sshd_{}.log", self.name))).unwrap();
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "unshare", "-m", "--propagation", "private", "sh", "-c", &script])
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "unshare",
+                "-m",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                &script,
+            ])
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
             .unwrap();
-        self.sshd = Some(child.id());
+        self.sshd = Some(child);
         // Wait until it listens.
         for _ in 0..100 {
-            if run(&format!("ip netns exec {} ss -ltn | grep -q '{}:22'", self.ns, self.addr)).status.success() {
+            if run(&format!(
+                "ip netns exec {} ss -ltn | grep -q '{}:22'",
+                self.ns, self.addr
+            ))
+            .status
+            .success()
+            {
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -217,14 +264,17 @@ impl Host {
 
     /// A command line run on the host as its operator (root, in its namespaces).
     pub fn sh(&self, cmd: &str) -> String {
-        let pid = self.sshd.expect("sshd running");
+        let pid = self.sshd.as_ref().expect("sshd running").id();
         sh(&format!("nsenter -t {pid} -m -n bash -c {}", shell_quote(cmd)))
     }
 
     /// The host goes down: its sshd and everything it started are killed.
     pub fn down(&mut self) {
         let _ = run(&format!("ip netns pids {} | xargs -r kill -9", self.ns));
-        self.sshd = None;
+        if let Some(mut c) = self.sshd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// The host comes back (same address and keys).
@@ -239,8 +289,16 @@ pub fn shell_quote(s: &str) -> String {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        let _ = run(&format!("ip netns pids {} | xargs -r kill -9", self.ns));
-        let _ = run(&format!("ip link del cn{}a", self.index));
+        // Deleting the namespace deletes its end of the veth pair, and with it the other end.
+        self.down();
         let _ = run(&format!("ip netns del {}", self.ns));
+    }
+}
+
+impl Drop for Hosts {
+    fn drop(&mut self) {
+        self.hosts.clear();
+        let _ = run(&format!("ip link del cn{}c", self.net));
+        let _ = run(&format!("ip netns del cairn-t{}", self.net));
     }
 }

@@ -394,7 +394,8 @@ impl Plugin for Cassandra {
         let before = self.counts(&tables).await?;
         let mut describe = self.cqlsh(&self.cfg.nodes[0]);
         describe.args(["-e", "DESCRIBE SCHEMA"]);
-        sink.command_output(&crate::remote::host::Host::Local, SCHEMA, &mut describe).await?;
+        sink.command_output(&crate::remote::host::Host::Local, SCHEMA, &mut describe)
+            .await?;
         let tag = timestamped(PREFIX);
         let r = async {
             for n in &self.cfg.nodes {

@@ -1,18 +1,24 @@
-//! Replacing a server's data directories during a restore, with a way back.
+//! Replacing a server's data directories during a restore, with a way back. Each directory is
+//! on the host of the member it belongs to.
 
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::plugin::Ctx;
-use crate::process;
+use crate::remote::host::Host;
 
 /// Fails unless every directory is absent or empty (disaster recovery targets fresh nodes).
-pub fn require_empty<'a>(dirs: impl IntoIterator<Item = (&'a Path, String)>) -> Result<()> {
-    for (d, owner) in dirs {
-        if std::fs::read_dir(d).map(|mut r| r.next().is_some()).unwrap_or(false) {
+pub async fn require_empty(dirs: &[(Host, PathBuf, String)]) -> Result<()> {
+    for (h, d, owner) in dirs {
+        if h.dir_has_entries(d).await? {
             return Err(Error::State(format!(
-                "disaster recovery needs empty data directories; {} of {owner} is not empty",
-                d.display()
+                "disaster recovery needs empty data directories; {} of {owner} is not empty{}",
+                d.display(),
+                if h.is_local() {
+                    String::new()
+                } else {
+                    format!(" on host {}", h.name())
+                }
             )));
         }
     }
@@ -22,21 +28,21 @@ pub fn require_empty<'a>(dirs: impl IntoIterator<Item = (&'a Path, String)>) -> 
 /// Data directories moved aside (to `<dir>.cairn-replaced`) while they are rebuilt.
 #[derive(Default)]
 pub struct Replaced {
-    moved: Vec<(PathBuf, PathBuf)>,
+    moved: Vec<(Host, PathBuf, PathBuf)>,
 }
 
 impl Replaced {
-    /// Moves `dir` aside if it exists, so it can be rebuilt from scratch.
-    pub fn move_aside(&mut self, dir: &Path) -> Result<()> {
-        if !dir.exists() {
+    /// Moves `dir` aside on `host` if it exists, so it can be rebuilt from scratch.
+    pub async fn move_aside(&mut self, host: &Host, dir: &Path) -> Result<()> {
+        if host.stat(dir).await?.is_none() {
             return Ok(());
         }
         let mut a = dir.as_os_str().to_owned();
         a.push(".cairn-replaced");
         let a = PathBuf::from(a);
-        let _ = std::fs::remove_dir_all(&a);
-        std::fs::rename(dir, &a).map_err(Error::io(format!("moving {} aside", dir.display())))?;
-        self.moved.push((dir.to_path_buf(), a));
+        host.remove(&a).await?;
+        host.rename(dir, &a).await?;
+        self.moved.push((host.clone(), dir.to_path_buf(), a));
         Ok(())
     }
 
@@ -46,27 +52,27 @@ impl Replaced {
         self,
         ctx: &Ctx,
         result: Result<()>,
-        stop: &[Option<String>],
-        start: &[Option<String>],
+        stop: &[(Host, Option<String>)],
+        start: &[(Host, Option<String>)],
     ) -> Result<()> {
         match result {
             Ok(()) => {
-                for (_, a) in self.moved {
-                    let _ = std::fs::remove_dir_all(&a);
+                for (h, _, a) in self.moved {
+                    let _ = h.remove(&a).await;
                 }
                 Ok(())
             }
             Err(e) if !self.moved.is_empty() => {
                 ctx.log(format!("restore failed ({e}); putting the old data directories back"));
-                for s in stop {
-                    let _ = process::run_configured(s.as_deref()).await;
+                for (h, s) in stop {
+                    let _ = h.run_configured(s.as_deref()).await;
                 }
-                for (d, a) in &self.moved {
-                    let _ = std::fs::remove_dir_all(d);
-                    let _ = std::fs::rename(a, d);
+                for (h, d, a) in &self.moved {
+                    let _ = h.remove(d).await;
+                    let _ = h.rename(a, d).await;
                 }
-                for s in start {
-                    let _ = process::run_configured(s.as_deref()).await;
+                for (h, s) in start {
+                    let _ = h.run_configured(s.as_deref()).await;
                 }
                 Err(e)
             }

@@ -518,13 +518,21 @@ mod tests {
     #[test]
     fn configuration_is_checked() {
         assert!(build("elasticsearch", &cfg(""), &Default::default()).is_ok());
-        let e = build("elasticsearch", &cfg("restore_location = \"/srv/es-repo\""), &Default::default())
+        let e = build(
+            "elasticsearch",
+            &cfg("restore_location = \"/srv/es-repo\""),
+            &Default::default(),
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("restore_location"), "{e}");
+        let e = build("elasticsearch", &cfg("indices = [\"a,b\"]"), &Default::default())
             .err()
             .unwrap();
-        assert!(e.contains("restore_location"), "{e}");
-        let e = build("elasticsearch", &cfg("indices = [\"a,b\"]"), &Default::default()).err().unwrap();
         assert!(e.contains("indices"), "{e}");
-        let e = build("elasticsearch", &cfg("reindex = [\"_all\"]"), &Default::default()).err().unwrap();
+        let e = build("elasticsearch", &cfg("reindex = [\"_all\"]"), &Default::default())
+            .err()
+            .unwrap();
         assert!(e.contains("reindex"), "{e}");
         let bad: Result<Config, _> = toml::from_str("url = \"x\"\nlocation = \"/r\"\non_restore = \"drop\"");
         assert!(bad.is_err());

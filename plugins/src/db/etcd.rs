@@ -21,6 +21,7 @@ use crate::db::datadir::{self, Replaced};
 use crate::error::{Error, Result};
 use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Mode, Plugin};
 use crate::process;
+use crate::remote::host::{Host, Hosts};
 
 /// `[etcd]`
 #[derive(Debug, Clone, Deserialize)]
@@ -49,14 +50,19 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub start: Option<String>,
     pub stop: Option<String>,
+    /// The `[hosts.NAME]` this member runs on: its data directory, start and stop commands,
+    /// and the etcdctl that rebuilds it are there (default: this host).
+    pub runs_on: Option<String>,
 }
 
 pub struct Etcd {
     name: String,
     cfg: Config,
+    /// Each member's host, in the order of `cfg.members`.
+    hosts: Vec<Host>,
 }
 
-pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(name: &str, cfg: &Config, hosts: &Hosts) -> Result<Arc<dyn Plugin>, String> {
     if cfg.members.is_empty() {
         return Err("members must list every member of the cluster ([[etcd.members]])".into());
     }
@@ -79,22 +85,35 @@ pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> R
             absolute(k, p)?;
         }
     }
+    let hosts = cfg
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| hosts.get(m.runs_on.as_deref()).map_err(|e| format!("members[{i}].{e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Arc::new(Etcd {
         name: name.to_string(),
         cfg: cfg.clone(),
+        hosts,
     }))
 }
 
 const SNAPSHOT: &str = "snapshot.db";
 
 impl Etcd {
-    fn etcdctl(&self, endpoints: &str, args: &[&str]) -> Result<Command> {
+    /// etcdctl against `endpoints`, to run on `host` (credentials and TLS files are read
+    /// there).
+    async fn etcdctl(&self, host: &Host, endpoints: &str, args: &[&str]) -> Result<Command> {
         let mut c = process::command(self.cfg.etcdctl.as_deref().unwrap_or("etcdctl"), &[]);
         c.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoints}"))
             .args(args);
         if let Some(f) = &self.cfg.credentials_file {
-            let text = std::fs::read_to_string(f).map_err(Error::io(format!("credentials_file {}", f.display())))?;
+            let text = host
+                .read_file(f)
+                .await
+                .map_err(Error::context(format!("credentials_file {}", f.display())))?;
+            let text = String::from_utf8_lossy(&text);
             c.env("ETCDCTL_USER", text.lines().next().unwrap_or("").trim());
         }
         for (var, p) in [
@@ -118,16 +137,27 @@ impl Etcd {
             .join(",")
     }
 
-    async fn json(&self, endpoints: &str, args: &[&str]) -> Result<serde_json::Value> {
-        let out = process::output(&mut self.etcdctl(endpoints, args)?).await?;
+    /// The host for questions to the whole cluster: the first member's.
+    fn any_host(&self) -> &Host {
+        &self.hosts[0]
+    }
+
+    async fn json(&self, host: &Host, endpoints: &str, args: &[&str]) -> Result<serde_json::Value> {
+        let out = host.output(&mut self.etcdctl(host, endpoints, args).await?).await?;
         serde_json::from_str(&out).map_err(|e| Error::Answer(format!("etcdctl {}: bad JSON: {e}", args.join(" "))))
     }
 
-    async fn healthy_endpoint(&self) -> Result<String> {
+    /// The first member that answers healthy (asked on its own host): its index.
+    async fn healthy_member(&self) -> Result<usize> {
         let mut last = None;
-        for m in &self.cfg.members {
-            match process::output(&mut self.etcdctl(&m.client_url, &["endpoint", "health"])?).await {
-                Ok(_) => return Ok(m.client_url.clone()),
+        for (i, m) in self.cfg.members.iter().enumerate() {
+            let h = &self.hosts[i];
+            let asked = async {
+                h.output(&mut self.etcdctl(h, &m.client_url, &["endpoint", "health"]).await?)
+                    .await
+            };
+            match asked.await {
+                Ok(_) => return Ok(i),
                 Err(e) => last = Some(e),
             }
         }
@@ -136,9 +166,10 @@ impl Etcd {
 
     /// (revision, key count) as the cluster serves them now. etcdctl 3.4 has no `--count-only`;
     /// a range response's `count` is the whole range's even with `--limit=1`.
-    async fn state(&self, endpoint: &str) -> Result<(u64, u64)> {
+    async fn state(&self, host: &Host, endpoint: &str) -> Result<(u64, u64)> {
         let v = self
             .json(
+                host,
                 endpoint,
                 &["get", "", "--prefix", "--keys-only", "--limit=1", "--write-out=json"],
             )
@@ -160,9 +191,9 @@ impl Etcd {
     }
 
     async fn wait_healthy(&self) -> Result<()> {
-        let eps = self.all_endpoints();
+        let (eps, host) = (self.all_endpoints(), self.any_host());
         process::wait_until(90, || async {
-            process::output(&mut self.etcdctl(&eps, &["endpoint", "health"])?)
+            host.output(&mut self.etcdctl(host, &eps, &["endpoint", "health"]).await?)
                 .await
                 .map(drop)
         })
@@ -192,26 +223,24 @@ impl Plugin for Etcd {
     }
 
     fn cold_paths(&self) -> Vec<std::path::PathBuf> {
-        self.cfg.members.iter().map(|m| m.data_dir.clone()).collect()
+        // Copied cold by the controller, so only where it can see them.
+        (self.cfg.members.iter().zip(&self.hosts))
+            .filter(|(_, h)| h.is_local())
+            .map(|(m, _)| m.data_dir.clone())
+            .collect()
     }
 
     async fn healthcheck(&self, _ctx: &Ctx) -> Health {
         // `endpoint health -w json` prints every member's health on stdout, also when some are
         // down (then it exits 1); the plain form prints them on stderr in etcdctl 3.4.
         let health = async {
-            let mut cmd = self.etcdctl(&self.all_endpoints(), &["endpoint", "health", "--write-out=json"])?;
-            let out = cmd
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .output()
-                .await
-                .map_err(Error::io("cannot start etcdctl".to_string()))?;
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
-                Error::Answer(format!(
-                    "etcdctl endpoint health: {e}; stderr: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ))
-            })?;
+            let host = self.any_host();
+            let mut cmd = self
+                .etcdctl(host, &self.all_endpoints(), &["endpoint", "health", "--write-out=json"])
+                .await?;
+            let (_, stdout, stderr) = host.run(&mut cmd).await?;
+            let v: serde_json::Value = serde_json::from_str(&stdout)
+                .map_err(|e| Error::Answer(format!("etcdctl endpoint health: {e}; stderr: {stderr}")))?;
             let members = v.as_array().cloned().unwrap_or_default();
             let down: Vec<String> = members
                 .iter()
@@ -231,7 +260,7 @@ impl Plugin for Etcd {
                 }
             )),
             Ok((up, all, _)) => Health::from_result(
-                self.state(&self.all_endpoints())
+                self.state(self.any_host(), &self.all_endpoints())
                     .await
                     .map(|(rev, keys)| format!("{up} of {all} members healthy, revision {rev}, {keys} keys")),
             ),
@@ -239,14 +268,25 @@ impl Plugin for Etcd {
     }
 
     async fn backup(&self, ctx: &Ctx, sink: &ItemSink) -> Result<()> {
-        let ep = self.healthy_endpoint().await?;
-        let file = ctx.work_dir.join(SNAPSHOT);
-        ctx.log(format!("snapshot from {ep}"));
-        process::output(&mut self.etcdctl(&ep, &["snapshot", "save", &file.to_string_lossy()])?).await?;
+        let i = self.healthy_member().await?;
+        let (ep, host) = (self.cfg.members[i].client_url.as_str(), &self.hosts[i]);
+        // Staged on the member's host, in a name of this plugin's own.
+        let file = host
+            .work_dir(&ctx.work_dir)
+            .await?
+            .join(format!("{}-{SNAPSHOT}", self.name));
+        ctx.log(format!("snapshot from {ep} on host {}", host.name()));
+        host.output(
+            &mut self
+                .etcdctl(host, ep, &["snapshot", "save", &file.to_string_lossy()])
+                .await?,
+        )
+        .await?;
         // `snapshot status` reads the whole file and checks its hash.
         let status = self
             .json(
-                &ep,
+                host,
+                ep,
                 &["snapshot", "status", &file.to_string_lossy(), "--write-out=json"],
             )
             .await?;
@@ -255,7 +295,8 @@ impl Plugin for Etcd {
             .ok_or_else(|| Error::Answer(format!("etcdctl snapshot status: no revision in {status}")))?;
         let count = self
             .json(
-                &ep,
+                host,
+                ep,
                 &[
                     "get",
                     "",
@@ -269,13 +310,9 @@ impl Plugin for Etcd {
             .await
             .ok()
             .and_then(|v| v["count"].as_u64());
-        let f = tokio::fs::File::open(&file)
-            .await
-            .map_err(Error::io(file.display().to_string()))?;
-        sink.stream(SNAPSHOT, f).await?;
-        tokio::fs::remove_file(&file)
-            .await
-            .map_err(Error::io(file.display().to_string()))?;
+        let stored = sink.file(host, SNAPSHOT, &file).await;
+        host.remove(&file).await?;
+        stored?;
         let facts = Facts {
             revision: rev,
             hash: status["hash"].clone(),
@@ -287,61 +324,85 @@ impl Plugin for Etcd {
     }
 
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
-        let file = ctx.work_dir.join(SNAPSHOT);
-        source.restore_to(SNAPSHOT, &file, false).await?;
+        // The snapshot goes to each member's host once.
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        for h in &self.hosts {
+            if files.iter().any(|(n, _)| n == h.name()) {
+                continue;
+            }
+            let file = h
+                .work_dir(&ctx.work_dir)
+                .await?
+                .join(format!("{}-{SNAPSHOT}", self.name));
+            source.to_file(h, SNAPSHOT, &file).await?;
+            files.push((h.name().to_string(), file));
+        }
+        let file_on = |h: &Host| files.iter().find(|(n, _)| n == h.name()).expect("sent").1.clone();
+        let members: Vec<(&Member, &Host)> = self.cfg.members.iter().zip(&self.hosts).collect();
         if ctx.mode == Mode::DisasterRecovery {
-            datadir::require_empty(
-                self.cfg
-                    .members
-                    .iter()
-                    .map(|m| (m.data_dir.as_path(), format!("member {}", m.name))),
-            )?;
+            let dirs: Vec<_> = members
+                .iter()
+                .map(|(m, h)| ((*h).clone(), m.data_dir.clone(), format!("member {}", m.name)))
+                .collect();
+            datadir::require_empty(&dirs).await?;
         }
         if ctx.mode == Mode::Normal {
-            for m in &self.cfg.members {
+            for (m, h) in &members {
                 ctx.log(format!("stopping {}", m.name));
-                process::run_configured(m.stop.as_deref()).await?;
+                h.run_configured(m.stop.as_deref()).await?;
             }
         }
         let mut replaced = Replaced::default();
         let r = async {
-            for m in &self.cfg.members {
-                replaced.move_aside(&m.data_dir)?;
-                ctx.log(format!("rebuilding {}", m.data_dir.display()));
+            for (m, h) in &members {
+                replaced.move_aside(h, &m.data_dir).await?;
+                ctx.log(format!("rebuilding {} on host {}", m.data_dir.display(), h.name()));
                 let token = self.cfg.initial_cluster_token.as_deref().unwrap_or("cairn-restore");
-                process::output(&mut self.etcdctl(
-                    &m.client_url,
-                    &[
-                        "snapshot",
-                        "restore",
-                        &file.to_string_lossy(),
-                        &format!("--name={}", m.name),
-                        &format!("--data-dir={}", m.data_dir.display()),
-                        &format!("--initial-cluster={}", self.initial_cluster()),
-                        &format!("--initial-advertise-peer-urls={}", m.peer_url),
-                        &format!("--initial-cluster-token={token}"),
-                    ],
-                )?)
+                let file = file_on(h);
+                h.output(
+                    &mut self
+                        .etcdctl(
+                            h,
+                            &m.client_url,
+                            &[
+                                "snapshot",
+                                "restore",
+                                &file.to_string_lossy(),
+                                &format!("--name={}", m.name),
+                                &format!("--data-dir={}", m.data_dir.display()),
+                                &format!("--initial-cluster={}", self.initial_cluster()),
+                                &format!("--initial-advertise-peer-urls={}", m.peer_url),
+                                &format!("--initial-cluster-token={token}"),
+                            ],
+                        )
+                        .await?,
+                )
                 .await?;
             }
-            for m in &self.cfg.members {
+            for (m, h) in &members {
                 ctx.log(format!("starting {}", m.name));
-                process::run_configured(m.start.as_deref()).await?;
+                h.run_configured(m.start.as_deref()).await?;
             }
             self.wait_healthy().await
         }
         .await;
-        let stop: Vec<_> = self.cfg.members.iter().map(|m| m.stop.clone()).collect();
-        let start: Vec<_> = self.cfg.members.iter().map(|m| m.start.clone()).collect();
-        replaced.finish(ctx, r, &stop, &start).await
+        let stop: Vec<_> = members.iter().map(|(m, h)| ((*h).clone(), m.stop.clone())).collect();
+        let start: Vec<_> = members.iter().map(|(m, h)| ((*h).clone(), m.start.clone())).collect();
+        let r = replaced.finish(ctx, r, &stop, &start).await;
+        for (n, f) in &files {
+            if let Some(h) = self.hosts.iter().find(|h| h.name() == n) {
+                let _ = h.remove(f).await;
+            }
+        }
+        r
     }
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
         let facts: Facts = source.facts(SNAPSHOT)?;
         let want_rev = facts.revision;
         let mut seen = Vec::new();
-        for m in &self.cfg.members {
-            let (rev, keys) = self.state(&m.client_url).await?;
+        for (m, h) in self.cfg.members.iter().zip(&self.hosts) {
+            let (rev, keys) = self.state(h, &m.client_url).await?;
             if rev < want_rev {
                 return Err(Error::Mismatch(format!(
                     "member {} is at revision {rev}, older than the snapshot's {want_rev}",

@@ -81,7 +81,9 @@ impl Exec {
 
     async fn fingerprint(&self) -> Result<Option<String>> {
         match &self.cfg.verify {
-            Some(v) => Ok(Some(self.host.output(&mut self.cmd(v).await?).await?.trim().to_string())),
+            Some(v) => Ok(Some(
+                self.host.output(&mut self.cmd(v).await?).await?.trim().to_string(),
+            )),
             None => Ok(None),
         }
     }

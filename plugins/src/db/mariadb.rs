@@ -148,7 +148,10 @@ impl MariaDb {
 
     /// Runs SQL and returns rows of tab-separated columns.
     async fn query(&self, sql: &str) -> Result<Vec<Vec<String>>> {
-        let out = self.host.output(&mut self.client(&["--batch", "--skip-column-names", "-e", sql])).await?;
+        let out = self
+            .host
+            .output(&mut self.client(&["--batch", "--skip-column-names", "-e", sql]))
+            .await?;
         Ok(out
             .lines()
             .map(|l| l.split('\t').map(str::to_string).collect())
@@ -347,12 +350,15 @@ impl Plugin for MariaDb {
         if dbs.is_empty() {
             sink.stream(DATABASES, tokio::io::empty()).await?;
         } else {
-            sink.command_output(&self.host, DATABASES, &mut self.tool(dump, &args)).await?;
+            sink.command_output(&self.host, DATABASES, &mut self.tool(dump, &args))
+                .await?;
         }
         // IF NOT EXISTS: accounts present on the target are kept as they are. The administrative
         // accounts are left out: the target has its own, and a restore must not change them.
-        let users =
-            self.host.output(&mut self.tool(dump, &["--system=users", "--insert-ignore", "--skip-dump-date"])).await?;
+        let users = self
+            .host
+            .output(&mut self.tool(dump, &["--system=users", "--insert-ignore", "--skip-dump-date"]))
+            .await?;
         sink.stream(USERS, std::io::Cursor::new(without_admin_accounts(&users).into_bytes()))
             .await?;
         let after = self.table_stats(&dbs).await?;
@@ -409,7 +415,9 @@ impl Plugin for MariaDb {
                 continue;
             }
             let quoted = format!("`{}`", db.replace('`', "``"));
-            self.host.output(&mut self.client(&["-e", &format!("DROP DATABASE {quoted}")])).await?;
+            self.host
+                .output(&mut self.client(&["-e", &format!("DROP DATABASE {quoted}")]))
+                .await?;
             ctx.removed(format!("database {db}"));
         }
         Ok(())

@@ -22,6 +22,7 @@ use crate::db::datadir::{self, Replaced};
 use crate::error::{Error, Result};
 use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Keep, Mode, Plugin};
 use crate::process;
+use crate::remote::host::Host;
 
 /// `[zookeeper]`
 #[derive(Debug, Clone, Deserialize)]
@@ -297,7 +298,8 @@ impl Plugin for ZooKeeper {
                 .iter()
                 .flat_map(|s| dirs(s).into_iter().map(move |d| (d, format!("server {}", s.id))))
                 .collect();
-            datadir::require_empty(all.iter().map(|(d, o)| (d.as_path(), o.clone())))?;
+            let all: Vec<_> = all.into_iter().map(|(d, o)| (Host::Local, d, o)).collect();
+            datadir::require_empty(&all).await?;
         } else {
             for s in &self.cfg.servers {
                 ctx.log(format!("stopping server {}", s.id));
@@ -308,7 +310,7 @@ impl Plugin for ZooKeeper {
         let r = async {
             for s in &self.cfg.servers {
                 for d in dirs(s) {
-                    replaced.move_aside(&d)?;
+                    replaced.move_aside(&Host::Local, &d).await?;
                 }
                 ctx.log(format!("rebuilding {}", s.data_dir.display()));
                 source.restore_to(DATA, &s.data_dir, false).await?;
@@ -326,8 +328,13 @@ impl Plugin for ZooKeeper {
             self.wait_serving().await
         }
         .await;
-        let stop: Vec<_> = self.cfg.servers.iter().map(|s| s.stop.clone()).collect();
-        let start: Vec<_> = self.cfg.servers.iter().map(|s| s.start.clone()).collect();
+        let stop: Vec<_> = self.cfg.servers.iter().map(|s| (Host::Local, s.stop.clone())).collect();
+        let start: Vec<_> = self
+            .cfg
+            .servers
+            .iter()
+            .map(|s| (Host::Local, s.start.clone()))
+            .collect();
         replaced.finish(ctx, r, &stop, &start).await
     }
 

@@ -283,6 +283,88 @@ impl Host {
         }
     }
 
+    /// Runs a command to completion whatever its exit: (success, stdout, tail of stderr).
+    /// Only a command that cannot be started (or a host that cannot be reached) is an error.
+    pub async fn run(&self, cmd: &mut Command) -> Result<(bool, String, String)> {
+        let what = process::describe(cmd);
+        let Some(agent) = self.agent().await? else {
+            let out = cmd
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .await
+                .map_err(Error::io(format!("cannot start {what}")))?;
+            let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Ok((
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                err,
+            ));
+        };
+        let mut out = Vec::new();
+        match agent
+            .fetch(exec_request(cmd, false), &mut out)
+            .await
+            .map_err(|m| self.agent_error(m))?
+        {
+            Reply::Exit { code, stderr, .. } => {
+                Ok((code == Some(0), String::from_utf8_lossy(&out).into_owned(), stderr))
+            }
+            r => Err(self.failed(r, &what)),
+        }
+    }
+
+    /// Streams a file of this host into `out`.
+    pub async fn read_file_into(
+        &self,
+        path: &Path,
+        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    ) -> Result<()> {
+        let Some(agent) = self.agent().await? else {
+            let mut f = tokio::fs::File::open(path)
+                .await
+                .map_err(Error::io(path.display().to_string()))?;
+            tokio::io::copy(&mut f, out)
+                .await
+                .map_err(Error::io(path.display().to_string()))?;
+            return Ok(());
+        };
+        match agent
+            .fetch(Request::ReadFile { path: path_str(path) }, out)
+            .await
+            .map_err(|m| self.agent_error(m))?
+        {
+            Reply::Done => Ok(()),
+            r => Err(self.failed(r, "read")),
+        }
+    }
+
+    /// Writes `input` (to its end) into a file of this host; on a remote host atomically,
+    /// and not at all if `input` fails.
+    pub async fn write_file_from(
+        &self,
+        path: &Path,
+        mode: u32,
+        input: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    ) -> Result<()> {
+        let agent = self
+            .agent()
+            .await?
+            .ok_or_else(|| self.fail("write_file_from is for remote hosts".into()))?;
+        let req = Request::WriteFile {
+            path: path_str(path),
+            mode,
+        };
+        match agent
+            .feed(req, input, &mut tokio::io::sink())
+            .await
+            .map_err(|m| self.agent_error(m))?
+        {
+            Reply::Done => Ok(()),
+            r => Err(self.failed(r, "write")),
+        }
+    }
+
     /// Runs an operator-configured command line (`sh -c`); `None` or empty does nothing.
     pub async fn run_configured(&self, line: Option<&str>) -> Result<()> {
         match line.map(str::trim) {
