@@ -20,6 +20,10 @@ command -v python3 >/dev/null || need_pkgs+=(python3)
 # Extended attributes and POSIX ACLs for the tree round-trip tests (tests/trees.rs).
 command -v setfattr >/dev/null || need_pkgs+=(attr)
 command -v setfacl >/dev/null || need_pkgs+=(acl)
+# Several hosts on one machine (tests/hosts.rs): network namespaces and an OpenSSH server per host.
+command -v ip >/dev/null || need_pkgs+=(iproute2)
+[ -x /usr/sbin/sshd ] || need_pkgs+=(openssh-server)
+command -v ssh >/dev/null || need_pkgs+=(openssh-client)
 # Fault injection into real system calls (strace -e inject) and its checks of file attributes.
 command -v strace >/dev/null || need_pkgs+=(strace)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
