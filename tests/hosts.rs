@@ -122,7 +122,7 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
     let sections = format!(
         "[mariadb]\nruns_on = \"h1\"\nsocket = \"{sock}\"\ndatadir = \"{data}\"\ncredentials_file = \"{creds}\"\n\
          start = \"{mstart}\"\nstop = \"{mstop}\"\n\n\
-         [[exec]]\nname = \"ledger\"\nruns_on = \"h2\"\ndump = \"cat {ledger}\"\nrestore = \"cat > {ledger}\"\n\
+         [[exec]]\nname = \"ledger\"\nruns_on = \"h2\"\ndump = \"cat {ledger}; if [ -e {ledger}.slow ]; then sleep 60; fi\"\nrestore = \"cat > {ledger}\"\n\
          verify = \"sha256sum < {ledger}\"\n",
         data = mdir.join("data").display(),
         creds = creds.display(),
@@ -185,6 +185,47 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
         report.contains("database junk"),
         "the extra database is not reported removed: {report}"
     );
+
+    // The SSH connection to h2 killed in the middle of a backup: no snapshot, the host named;
+    // the next run goes through.
+    std::fs::write(h2.backing.join("ledger.txt.slow"), "").unwrap();
+    let mut running = p
+        .hosts
+        .controller(&p.env.cmd(&["--config", &cfg, "backup", "--system", "--name", "cut"]));
+    let running = running
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ssh_to_h2 = format!("ssh -T .*root@{} ", h2.addr);
+    let mut killed = false;
+    for _ in 0..200 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if Command::new("pkill")
+            .args(["-KILL", "-f", &ssh_to_h2])
+            .status()
+            .unwrap()
+            .success()
+        {
+            killed = true;
+            break;
+        }
+    }
+    assert!(killed, "no ssh connection to h2 was seen");
+    let out = running.wait_with_output().unwrap();
+    assert!(
+        !out.status.success(),
+        "a backup whose connection was cut succeeded: {}",
+        stdout(&out)
+    );
+    let err = stderr(&out);
+    assert!(err.contains("host h2") && err.contains("ledger"), "{err}");
+    let snaps = json(&p.ok(&["--config", &cfg, "snapshots", "--json"]));
+    let cut = snaps.as_array().unwrap().iter().find(|s| s["name"] == "cut");
+    assert!(cut.is_none_or(|s| s["status"]["state"] != "complete"), "{snaps}");
+    std::fs::remove_file(h2.backing.join("ledger.txt.slow")).unwrap();
+    let again = json(&p.ok(&["--config", &cfg, "backup", "--system", "--name", "cut", "--json"]));
+    assert_eq!(again["snapshot"]["status"]["state"], "complete");
 
     // A host down fails the snapshot, naming the host and the plugin; the other is unharmed.
     let mut hosts = p.hosts;

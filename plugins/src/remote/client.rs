@@ -408,6 +408,38 @@ mod tests {
         );
     }
 
+    /// An agent cannot make the controller do anything: a request from its side ends the
+    /// connection, and what was in flight fails with the reason.
+    #[tokio::test]
+    async fn an_agent_sending_a_request_is_cut_off() {
+        let (a, b) = tokio::io::duplex(1 << 16);
+        let (ar, aw) = tokio::io::split(a);
+        let (mut br, mut bw) = tokio::io::split(b);
+        tokio::spawn(async move {
+            let _ = wire::read_frame(&mut br).await;
+            let hello = serde_json::to_vec(&Hello::ours()).unwrap();
+            wire::write_frame(&mut bw, &wire::Frame::new(Kind::Hello, 0, hello))
+                .await
+                .unwrap();
+            // Wait for the controller's request, then ask it to read a file instead of answering.
+            let f = wire::read_frame(&mut br).await.unwrap().unwrap();
+            assert_eq!(f.kind, Kind::Request);
+            let evil = serde_json::to_vec(&Request::ReadFile {
+                path: "/etc/cairn/repository.pass".into(),
+            })
+            .unwrap();
+            wire::write_frame(&mut bw, &wire::Frame::new(Kind::Request, 1000, evil))
+                .await
+                .unwrap();
+            bw.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let agent = Agent::connect("db1", ar, aw).await.unwrap();
+        let e = agent.call(Request::Stat { path: "/".into() }).await.unwrap_err();
+        assert!(e.contains("host db1") && e.contains("sent a request"), "{e}");
+        assert!(agent.lost().is_some());
+    }
+
     #[tokio::test]
     async fn a_peer_of_another_protocol_is_refused_by_name() {
         let (a, b) = tokio::io::duplex(1 << 16);
