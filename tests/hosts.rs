@@ -71,6 +71,30 @@ impl Platform {
     }
 }
 
+/// Type, mode and content (or link target) of every entry under `dir`, sorted.
+fn tree_state(dir: &std::path::Path) -> Vec<(String, u32, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(p) = todo.pop() {
+        let md = p.symlink_metadata().unwrap();
+        let rel = p.strip_prefix(dir).unwrap().display().to_string();
+        let data = if md.file_type().is_symlink() {
+            std::fs::read_link(&p).unwrap().into_os_string().into_encoded_bytes()
+        } else if md.is_file() {
+            std::fs::read(&p).unwrap()
+        } else {
+            for e in std::fs::read_dir(&p).unwrap() {
+                todo.push(e.unwrap().path());
+            }
+            Vec::new()
+        };
+        out.push((rel, md.permissions().mode(), data));
+    }
+    out.sort();
+    out
+}
+
 /// MariaDB's SQL run on its host, as root over the socket.
 fn sql(h: &hosts::Host, sock: &str, q: &str) -> String {
     std::fs::write(h.backing.join("q.sql"), q).unwrap();
@@ -119,14 +143,29 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
         .map(|i| format!("entry {i}: {}\n", i * 7919 % 10007))
         .collect();
     std::fs::write(h2.backing.join("ledger.txt"), &ledger_data).unwrap();
+    // Certificates on h2: a directory with a private key, a symlink and a subdirectory.
+    let certs = h2.backing.join("certs");
+    std::fs::create_dir_all(certs.join("ca")).unwrap();
+    std::fs::write(certs.join("server.pem"), "-----BEGIN CERTIFICATE-----\nabc\n").unwrap();
+    std::fs::write(certs.join("server.key"), "secret key\n").unwrap();
+    std::fs::write(certs.join("ca/root.pem"), "root\n").unwrap();
+    std::os::unix::fs::symlink("server.pem", certs.join("current.pem")).unwrap();
+    std::fs::set_permissions(
+        certs.join("server.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let want_certs = tree_state(&certs);
     let sections = format!(
-        "[mariadb]\nruns_on = \"h1\"\nsocket = \"{sock}\"\ndatadir = \"{data}\"\ncredentials_file = \"{creds}\"\n\
+        "[files.certs]\nruns_on = \"h2\"\npaths = [\"{certs_on_h2}\"]\n\n\
+         [mariadb]\nruns_on = \"h1\"\nsocket = \"{sock}\"\ndatadir = \"{data}\"\ncredentials_file = \"{creds}\"\n\
          start = \"{mstart}\"\nstop = \"{mstop}\"\n\n\
          [[exec]]\nname = \"ledger\"\nruns_on = \"h2\"\ndump = \"cat {ledger}; if [ -e {ledger}.slow ]; then sleep 60; fi\"\nrestore = \"cat > {ledger}\"\n\
          verify = \"sha256sum < {ledger}\"\n",
         data = mdir.join("data").display(),
         creds = creds.display(),
         ledger = ledger.display(),
+        certs_on_h2 = h2.dir.join("certs").display(),
     );
     let cfg = p.config("cairn.toml", &sections);
 
@@ -163,6 +202,11 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
     for want in ["mariadb/databases.sql", "mariadb/users.sql", "ledger/dump"] {
         assert!(items.iter().any(|i| i == want), "{want} missing from {items:?}");
     }
+    let cert_item = format!(
+        "certs/{}",
+        h2.dir.join("certs").to_string_lossy().trim_start_matches('/')
+    );
+    assert!(items.contains(&cert_item), "{cert_item} missing from {items:?}");
     let dumped = p.ok(&["--config", &cfg, "dump", "s1", "ledger/dump"]);
     assert!(dumped == ledger_data, "the ledger item differs from the file on h2");
 
@@ -173,6 +217,10 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
         "DROP DATABASE shop; DELETE FROM billing.invoices WHERE id < 100; CREATE DATABASE junk;",
     );
     std::fs::write(h2.backing.join("ledger.txt"), "overwritten\n").unwrap();
+    std::fs::write(certs.join("server.pem"), "tampered\n").unwrap();
+    std::fs::remove_file(certs.join("ca/root.pem")).unwrap();
+    std::fs::create_dir_all(certs.join("new/dir")).unwrap();
+    std::fs::write(certs.join("new/dir/planted.pem"), "x").unwrap();
     let out = p.cairn(&["--config", &cfg, "restore", "s1", "--json"]);
     assert!(out.status.success(), "restore failed: {}{}", stdout(&out), stderr(&out));
     assert_eq!(sql(h1, &sock, STATE), want_db);
@@ -184,6 +232,15 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
     assert!(
         report.contains("database junk"),
         "the extra database is not reported removed: {report}"
+    );
+    assert_eq!(
+        tree_state(&certs),
+        want_certs,
+        "the certificates on h2 differ after the restore"
+    );
+    assert!(
+        report.contains("certs/new"),
+        "the planted directory is not reported removed: {report}"
     );
 
     // The SSH connection to h2 killed in the middle of a backup: no snapshot, the host named;
@@ -248,7 +305,6 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
             .any(|s| s["name"] == "s2" && s["status"]["state"] == "complete"),
         "{snaps}"
     );
-    p.hosts.get("h1").sh(&mstop);
 }
 
 /// A three-member etcd cluster, one member per host.
@@ -385,5 +441,104 @@ fn an_etcd_cluster_across_three_hosts_restores_and_rebuilds_on_fresh_hosts() {
     }
     for (i, (_, h, _)) in fresh.members.iter().enumerate() {
         p.hosts.get(h).sh(&fresh.stop_line(i));
+    }
+}
+
+#[test]
+fn a_zookeeper_ensemble_across_three_hosts_restores_through_their_agents() {
+    if skip() {
+        return;
+    }
+    let env = controller_env();
+    let hosts = Hosts::start(env.dir.path(), &["z1", "z2", "z3"]);
+    let p = Platform { env, hosts };
+    let names = ["z1", "z2", "z3"];
+    let addr = |n: &str| p.hosts.get(n).addr.clone();
+    let ensemble: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("{}={}:2888:3888", i + 1, addr(n)))
+        .collect();
+    let ensemble = ensemble.join(",");
+    let dir = |n: &str| p.hosts.get(n).dir.join("zk");
+    let start_line = |i: usize, n: &str| {
+        format!(
+            "ZK_HOST={} {}",
+            addr(n),
+            line(
+                "zookeeper",
+                &[
+                    "start",
+                    &dir(n).to_string_lossy(),
+                    &(i + 1).to_string(),
+                    "2181",
+                    &ensemble
+                ]
+            )
+            .replace('\'', "")
+        )
+    };
+    let stop_line = |n: &str| line("zookeeper", &["stop", &dir(n).to_string_lossy()]).replace('\'', "");
+    for (i, n) in names.iter().enumerate() {
+        p.hosts.get(n).sh(&start_line(i, n));
+    }
+    let clients: Vec<String> = names.iter().map(|n| format!("{}:2181", addr(n))).collect();
+    let mut wait = vec!["wait"];
+    wait.extend(clients.iter().map(String::as_str));
+    support::servers::sh(&line("zookeeper", &wait));
+    let cli = |cmds: &str| {
+        let mut c = Command::new("bash");
+        c.arg(support::servers::script("zookeeper")).arg("cli").arg(&clients[0]);
+        c.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{cmds}\nquit\n").as_bytes())
+            .unwrap();
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+    };
+    let mut load = String::from("create /app \"root\"\n");
+    for i in 0..40 {
+        load.push_str(&format!("create /app/node{i:03} \"value-{i}\"\n"));
+    }
+    cli(&load);
+    let state = || cli("ls /app\nget /app/node007\nget /app/node039\n");
+    let want = state();
+    assert!(want.contains("node039") && want.contains("value-7"), "{want}");
+
+    let mut sections = String::new();
+    for (i, n) in names.iter().enumerate() {
+        sections.push_str(&format!(
+            "[[zookeeper.servers]]\nid = {id}\nruns_on = \"{n}\"\naddress = \"{a}:2181\"\ndata_dir = \"{d}\"\n\
+             start = \"{start}\"\nstop = \"{stop}\"\n\n",
+            id = i + 1,
+            a = addr(n),
+            d = dir(n).join("data").display(),
+            start = start_line(i, n),
+            stop = stop_line(n),
+        ));
+    }
+    let cfg = p.config("cairn.toml", &sections);
+    p.ok(&["--config", &cfg, "init"]);
+    let s1 = json(&p.ok(&["--config", &cfg, "backup", "--system", "--name", "s1", "--json"]));
+    assert!(item_names(&s1).iter().any(|i| i == "zookeeper/data"), "{s1}");
+
+    cli("deleteall /app\ncreate /junk \"x\"\n");
+    let out = p.cairn(&["--config", &cfg, "restore", "s1"]);
+    assert!(out.status.success(), "restore failed: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(state(), want);
+    for n in names {
+        let myid = p
+            .hosts
+            .get(n)
+            .sh(&format!("cat {}", dir(n).join("data/myid").display()));
+        assert_eq!(
+            myid.trim(),
+            (names.iter().position(|x| *x == n).unwrap() + 1).to_string()
+        );
     }
 }

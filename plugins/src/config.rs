@@ -173,7 +173,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Loaded> {
         built.push((
             section_line(text, &format!("files.{name}"), 0),
             "files".into(),
-            crate::db::files::build(name, c),
+            crate::db::files::build(name, c, &hosts),
         ));
     }
     for (i, c) in config.exec.iter().enumerate() {

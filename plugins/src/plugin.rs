@@ -26,8 +26,7 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::error::{Error, Result};
 use crate::process;
-use crate::remote::host::Host;
-use std::future::Future;
+use crate::remote::host::{EndChecked, Host};
 
 /// How a restore treats the target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -272,12 +271,24 @@ impl ItemSink {
         stored
     }
 
-    /// Stores a file or directory tree; `keep(relative path)` chooses entries (all if `None`).
-    pub async fn tree(&self, item: &str, path: &Path, keep: Option<Keep>) -> Result<Item> {
+    /// Stores a file or directory tree of `host`; `keep(relative path)` chooses entries (all
+    /// if `None`).
+    pub async fn tree(&self, host: &Host, item: &str, path: &Path, keep: Option<Keep>) -> Result<Item> {
         let (backup, name, path) = (self.backup.clone(), self.item_name(item), path.to_path_buf());
-        tokio::task::spawn_blocking(move || match keep {
-            Some(k) => backup.add_tree_filtered(&name, &path, &*k),
-            None => backup.add_tree(&name, &path),
+        let source: Box<dyn cairn_store::write::source::TreeSource> = match host {
+            Host::Local => Box::new(cairn_store::write::source::LocalTree),
+            remote => Box::new(crate::remote::tree::RemoteTree {
+                host: remote.clone(),
+                rt: tokio::runtime::Handle::current(),
+            }),
+        };
+        tokio::task::spawn_blocking(move || {
+            let all = |_: &Path| true;
+            let keep: &dyn Fn(&Path) -> bool = match &keep {
+                Some(k) => &**k,
+                None => &all,
+            };
+            backup.add_tree_from(&name, source.as_ref(), &path, keep)
         })
         .await
         .map_err(|e| Error::Task(format!("backup thread failed: {e}")))?
@@ -304,44 +315,6 @@ impl ItemSink {
 
     pub fn warn(&self, msg: String) {
         self.backup.warn(format!("{}: {msg}", self.prefix));
-    }
-}
-
-/// A pipe's reading end whose end of stream is an error when its writer failed: what a
-/// remote command reads ends in a cancel (the command is killed), not in a clean end of input
-/// that would let it finish on a truncated item.
-struct EndChecked {
-    inner: tokio::io::DuplexStream,
-    done: Option<tokio::sync::oneshot::Receiver<std::result::Result<(), String>>>,
-}
-
-impl AsyncRead for EndChecked {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::task::Poll;
-        let before = buf.filled().len();
-        match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) if buf.filled().len() == before => {}
-            other => return other,
-        }
-        // The end of the pipe: did the writer finish?
-        let Some(done) = self.done.as_mut() else {
-            return Poll::Ready(Ok(()));
-        };
-        match std::pin::Pin::new(done).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(r) => {
-                self.done = None;
-                match r {
-                    Ok(Ok(())) => Poll::Ready(Ok(())),
-                    Ok(Err(e)) => Poll::Ready(Err(std::io::Error::other(e))),
-                    Err(_) => Poll::Ready(Err(std::io::Error::other("the item's reader stopped"))),
-                }
-            }
-        }
     }
 }
 
@@ -417,7 +390,9 @@ impl ItemSource {
     /// If reading the item fails, a remote command is killed before its input ends.
     pub async fn pipe_to(&self, host: &Host, item: &str, cmd: &mut Command) -> Result<()> {
         if !host.is_local() {
-            let (input, fed) = self.reader(item)?;
+            let (input, fed) = self.reader(item, |repo, snap, item, out, progress| {
+                repo.dump(snap, item, out, progress).map(drop)
+            })?;
             let ran = host.stream_in(cmd, input).await;
             fed.await
                 .map_err(|e| Error::Task(format!("restore thread failed: {e}")))??;
@@ -455,29 +430,27 @@ impl ItemSource {
         Ok(())
     }
 
-    /// Writes a stream item into a file of `host` (mode 0600; on a remote host the file
-    /// appears whole or not at all).
-    pub async fn to_file(&self, host: &Host, item: &str, path: &Path) -> Result<()> {
-        if host.is_local() {
-            return self.restore_to(item, path, false).await;
-        }
-        let (input, fed) = self.reader(item)?;
-        let written = host.write_file_from(path, 0o600, input).await;
-        fed.await
-            .map_err(|e| Error::Task(format!("restore thread failed: {e}")))??;
-        written
-    }
-
-    /// A stream item as an async reader for a remote host (an error instead of its end if
-    /// reading it fails), and the task that reads it.
-    fn reader(&self, item: &str) -> Result<(EndChecked, tokio::task::JoinHandle<cairn_store::Result<u64>>)> {
+    /// An item as an async reader for a remote host (an error instead of its end if reading
+    /// it fails), written by `write` on a blocking thread, and that thread.
+    #[allow(clippy::type_complexity)]
+    fn reader(
+        &self,
+        item: &str,
+        write: fn(
+            &Repository,
+            &str,
+            &str,
+            &mut dyn std::io::Write,
+            &dyn cairn_store::Progress,
+        ) -> cairn_store::Result<()>,
+    ) -> Result<(EndChecked, tokio::task::JoinHandle<cairn_store::Result<()>>)> {
         let full = self.item(item)?.name.clone();
         let (repo, snap, progress) = (self.repo.clone(), self.snapshot.name.clone(), self.progress.clone());
         let (r, w) = tokio::io::duplex(1 << 20);
         let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let fed = tokio::task::spawn_blocking(move || {
             let mut w = SyncIoBridge::new(w);
-            let r = repo.dump(&snap, &full, &mut w, progress.as_ref());
+            let r = write(&repo, &snap, &full, &mut w, progress.as_ref());
             let _ = done_tx.send(r.as_ref().map(drop).map_err(|e| e.to_string()));
             r
         });
@@ -507,9 +480,17 @@ impl ItemSource {
             .map_err(|e| Error::Task(format!("restore thread failed: {e}")))??)
     }
 
-    /// Restores an item (tree or stream) to exactly `dest`; see
-    /// [`Repository::restore_item_to`].
-    pub async fn restore_to(&self, item: &str, dest: &Path, overwrite: bool) -> Result<()> {
+    /// Restores an item (tree or stream) to exactly `dest` on `host`; see
+    /// [`Repository::restore_item_to`]. On another host the item is streamed to its agent,
+    /// which places it with the same guarantees ([`cairn_store::TreePlacer`]).
+    pub async fn restore_to(&self, host: &Host, item: &str, dest: &Path, overwrite: bool) -> Result<()> {
+        if !host.is_local() {
+            let (input, fed) = self.reader(item, |repo, snap, item, out, _| repo.item_stream(snap, item, out))?;
+            let placed = host.place_tree(dest, overwrite, input).await;
+            fed.await
+                .map_err(|e| Error::Task(format!("restore thread failed: {e}")))??;
+            return placed;
+        }
         let full = self.item(item)?.name.clone();
         let (repo, snap, dest) = (self.repo.clone(), self.snapshot.name.clone(), dest.to_path_buf());
         let progress = self.progress.clone();

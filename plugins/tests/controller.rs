@@ -81,7 +81,9 @@ impl Plugin for Fake {
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
         self.call("restore");
         let file = ctx.work_dir.join("dump");
-        source.restore_to("dump", &file, false).await?;
+        source
+            .restore_to(&cairn_plugins::remote::host::Host::Local, "dump", &file, false)
+            .await?;
         *self.data.lock().unwrap() = std::fs::read(&file).map_err(Error::io("reading the restored dump"))?;
         Ok(())
     }

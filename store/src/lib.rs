@@ -70,6 +70,7 @@ pub use lock::LockInfo;
 pub use progress::{NoProgress, Progress};
 pub use prune::{PruneOptions, PruneReport};
 pub use repo::{default_cache_dir, OpenOptions, Repository};
+pub use restore::place::{read_entry, TreePlacer};
 pub use restore::RestoreOptions;
 pub use retention::{parse_duration, Decision, Entry as RetentionEntry, Policy};
 pub use snapshot::{Item, ItemKind, Snapshot, Stats, Status};

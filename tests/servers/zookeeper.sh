@@ -8,6 +8,7 @@
 #       standalone, else 1=127.0.0.1:QUORUM_PORT:ELECTION_PORT,2=...,3=...
 #       Data: DIR/data/version-2/{snapshot.<zxid hex>,log.<zxid hex>}; log:
 #       DIR/zookeeper.log (+ JVM stdout/stderr in DIR/zookeeper.out); pid: DIR/zookeeper.pid
+#       ZK_HOST (default 127.0.0.1) is the client address it listens on.
 #   zookeeper.sh wait HOST:PORT...   wait (90s) until each answers ruok=imok and
 #                                    `srvr` shows "Mode: " (standalone|leader|follower)
 #   zookeeper.sh 4lw HOST:PORT WORD  print a four-letter-word reply (srvr, mntr, ...)
@@ -40,7 +41,7 @@ case $cmd in
     echo "$id" >"$dir/data/myid"
     {
       echo "tickTime=2000"; echo "initLimit=10"; echo "syncLimit=5"
-      echo "dataDir=$dir/data"; echo "clientPort=$port"; echo "clientPortAddress=127.0.0.1"
+      echo "dataDir=$dir/data"; echo "clientPort=$port"; echo "clientPortAddress=${ZK_HOST:-127.0.0.1}"
       echo "4lw.commands.whitelist=*"; echo "admin.enableServer=false"
       echo "standaloneEnabled=true"; echo "autopurge.purgeInterval=0"
       echo "snapCount=1000"        # snapshot + new log file every ~500-1000 txns

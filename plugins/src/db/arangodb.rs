@@ -275,7 +275,7 @@ impl Plugin for ArangoDb {
         }
         let _ = std::fs::remove_file(&conf);
         let after = self.counts(&http, &dbs).await?;
-        sink.tree(DUMP, &dump, None).await?;
+        sink.tree(&crate::remote::host::Host::Local, DUMP, &dump, None).await?;
         std::fs::remove_dir_all(&dump).map_err(Error::io(dump.display().to_string()))?;
         let facts = Facts {
             exact: before == after,
@@ -288,7 +288,9 @@ impl Plugin for ArangoDb {
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
         let counts = source.facts::<Facts>(DUMP)?.collections;
         let dump = ctx.work_dir.join(DUMP);
-        source.restore_to(DUMP, &dump, false).await?;
+        source
+            .restore_to(&crate::remote::host::Host::Local, DUMP, &dump, false)
+            .await?;
         let conf = self.tool_config(&ctx.work_dir)?;
         let r = async {
             for db in counts.keys() {

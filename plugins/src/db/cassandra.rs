@@ -406,8 +406,13 @@ impl Plugin for Cassandra {
             }
             for n in &self.cfg.nodes {
                 let item = format!("{}/sstables", n.name);
-                sink.tree(&item, &n.data_dir, Some(keep_snapshot(keyspaces.clone(), tag.clone())))
-                    .await?;
+                sink.tree(
+                    &crate::remote::host::Host::Local,
+                    &item,
+                    &n.data_dir,
+                    Some(keep_snapshot(keyspaces.clone(), tag.clone())),
+                )
+                .await?;
             }
             Ok::<_, Error>(())
         }
@@ -428,7 +433,9 @@ impl Plugin for Cassandra {
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
         let Facts { tag, tables, .. } = source.facts(SCHEMA)?;
         let schema_file = ctx.work_dir.join(SCHEMA);
-        source.restore_to(SCHEMA, &schema_file, false).await?;
+        source
+            .restore_to(&crate::remote::host::Host::Local, SCHEMA, &schema_file, false)
+            .await?;
         let schema = std::fs::read_to_string(&schema_file).map_err(Error::io(schema_file.display().to_string()))?;
         let replay = ctx.work_dir.join("schema-if-not-exists.cql");
         std::fs::write(&replay, if_not_exists(&schema)).map_err(Error::io(replay.display().to_string()))?;
@@ -450,7 +457,9 @@ impl Plugin for Cassandra {
                 );
             }
             let staged = ctx.work_dir.join(&n.name);
-            source.restore_to(&item, &staged, false).await?;
+            source
+                .restore_to(&crate::remote::host::Host::Local, &item, &staged, false)
+                .await?;
             // A fresh node creates table directories when the schema reaches it.
             process::wait_until(60, || async {
                 for t in &names {

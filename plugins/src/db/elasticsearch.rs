@@ -361,7 +361,8 @@ impl Plugin for Elasticsearch {
                     .await?;
             }
         }
-        sink.tree(REPOSITORY, &self.cfg.location, None).await?;
+        sink.tree(&crate::remote::host::Host::Local, REPOSITORY, &self.cfg.location, None)
+            .await?;
         let facts = Facts {
             exact: before == after,
             snapshot: snap,
@@ -391,7 +392,9 @@ impl Plugin for Elasticsearch {
             }
             std::fs::remove_dir_all(&scratch).map_err(Error::io(scratch.display().to_string()))?;
         }
-        source.restore_to(REPOSITORY, &scratch, false).await?;
+        source
+            .restore_to(&crate::remote::host::Host::Local, REPOSITORY, &scratch, false)
+            .await?;
         std::fs::write(scratch.join(SCRATCH_MARK), b"").map_err(Error::io(scratch.display().to_string()))?;
         let repo = format!("{}-restore", self.repository());
         self.register(&http, &repo, &scratch, true).await?;

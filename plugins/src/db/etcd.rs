@@ -334,7 +334,7 @@ impl Plugin for Etcd {
                 .work_dir(&ctx.work_dir)
                 .await?
                 .join(format!("{}-{SNAPSHOT}", self.name));
-            source.to_file(h, SNAPSHOT, &file).await?;
+            source.restore_to(h, SNAPSHOT, &file, false).await?;
             files.push((h.name().to_string(), file));
         }
         let file_on = |h: &Host| files.iter().find(|(n, _)| n == h.name()).expect("sent").1.clone();

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::db::common::absolute;
 use crate::error::{Error, Result};
 use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Mode, Plugin};
-use crate::process;
+use crate::remote::host::{Host, Hosts};
 
 /// `[files.NAME]`
 #[derive(Debug, Clone, Deserialize)]
@@ -24,14 +24,17 @@ pub struct Config {
     pub paths: Vec<PathBuf>,
     /// Shell command run after a restore (reload the services that use them, say).
     pub post_restore: Option<String>,
+    /// The `[hosts.NAME]` the paths are on (and `post_restore` runs on); default: this host.
+    pub runs_on: Option<String>,
 }
 
 pub struct Files {
     name: String,
     cfg: Config,
+    host: Host,
 }
 
-pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(name: &str, cfg: &Config, hosts: &Hosts) -> Result<Arc<dyn Plugin>, String> {
     crate::db::common::plain_name("name", name)?;
     if cfg.paths.is_empty() {
         return Err("paths must list at least one file or directory".into());
@@ -42,6 +45,7 @@ pub fn build(name: &str, cfg: &Config) -> Result<Arc<dyn Plugin>, String> {
     Ok(Arc::new(Files {
         name: name.to_string(),
         cfg: cfg.clone(),
+        host: hosts.get(cfg.runs_on.as_deref())?,
     }))
 }
 
@@ -60,13 +64,14 @@ impl Plugin for Files {
     }
 
     async fn healthcheck(&self, _ctx: &Ctx) -> Health {
-        let missing: Vec<String> = self
-            .cfg
-            .paths
-            .iter()
-            .filter(|p| std::fs::symlink_metadata(p).is_err())
-            .map(|p| p.display().to_string())
-            .collect();
+        let mut missing = Vec::new();
+        for p in &self.cfg.paths {
+            match self.host.stat(p).await {
+                Ok(Some(_)) => {}
+                Ok(None) => missing.push(p.display().to_string()),
+                Err(e) => return Health::bad(e.to_string()),
+            }
+        }
         if missing.is_empty() {
             Health::ok(format!("{} paths present", self.cfg.paths.len()))
         } else {
@@ -76,47 +81,33 @@ impl Plugin for Files {
 
     async fn backup(&self, _ctx: &Ctx, sink: &ItemSink) -> Result<()> {
         for p in &self.cfg.paths {
-            sink.tree(&item_of(p), p, None).await?;
+            sink.tree(&self.host, &item_of(p), p, None).await?;
         }
         Ok(())
     }
 
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
-        use std::os::unix::ffi::OsStrExt;
         for p in &self.cfg.paths {
             ctx.log(format!("restoring {}", p.display()));
+            let exists = self.host.stat(p).await?.is_some();
             source
-                .restore_to(&item_of(p), p, ctx.mode == Mode::Normal || p.exists())
+                .restore_to(&self.host, &item_of(p), p, ctx.mode == Mode::Normal || exists)
                 .await?;
-            if !p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+            if self.host.stat(p).await?.is_none_or(|s| s.kind != "dir") {
                 continue;
             }
             // The snapshot's state, not more: files added since go (the safety snapshot has them).
-            let mut known = std::collections::HashSet::new();
-            for e in source.tree_entries(&item_of(p)).await? {
-                let raw = e.path_bytes().map_err(Error::State)?;
-                known.insert(p.join(std::ffi::OsStr::from_bytes(&raw)));
-            }
+            let known = snapshot_paths(source, p).await?;
             // Entries not in the snapshot, outermost only (a directory goes with what is in it).
             let mut extra: Vec<PathBuf> = Vec::new();
-            let mut walk = walkdir::WalkDir::new(p).follow_links(false).into_iter();
-            while let Some(e) = walk.next() {
-                let Ok(e) = e else { continue };
-                if !known.contains(e.path()) {
-                    if e.file_type().is_dir() {
-                        walk.skip_current_dir();
-                    }
-                    extra.push(e.into_path());
+            for e in self.host.walk(p).await? {
+                let path = entry_path(p, &e.entry)?;
+                if !known.contains(&path) && !extra.iter().any(|x| path.starts_with(x)) {
+                    extra.push(path);
                 }
             }
             for x in extra {
-                let md = x.symlink_metadata().map_err(Error::io(x.display().to_string()))?;
-                if md.is_dir() {
-                    std::fs::remove_dir_all(&x)
-                } else {
-                    std::fs::remove_file(&x)
-                }
-                .map_err(Error::io(x.display().to_string()))?;
+                self.host.remove(&x).await?;
                 ctx.removed(x.display().to_string());
             }
         }
@@ -124,36 +115,34 @@ impl Plugin for Files {
     }
 
     async fn post_restore(&self, _ctx: &Ctx) -> Result<()> {
-        process::run_configured(self.cfg.post_restore.as_deref()).await
+        self.host.run_configured(self.cfg.post_restore.as_deref()).await
     }
 
     async fn verify(&self, _ctx: &Ctx, source: &ItemSource) -> Result<String> {
-        use std::os::unix::fs::MetadataExt;
         let (mut checked, mut extra) = (0usize, 0usize);
         for p in &self.cfg.paths {
             let entries = source.tree_entries(&item_of(p)).await?;
+            // What is there now, as a backup would see it.
+            let now: std::collections::HashMap<PathBuf, cairn_store::write::source::SourceEntry> = self
+                .host
+                .walk(p)
+                .await?
+                .into_iter()
+                .map(|e| Ok((entry_path(p, &e.entry)?, e)))
+                .collect::<Result<_>>()?;
             let mut known = std::collections::HashSet::new();
             for e in &entries {
-                use std::os::unix::ffi::OsStrExt;
-                let raw = e.path_bytes().map_err(Error::State)?;
-                let path = if raw.is_empty() {
-                    p.clone()
-                } else {
-                    p.join(std::ffi::OsStr::from_bytes(&raw))
-                };
+                let path = entry_path(p, e)?;
                 known.insert(path.clone());
-                let md = std::fs::symlink_metadata(&path).map_err(Error::io(format!("{}", path.display())))?;
-                let want_type = match e.entry_type {
-                    EntryType::Dir => md.is_dir(),
-                    EntryType::File => md.is_file(),
-                    EntryType::Symlink => md.file_type().is_symlink(),
-                };
+                let found = now.get(&path);
                 // A hard link has the content of the entry it links to.
                 let data = e.link.and_then(|i| entries.get(i as usize)).unwrap_or(e);
                 let size = data.content.as_ref().map(|c| c.size).unwrap_or(0);
-                let same = want_type
-                    && (e.entry_type == EntryType::Symlink || md.mode() & 0o7777 == e.mode)
-                    && (e.entry_type != EntryType::File || (md.len() == size && md.mtime() == e.mtime));
+                let same = found.is_some_and(|n| {
+                    n.entry.entry_type == e.entry_type
+                        && (e.entry_type == EntryType::Symlink || n.entry.mode == e.mode)
+                        && (e.entry_type != EntryType::File || (n.len == size && n.entry.mtime == e.mtime))
+                });
                 if !same {
                     return Err(Error::Mismatch(format!(
                         "{} differs from the snapshot after restore",
@@ -162,13 +151,7 @@ impl Plugin for Files {
                 }
                 checked += 1;
             }
-            if p.is_dir() {
-                for f in walkdir::WalkDir::new(p).into_iter().flatten() {
-                    if !known.contains(f.path()) {
-                        extra += 1;
-                    }
-                }
-            }
+            extra += now.keys().filter(|k| !known.contains(*k)).count();
         }
         let mut s = format!("{checked} entries match the snapshot (type, mode, size, mtime)");
         if extra > 0 {
@@ -176,4 +159,25 @@ impl Plugin for Files {
         }
         Ok(s)
     }
+}
+
+/// Where a listing entry of the tree at `root` is.
+fn entry_path(root: &Path, e: &cairn_store::snapshot::TreeEntry) -> Result<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let raw = e.path_bytes().map_err(Error::State)?;
+    Ok(if raw.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(std::ffi::OsStr::from_bytes(&raw))
+    })
+}
+
+/// Every path the snapshot's tree item for `root` holds.
+async fn snapshot_paths(source: &ItemSource, root: &Path) -> Result<std::collections::HashSet<PathBuf>> {
+    source
+        .tree_entries(&item_of(root))
+        .await?
+        .iter()
+        .map(|e| entry_path(root, e))
+        .collect()
 }

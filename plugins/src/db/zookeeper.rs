@@ -22,7 +22,7 @@ use crate::db::datadir::{self, Replaced};
 use crate::error::{Error, Result};
 use crate::plugin::{Ctx, Health, ItemSink, ItemSource, Keep, Mode, Plugin};
 use crate::process;
-use crate::remote::host::Host;
+use crate::remote::host::{Host, Hosts};
 
 /// `[zookeeper]`
 #[derive(Debug, Clone, Deserialize)]
@@ -45,14 +45,19 @@ pub struct Server {
     pub data_log_dir: Option<PathBuf>,
     pub start: Option<String>,
     pub stop: Option<String>,
+    /// The `[hosts.NAME]` this server runs on: its directories and start and stop commands
+    /// are there (default: this host). `address` is reached from the controller.
+    pub runs_on: Option<String>,
 }
 
 pub struct ZooKeeper {
     name: String,
     cfg: Config,
+    /// Each server's host, in the order of `cfg.servers`.
+    hosts: Vec<Host>,
 }
 
-pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(name: &str, cfg: &Config, hosts: &Hosts) -> Result<Arc<dyn Plugin>, String> {
     if cfg.servers.is_empty() {
         return Err("servers must list every server ([[zookeeper.servers]])".into());
     }
@@ -69,9 +74,16 @@ pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> R
             return Err(format!("servers[{i}].id = {} is used twice", s.id));
         }
     }
+    let hosts = cfg
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| hosts.get(s.runs_on.as_deref()).map_err(|e| format!("servers[{i}].{e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Arc::new(ZooKeeper {
         name: name.to_string(),
         cfg: cfg.clone(),
+        hosts,
     }))
 }
 
@@ -119,36 +131,32 @@ fn zxid_of(name: &str, prefix: &str) -> Option<u64> {
 
 /// A snapshot file is complete once ZooKeeper has written its trailing seal: the string "/"
 /// serialised as length 1 plus the byte.
-fn sealed(path: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return false;
-    };
-    let mut tail = [0u8; 5];
-    f.seek(SeekFrom::End(-5)).is_ok() && f.read_exact(&mut tail).is_ok() && tail == [0, 0, 0, 1, b'/']
+async fn sealed(host: &Host, path: &Path) -> bool {
+    host.read_tail(path, 5).await.is_ok_and(|t| t == [0, 0, 0, 1, b'/'])
 }
 
-/// The files a restore needs from `version-2` dirs: newest sealed snapshot and the logs from the
-/// one that may hold its next transaction on.
-pub fn choose_files(snap_dir: &Path, log_dir: &Path) -> Result<(String, Vec<String>)> {
-    let names = |d: &Path| -> Result<Vec<String>> {
-        Ok(std::fs::read_dir(d)
-            .map_err(Error::io(d.display().to_string()))?
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect())
-    };
-    let mut snaps: Vec<(u64, String)> = names(snap_dir)?
+/// The files a restore needs from `version-2` dirs on `host`: newest sealed snapshot and the
+/// logs from the one that may hold its next transaction on.
+pub async fn choose_files(host: &Host, snap_dir: &Path, log_dir: &Path) -> Result<(String, Vec<String>)> {
+    let mut snaps: Vec<(u64, String)> = host
+        .list_dir(snap_dir)
+        .await?
         .into_iter()
         .filter_map(|n| zxid_of(&n, "snapshot.").map(|z| (z, n)))
         .collect();
     snaps.sort();
-    let (snap_zxid, snap) = snaps
-        .into_iter()
-        .rev()
-        .find(|(_, n)| sealed(&snap_dir.join(n)))
-        .ok_or_else(|| Error::State(format!("no complete snapshot in {}", snap_dir.display())))?;
-    let mut logs: Vec<(u64, String)> = names(log_dir)?
+    let mut newest_sealed = None;
+    for (z, n) in snaps.into_iter().rev() {
+        if sealed(host, &snap_dir.join(&n)).await {
+            newest_sealed = Some((z, n));
+            break;
+        }
+    }
+    let (snap_zxid, snap) =
+        newest_sealed.ok_or_else(|| Error::State(format!("no complete snapshot in {}", snap_dir.display())))?;
+    let mut logs: Vec<(u64, String)> = host
+        .list_dir(log_dir)
+        .await?
         .into_iter()
         .filter_map(|n| zxid_of(&n, "log.").map(|z| (z, n)))
         .collect();
@@ -207,10 +215,10 @@ impl Plugin for ZooKeeper {
     }
 
     fn cold_paths(&self) -> Vec<std::path::PathBuf> {
-        self.cfg
-            .servers
-            .iter()
-            .flat_map(|s| std::iter::once(s.data_dir.clone()).chain(s.data_log_dir.clone()))
+        // Copied cold by the controller, so only where it can see them.
+        (self.cfg.servers.iter().zip(&self.hosts))
+            .filter(|(_, h)| h.is_local())
+            .flat_map(|(s, _)| std::iter::once(s.data_dir.clone()).chain(s.data_log_dir.clone()))
             .collect()
     }
 
@@ -242,27 +250,33 @@ impl Plugin for ZooKeeper {
     async fn backup(&self, ctx: &Ctx, sink: &ItemSink) -> Result<()> {
         // The leader has every committed transaction; a follower may lag.
         let mut chosen = None;
-        for s in &self.cfg.servers {
+        for (s, h) in self.cfg.servers.iter().zip(&self.hosts) {
             if let Ok((mode, _, _)) = server_state(&s.address).await {
-                if s.data_dir.join("version-2").is_dir() && (chosen.is_none() || mode == "leader") {
-                    chosen = Some(s.clone());
+                let readable = h
+                    .stat(&s.data_dir.join("version-2"))
+                    .await
+                    .is_ok_and(|st| st.is_some_and(|st| st.kind == "dir"));
+                if readable && (chosen.is_none() || mode == "leader") {
+                    chosen = Some((s.clone(), h.clone()));
                 }
             }
         }
-        let s = chosen.ok_or_else(|| Error::Unhealthy("no server answers with a readable data directory".into()))?;
+        let (s, host) =
+            chosen.ok_or_else(|| Error::Unhealthy("no server answers with a readable data directory".into()))?;
         let (_, zxid, nodes) = server_state(&s.address).await?;
         let snap_root = s.data_dir.clone();
         let log_root = s.data_log_dir.clone().unwrap_or_else(|| s.data_dir.clone());
-        let (snap, logs) = choose_files(&snap_root.join("version-2"), &log_root.join("version-2"))?;
+        let (snap, logs) = choose_files(&host, &snap_root.join("version-2"), &log_root.join("version-2")).await?;
         ctx.log(format!("copying {snap} and {} logs from server {}", logs.len(), s.id));
         if log_root == snap_root {
             let mut all = logs.clone();
             all.push(snap.clone());
-            sink.tree(DATA, &snap_root, Some(keep_names(all))).await?;
+            sink.tree(&host, DATA, &snap_root, Some(keep_names(all))).await?;
         } else {
-            sink.tree(DATA, &snap_root, Some(keep_names(vec![snap.clone()])))
+            sink.tree(&host, DATA, &snap_root, Some(keep_names(vec![snap.clone()])))
                 .await?;
-            sink.tree(LOGS, &log_root, Some(keep_names(logs.clone()))).await?;
+            sink.tree(&host, LOGS, &log_root, Some(keep_names(logs.clone())))
+                .await?;
         }
         let (_, zxid_after, nodes_after) = server_state(&s.address).await?;
         let exact = zxid == zxid_after && nodes == nodes_after;
@@ -284,6 +298,7 @@ impl Plugin for ZooKeeper {
 
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
         let separate_logs = source.item(LOGS).is_ok();
+        let servers: Vec<(&Server, &Host)> = self.cfg.servers.iter().zip(&self.hosts).collect();
         let dirs = |s: &Server| {
             let mut d = vec![s.data_dir.clone()];
             if let Some(l) = s.data_log_dir.as_ref().filter(|l| **l != s.data_dir) {
@@ -292,49 +307,45 @@ impl Plugin for ZooKeeper {
             d
         };
         if ctx.mode == Mode::DisasterRecovery {
-            let all: Vec<(PathBuf, String)> = self
-                .cfg
-                .servers
+            let all: Vec<(Host, PathBuf, String)> = servers
                 .iter()
-                .flat_map(|s| dirs(s).into_iter().map(move |d| (d, format!("server {}", s.id))))
+                .flat_map(|(s, h)| {
+                    dirs(s)
+                        .into_iter()
+                        .map(move |d| ((*h).clone(), d, format!("server {}", s.id)))
+                })
                 .collect();
-            let all: Vec<_> = all.into_iter().map(|(d, o)| (Host::Local, d, o)).collect();
             datadir::require_empty(&all).await?;
         } else {
-            for s in &self.cfg.servers {
+            for (s, h) in &servers {
                 ctx.log(format!("stopping server {}", s.id));
-                process::run_configured(s.stop.as_deref()).await?;
+                h.run_configured(s.stop.as_deref()).await?;
             }
         }
         let mut replaced = Replaced::default();
         let r = async {
-            for s in &self.cfg.servers {
+            for (s, h) in &servers {
                 for d in dirs(s) {
-                    replaced.move_aside(&Host::Local, &d).await?;
+                    replaced.move_aside(h, &d).await?;
                 }
                 ctx.log(format!("rebuilding {}", s.data_dir.display()));
-                source.restore_to(DATA, &s.data_dir, false).await?;
+                source.restore_to(h, DATA, &s.data_dir, false).await?;
                 if separate_logs {
                     let l = s.data_log_dir.clone().unwrap_or_else(|| s.data_dir.clone());
-                    source.restore_to(LOGS, &l, true).await?;
+                    source.restore_to(h, LOGS, &l, true).await?;
                 }
-                let myid = s.data_dir.join("myid");
-                std::fs::write(&myid, format!("{}\n", s.id)).map_err(Error::io(myid.display().to_string()))?;
+                h.write_file(&s.data_dir.join("myid"), format!("{}\n", s.id).into_bytes(), 0o644)
+                    .await?;
             }
-            for s in &self.cfg.servers {
+            for (s, h) in &servers {
                 ctx.log(format!("starting server {}", s.id));
-                process::run_configured(s.start.as_deref()).await?;
+                h.run_configured(s.start.as_deref()).await?;
             }
             self.wait_serving().await
         }
         .await;
-        let stop: Vec<_> = self.cfg.servers.iter().map(|s| (Host::Local, s.stop.clone())).collect();
-        let start: Vec<_> = self
-            .cfg
-            .servers
-            .iter()
-            .map(|s| (Host::Local, s.start.clone()))
-            .collect();
+        let stop: Vec<_> = servers.iter().map(|(s, h)| ((*h).clone(), s.stop.clone())).collect();
+        let start: Vec<_> = servers.iter().map(|(s, h)| ((*h).clone(), s.start.clone())).collect();
         replaced.finish(ctx, r, &stop, &start).await
     }
 
@@ -375,8 +386,8 @@ impl Plugin for ZooKeeper {
 mod tests {
     use super::*;
 
-    #[test]
-    fn chooses_the_newest_sealed_snapshot_and_the_logs_after_it() {
+    #[tokio::test]
+    async fn chooses_the_newest_sealed_snapshot_and_the_logs_after_it() {
         let d = tempfile::tempdir().unwrap();
         let v = d.path();
         let seal = |n: &str| std::fs::write(v.join(n), [b"data".as_slice(), &[0, 0, 0, 1, b'/']].concat()).unwrap();
@@ -386,12 +397,13 @@ mod tests {
         for l in ["log.1", "log.150", "log.250", "log.301"] {
             std::fs::write(v.join(l), b"txns").unwrap();
         }
-        let (snap, logs) = choose_files(v, v).unwrap();
+        let (snap, logs) = choose_files(&Host::Local, v, v).await.unwrap();
         assert_eq!(snap, "snapshot.200");
         assert_eq!(logs, vec!["log.150", "log.250", "log.301"]);
         std::fs::remove_file(v.join("snapshot.0")).unwrap();
         std::fs::remove_file(v.join("snapshot.200")).unwrap();
-        assert!(choose_files(v, v)
+        assert!(choose_files(&Host::Local, v, v)
+            .await
             .unwrap_err()
             .to_string()
             .contains("no complete snapshot"));

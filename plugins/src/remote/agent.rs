@@ -97,7 +97,7 @@ async fn handle(mut ep: Endpoint) {
             cwd,
             stdin,
         }) => exec(&mut ep, program, args, env, cwd, stdin).await,
-        Ok(Request::ReadFile { path }) => read_file(&ep, &path).await,
+        Ok(Request::ReadFile { path, tail }) => read_file(&ep, &path, tail).await,
         Ok(Request::WriteFile { path, mode }) => write_file(&mut ep, &path, mode).await,
         Ok(Request::Stat { path }) => stat(&path),
         Ok(Request::ListDir { path }) => list_dir(&path),
@@ -106,6 +106,8 @@ async fn handle(mut ep: Endpoint) {
             |e| Reply::failed(&format!("renaming {from} to {to}"), &e),
             |_| Reply::Done,
         ),
+        Ok(Request::Walk { root }) => walk(&ep, root).await,
+        Ok(Request::PlaceTree { dest, overwrite }) => place_tree(&mut ep, dest, overwrite).await,
         Ok(Request::CreateDir { path, mode }) => {
             let mut b = std::fs::DirBuilder::new();
             std::os::unix::fs::DirBuilderExt::mode(b.recursive(true), mode);
@@ -209,11 +211,21 @@ async fn exec(
     }
 }
 
-async fn read_file(ep: &Endpoint, path: &str) -> Reply {
+async fn read_file(ep: &Endpoint, path: &str, tail: Option<u64>) -> Reply {
     let mut f = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) => return Reply::failed(&format!("opening {path}"), &e),
     };
+    if let Some(n) = tail {
+        use tokio::io::AsyncSeekExt;
+        let len = match f.metadata().await {
+            Ok(m) => m.len(),
+            Err(e) => return Reply::failed(&format!("examining {path}"), &e),
+        };
+        if let Err(e) = f.seek(std::io::SeekFrom::Start(len.saturating_sub(n))).await {
+            return Reply::failed(&format!("reading {path}"), &e);
+        }
+    }
     let mut buf = vec![0u8; MAX_BODY];
     loop {
         match f.read(&mut buf).await {
@@ -275,6 +287,94 @@ async fn write_file(ep: &mut Endpoint, path: &str, mode: u32) -> Reply {
     match done.await {
         Ok(()) => Reply::Done,
         Err(e) => Reply::failed(&format!("writing {path}"), &e),
+    }
+}
+
+/// Walks on a blocking thread (the same walk a local backup does) and streams the entries.
+async fn walk(ep: &Endpoint, root: String) -> Reply {
+    let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>, String>>(64);
+    let walker = tokio::task::spawn_blocking(move || {
+        use cairn_store::write::source::{LocalTree, TreeSource};
+        let keep_all = |_: &Path| true;
+        let entries = match LocalTree.entries(Path::new(&root), &keep_all) {
+            Ok(e) => e,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(e.to_string()));
+                return;
+            }
+        };
+        let mut batch = Vec::new();
+        for e in entries {
+            match e {
+                Ok(e) => {
+                    serde_json::to_writer(&mut batch, &e).expect("entry serialises");
+                    batch.push(b'\n');
+                    if batch.len() >= MAX_BODY / 2 && tx.blocking_send(Ok(std::mem::take(&mut batch))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e.to_string()));
+                    return;
+                }
+            }
+        }
+        let _ = tx.blocking_send(Ok(batch));
+    });
+    while let Some(part) = rx.recv().await {
+        match part {
+            Ok(bytes) => {
+                if let Err(e) = ep.send_data(&bytes).await {
+                    return Reply::Failed {
+                        error: e,
+                        not_found: false,
+                    };
+                }
+            }
+            Err(e) => {
+                return Reply::Failed {
+                    error: e,
+                    not_found: false,
+                }
+            }
+        }
+    }
+    let _ = walker.await;
+    let _ = ep.send(Kind::End, Vec::new()).await;
+    Reply::Done
+}
+
+/// Feeds the channel's bytes to a [`cairn_store::TreePlacer`] on a blocking thread. A stream
+/// that stops early (the controller cancelled, the connection broke) lacks its end marker, so
+/// the placer fails instead of finishing.
+async fn place_tree(ep: &mut Endpoint, dest: String, overwrite: bool) -> Reply {
+    let (r, mut w) = tokio::io::duplex(2 * MAX_BODY);
+    let placer = tokio::task::spawn_blocking(move || {
+        let mut input = tokio_util::io::SyncIoBridge::new(r);
+        cairn_store::TreePlacer::new(Path::new(&dest), overwrite).and_then(|p| p.place_all(&mut input))
+    });
+    loop {
+        match ep.recv().await {
+            Event::Data(d) => {
+                if w.write_all(&d).await.is_err() {
+                    break; // the placer stopped: its error says why
+                }
+            }
+            Event::End | Event::Cancel | Event::Lost(_) => break,
+            Event::Request(_) | Event::Reply(_) => {}
+        }
+    }
+    drop(w);
+    match placer.await {
+        Ok(Ok(_)) => Reply::Done,
+        Ok(Err(e)) => Reply::Failed {
+            error: e.to_string(),
+            not_found: false,
+        },
+        Err(e) => Reply::Failed {
+            error: format!("the placing thread failed: {e}"),
+            not_found: false,
+        },
     }
 }
 

@@ -394,7 +394,13 @@ mod tests {
         );
         let mut out = Vec::new();
         agent
-            .fetch(Request::ReadFile { path: p.clone() }, &mut out)
+            .fetch(
+                Request::ReadFile {
+                    path: p.clone(),
+                    tail: None,
+                },
+                &mut out,
+            )
             .await
             .unwrap();
         assert_eq!(out, b"one");
@@ -426,6 +432,7 @@ mod tests {
             assert_eq!(f.kind, Kind::Request);
             let evil = serde_json::to_vec(&Request::ReadFile {
                 path: "/etc/cairn/repository.pass".into(),
+                tail: None,
             })
             .unwrap();
             wire::write_frame(&mut bw, &wire::Frame::new(Kind::Request, 1000, evil))

@@ -330,7 +330,13 @@ impl Host {
             return Ok(());
         };
         match agent
-            .fetch(Request::ReadFile { path: path_str(path) }, out)
+            .fetch(
+                Request::ReadFile {
+                    path: path_str(path),
+                    tail: None,
+                },
+                out,
+            )
             .await
             .map_err(|m| self.agent_error(m))?
         {
@@ -362,6 +368,64 @@ impl Host {
         {
             Reply::Done => Ok(()),
             r => Err(self.failed(r, "write")),
+        }
+    }
+
+    /// The entries of the tree at `root` on this host, as a tree backup walks them.
+    pub async fn walk(&self, root: &Path) -> Result<Vec<cairn_store::write::source::SourceEntry>> {
+        let Some(agent) = self.agent().await? else {
+            let root = root.to_path_buf();
+            return tokio::task::spawn_blocking(move || {
+                use cairn_store::write::source::{LocalTree, TreeSource};
+                let all = |_: &Path| true;
+                let entries = LocalTree.entries(&root, &all)?.collect::<cairn_store::Result<Vec<_>>>();
+                entries
+            })
+            .await
+            .map_err(|e| Error::Task(format!("walk thread failed: {e}")))?
+            .map_err(Error::from);
+        };
+        let mut out = Vec::new();
+        match agent
+            .fetch(Request::Walk { root: path_str(root) }, &mut out)
+            .await
+            .map_err(|m| self.agent_error(m))?
+        {
+            Reply::Done => {}
+            r => return Err(self.failed(r, "walk")),
+        }
+        out.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice(l)
+                    .map_err(|e| self.fail(format!("walking {}: a bad entry: {e}", root.display())))
+            })
+            .collect()
+    }
+
+    /// Places an item placement stream (`cairn_store::Repository::item_stream`) at `dest` on
+    /// this host.
+    pub async fn place_tree(
+        &self,
+        dest: &Path,
+        overwrite: bool,
+        input: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    ) -> Result<()> {
+        let agent = self
+            .agent()
+            .await?
+            .ok_or_else(|| self.fail("place_tree is for remote hosts".into()))?;
+        let req = Request::PlaceTree {
+            dest: path_str(dest),
+            overwrite,
+        };
+        match agent
+            .feed(req, input, &mut tokio::io::sink())
+            .await
+            .map_err(|m| self.agent_error(m))?
+        {
+            Reply::Done => Ok(()),
+            r => Err(self.failed(r, "place")),
         }
     }
 
@@ -505,11 +569,40 @@ impl Host {
         };
         let mut out = Vec::new();
         match agent
-            .fetch(Request::ReadFile { path: path_str(path) }, &mut out)
+            .fetch(
+                Request::ReadFile {
+                    path: path_str(path),
+                    tail: None,
+                },
+                &mut out,
+            )
             .await
             .map_err(|m| self.agent_error(m))?
         {
             Reply::Done => Ok(out),
+            r => Err(self.failed(r, "read")),
+        }
+    }
+
+    /// The last `n` bytes of a file (all of it if shorter).
+    pub async fn read_tail(&self, path: &Path, n: u64) -> Result<Vec<u8>> {
+        let Some(agent) = self.agent().await? else {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = std::fs::File::open(path).map_err(Error::io(path.display().to_string()))?;
+            let len = f.metadata().map_err(Error::io(path.display().to_string()))?.len();
+            f.seek(SeekFrom::Start(len.saturating_sub(n)))
+                .map_err(Error::io(path.display().to_string()))?;
+            let mut out = Vec::new();
+            f.read_to_end(&mut out).map_err(Error::io(path.display().to_string()))?;
+            return Ok(out);
+        };
+        let mut out = Vec::new();
+        let req = Request::ReadFile {
+            path: path_str(path),
+            tail: Some(n),
+        };
+        match agent.fetch(req, &mut out).await.map_err(|m| self.agent_error(m))? {
+            Reply::Done => Ok(out.split_off(out.len().saturating_sub(n as usize))),
             r => Err(self.failed(r, "read")),
         }
     }
@@ -576,6 +669,44 @@ impl Host {
         {
             Reply::Done => Ok(()),
             r => Err(self.failed(r, "create")),
+        }
+    }
+}
+
+/// A pipe's reading end whose end of stream is an error when its writer failed: what a
+/// remote command reads ends in a cancel (the command is killed), not in a clean end of input
+/// that would let it finish on a truncated item.
+pub struct EndChecked {
+    pub inner: tokio::io::DuplexStream,
+    pub done: Option<tokio::sync::oneshot::Receiver<std::result::Result<(), String>>>,
+}
+
+impl tokio::io::AsyncRead for EndChecked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() == before => {}
+            other => return other,
+        }
+        // The end of the pipe: did the writer finish?
+        let Some(done) = self.done.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        match std::future::Future::poll(std::pin::Pin::new(done), cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                self.done = None;
+                match r {
+                    Ok(Ok(())) => Poll::Ready(Ok(())),
+                    Ok(Err(e)) => Poll::Ready(Err(std::io::Error::other(e))),
+                    Err(_) => Poll::Ready(Err(std::io::Error::other("the item's reader stopped"))),
+                }
+            }
         }
     }
 }

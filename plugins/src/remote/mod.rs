@@ -13,4 +13,5 @@ pub mod client;
 pub mod conn;
 pub mod host;
 pub mod msg;
+pub mod tree;
 pub mod wire;

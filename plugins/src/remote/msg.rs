@@ -52,9 +52,12 @@ pub enum Request {
         #[serde(default)]
         stdin: bool,
     },
-    /// A file's bytes as `Data`, then `End`, then [`Reply::Done`].
+    /// A file's bytes as `Data`, then `End`, then [`Reply::Done`]; with `tail`, only its
+    /// last `tail` bytes (an agent that does not know `tail` sends the whole file).
     ReadFile {
         path: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tail: Option<u64>,
     },
     /// Writes the channel's `Data` into a new file beside `path` and renames it over `path`
     /// once `End` came and the bytes are synced: readers see the old file or the whole new one.
@@ -82,6 +85,17 @@ pub enum Request {
     CreateDir {
         path: String,
         mode: u32,
+    },
+    /// The entries of the tree at `root` (`cairn_store::write::source::SourceEntry`, one JSON
+    /// line each, as `Data`), walked as a local backup walks; then `End` and [`Reply::Done`].
+    Walk {
+        root: String,
+    },
+    /// Places the channel's `Data`, an item placement stream (`cairn_store::TreePlacer`), at
+    /// `dest`; [`Reply::Done`] once it is all in place.
+    PlaceTree {
+        dest: String,
+        overwrite: bool,
     },
 }
 

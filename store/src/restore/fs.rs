@@ -133,10 +133,14 @@ pub(crate) fn timestamps(e: &TreeEntry) -> Timestamps {
 
 /// Owner (when allowed), mode, extended attributes and time, in that order (a chown clears
 /// set-id bits; writing attributes would change the time).
+/// An owner of `u32::MAX` (an id no file has) leaves the owner as the restoring process makes
+/// it: a stream item placed as a file carries no owner.
 pub(crate) fn apply_meta(fd: BorrowedFd, e: &TreeEntry, path: &Path) -> Result<()> {
-    match rfs::fchown(fd, Some(rfs::Uid::from_raw(e.uid)), Some(rfs::Gid::from_raw(e.gid))) {
-        Ok(()) | Err(Errno::PERM) => {}
-        Err(err) => return Err(io_err(path, err)),
+    if e.uid != u32::MAX && e.gid != u32::MAX {
+        match rfs::fchown(fd, Some(rfs::Uid::from_raw(e.uid)), Some(rfs::Gid::from_raw(e.gid))) {
+            Ok(()) | Err(Errno::PERM) => {}
+            Err(err) => return Err(io_err(path, err)),
+        }
     }
     rfs::fchmod(fd, Mode::from_raw_mode(e.mode)).map_err(|err| io_err(path, err))?;
     for (name, value) in &e.xattrs {

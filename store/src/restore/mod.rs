@@ -4,6 +4,7 @@
 //! the read path (`read/`).
 
 pub(crate) mod fs;
+pub mod place;
 mod tree;
 
 use std::os::fd::AsFd;
@@ -79,17 +80,8 @@ impl Repository {
         progress: &dyn Progress,
     ) -> Result<Item> {
         let _lock = self.read_lock(&format!("restore {snapshot}"))?;
-        let snap = self.restorable_snapshot(snapshot)?;
-        let it = snap
-            .item(item)
-            .ok_or_else(|| Error::UnknownItem(snapshot.into(), item.into()))?
-            .clone();
-        if !overwrite && dest.is_dir() && std::fs::read_dir(dest).at(dest)?.next().is_some() {
-            return Err(Error::TargetNotEmpty(dest.into()));
-        }
-        if !overwrite && dest.is_file() {
-            return Err(Error::TargetNotEmpty(dest.into()));
-        }
+        let it = self.restorable_item(snapshot, item)?;
+        check_target(dest, overwrite)?;
         let (synced, _) = self.synced()?;
         progress.start(&format!("restore {item}"), Some(it.size));
         let name = dest
@@ -100,4 +92,25 @@ impl Repository {
         progress.finish();
         Ok(it)
     }
+}
+
+impl Repository {
+    /// An item of a snapshot that may be restored.
+    pub(crate) fn restorable_item(&self, snapshot: &str, item: &str) -> Result<Item> {
+        let snap = self.restorable_snapshot(snapshot)?;
+        snap.item(item)
+            .cloned()
+            .ok_or_else(|| Error::UnknownItem(snapshot.into(), item.into()))
+    }
+}
+
+/// Unless `overwrite`, `dest` must be absent or an empty directory.
+pub(crate) fn check_target(dest: &Path, overwrite: bool) -> Result<()> {
+    if !overwrite && dest.is_dir() && std::fs::read_dir(dest).at(dest)?.next().is_some() {
+        return Err(Error::TargetNotEmpty(dest.into()));
+    }
+    if !overwrite && dest.is_file() {
+        return Err(Error::TargetNotEmpty(dest.into()));
+    }
+    Ok(())
 }

@@ -44,9 +44,9 @@ const BATCH_BYTES: u64 = 8 << 20;
 
 /// Writes into a new file, leaving holes where whole 4 KiB blocks are zero (call
 /// [`Sparse::finish`] to set the length, so that trailing zeros exist too).
-struct Sparse<'f> {
-    f: &'f mut std::fs::File,
-    len: u64,
+pub(super) struct Sparse<'f> {
+    pub(super) f: &'f mut std::fs::File,
+    pub(super) len: u64,
 }
 
 const BLOCK: usize = 4096;
@@ -83,7 +83,7 @@ impl Write for Sparse<'_> {
 }
 
 impl Sparse<'_> {
-    fn finish(self) -> std::io::Result<()> {
+    pub(super) fn finish(self) -> std::io::Result<()> {
         self.f.set_len(self.len)
     }
 }
@@ -334,21 +334,27 @@ impl Synced {
             let path = shown(p);
             let dir = open_dir(root, p.parent()).map_err(|e| io_err(&path, e))?;
             let name = name_of(p);
-            let target = p
-                .entry
-                .target_bytes()
-                .map_err(|m| corrupt("tree listing", m))?
-                .ok_or_else(|| corrupt("tree listing", format!("{}: symlink without target", path.display())))?;
-            remove_at(dir.as_fd(), name).map_err(|e| io_err(&path, e))?;
-            rfs::symlinkat(OsStr::from_bytes(&target), &dir, name).map_err(|e| io_err(&path, e))?;
-            let (uid, gid) = (rfs::Uid::from_raw(p.entry.uid), rfs::Gid::from_raw(p.entry.gid));
-            match rfs::chownat(&dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(()) | Err(Errno::PERM) => {}
-                Err(e) => return Err(io_err(&path, e)),
-            }
-            rfs::utimensat(&dir, name, &timestamps(p.entry), AtFlags::SYMLINK_NOFOLLOW)
-                .map_err(|e| io_err(&path, e))?;
+            place_symlink(dir.as_fd(), name, p.entry, &path)?;
         }
         Ok(())
     }
+}
+
+/// Creates the symlink `entry` as `name` in `dir` (replacing what is there), with its owner
+/// (when allowed) and time.
+pub(super) fn place_symlink(dir: BorrowedFd, name: &OsStr, entry: &TreeEntry, path: &Path) -> Result<()> {
+    let target = entry
+        .target_bytes()
+        .map_err(|m| corrupt("tree listing", m))?
+        .ok_or_else(|| corrupt("tree listing", format!("{}: symlink without target", path.display())))?;
+    remove_at(dir, name).map_err(|e| io_err(path, e))?;
+    rfs::symlinkat(OsStr::from_bytes(&target), dir, name).map_err(|e| io_err(path, e))?;
+    if entry.uid != u32::MAX && entry.gid != u32::MAX {
+        let (uid, gid) = (rfs::Uid::from_raw(entry.uid), rfs::Gid::from_raw(entry.gid));
+        match rfs::chownat(dir, name, Some(uid), Some(gid), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(()) | Err(Errno::PERM) => {}
+            Err(e) => return Err(io_err(path, e)),
+        }
+    }
+    rfs::utimensat(dir, name, &timestamps(entry), AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_err(path, e))
 }

@@ -35,6 +35,7 @@ mod destination;
 mod failure;
 mod pipeline;
 mod similar;
+pub mod source;
 mod stats;
 #[cfg(test)]
 mod tests;
@@ -349,11 +350,23 @@ impl Backup {
     /// Adds the part of a tree for which `keep(relative path)` holds (directories that are not
     /// kept are not descended into; the root is always kept).
     pub fn add_tree_filtered(&self, name: &str, path: &Path, keep: &dyn Fn(&Path) -> bool) -> Result<Item> {
+        self.add_tree_from(name, &source::LocalTree, path, keep)
+    }
+
+    /// Adds the tree at `path` of `source` (another host's, say), as
+    /// [`add_tree_filtered`](Self::add_tree_filtered) does for this one's.
+    pub fn add_tree_from(
+        &self,
+        name: &str,
+        source: &dyn source::TreeSource,
+        path: &Path,
+        keep: &dyn Fn(&Path) -> bool,
+    ) -> Result<Item> {
         let (counters, _guard) = self.begin_item(name)?;
         let start = Instant::now();
         self.progress.start(&format!("backup {}", path.display()), None);
         let mut sink = self.sink(&counters, None);
-        let r = self.store_tree(&mut sink, path, keep);
+        let r = self.store_tree(&mut sink, source, path, keep);
         self.progress.finish();
         let (listing, size, files, dirs, symlinks) = self.with_cause(r)?;
         let item = Item {
