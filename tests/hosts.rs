@@ -160,7 +160,7 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
         "[files.certs]\nruns_on = \"h2\"\npaths = [\"{certs_on_h2}\"]\n\n\
          [mariadb]\nruns_on = \"h1\"\nsocket = \"{sock}\"\ndatadir = \"{data}\"\ncredentials_file = \"{creds}\"\n\
          start = \"{mstart}\"\nstop = \"{mstop}\"\n\n\
-         [[exec]]\nname = \"ledger\"\nruns_on = \"h2\"\ndump = \"cat {ledger}; if [ -e {ledger}.slow ]; then sleep 60; fi\"\nrestore = \"cat > {ledger}\"\n\
+         [[exec]]\nname = \"ledger\"\nruns_on = \"h2\"\ndump = \"cat {ledger}; if [ -e {ledger}.slow ]; then touch {ledger}.dumping; sleep 60; fi\"\nrestore = \"cat > {ledger}\"\n\
          verify = \"sha256sum < {ledger}\"\n",
         data = mdir.join("data").display(),
         creds = creds.display(),
@@ -243,6 +243,23 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
         "the planted directory is not reported removed: {report}"
     );
 
+    // Least privilege: a database host holds nothing that reads the repository. Neither the
+    // passphrase nor the repository is anywhere it can see (its files, its agents' work
+    // directories), and cairn run there with the repository's path finds no repository.
+    for h in [h1, h2] {
+        let found = h.sh(&format!(
+            "grep -rlF '{PASSWORD}' {} /tmp/cairn-agent-* 2>/dev/null || true",
+            h.dir.display()
+        ));
+        assert!(found.trim().is_empty(), "{}: the passphrase is in {found}", h.name);
+        let o = h.sh(&format!(
+            "CAIRN_PASSWORD='{PASSWORD}' {} -r {} snapshots 2>&1 || echo refused",
+            cairn_bin().display(),
+            p.env.repo.display()
+        ));
+        assert!(o.contains("refused"), "{}: {o}", h.name);
+    }
+
     // The SSH connection to h2 killed in the middle of a backup: no snapshot, the host named;
     // the next run goes through.
     std::fs::write(h2.backing.join("ledger.txt.slow"), "").unwrap();
@@ -255,20 +272,22 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
         .spawn()
         .unwrap();
     let ssh_to_h2 = format!("ssh -T .*root@{} ", h2.addr);
-    let mut killed = false;
-    for _ in 0..200 {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        if Command::new("pkill")
-            .args(["-KILL", "-f", &ssh_to_h2])
-            .status()
-            .unwrap()
-            .success()
-        {
-            killed = true;
+    // Once the dump is under way on h2 (it says so), its connection goes.
+    for _ in 0..300 {
+        if h2.backing.join("ledger.txt.dumping").exists() {
             break;
         }
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert!(killed, "no ssh connection to h2 was seen");
+    assert!(
+        h2.backing.join("ledger.txt.dumping").exists(),
+        "the slow dump never started"
+    );
+    let killed = Command::new("pkill")
+        .args(["-KILL", "-f", &ssh_to_h2])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no ssh connection to h2 was seen");
     let out = running.wait_with_output().unwrap();
     assert!(
         !out.status.success(),
