@@ -248,7 +248,7 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
     // directories), and cairn run there with the repository's path finds no repository.
     for h in [h1, h2] {
         let found = h.sh(&format!(
-            "grep -rlF '{PASSWORD}' {} /tmp/cairn-agent-* 2>/dev/null || true",
+            "grep -rlF '{PASSWORD}' {} 2>/dev/null || true",
             h.dir.display()
         ));
         assert!(found.trim().is_empty(), "{}: the passphrase is in {found}", h.name);
@@ -560,4 +560,128 @@ fn a_zookeeper_ensemble_across_three_hosts_restores_through_their_agents() {
             (names.iter().position(|x| *x == n).unwrap() + 1).to_string()
         );
     }
+}
+
+/// Elasticsearch (the stand-in) on a host: its shared-filesystem repository is there; the
+/// controller speaks HTTP to it and carries the repository through the host's agent.
+#[test]
+fn an_elasticsearch_repository_on_another_host_is_carried_through_its_agent() {
+    if skip() {
+        return;
+    }
+    let env = controller_env();
+    let hosts = Hosts::start(env.dir.path(), &["es1"]);
+    let p = Platform { env, hosts };
+    let h = p.hosts.get("es1");
+    let es = h.dir.join("es");
+    let path_repo = format!("--path-repo {}", es.display());
+    let port = start_standin(h, "elasticsearch", "", &path_repo, support::standins::ES_AUTH);
+    let url = format!("http://{}:{port}", h.addr);
+    let auth = Some(support::standins::ES_AUTH);
+    let call =
+        |m: &str, path: &str, body: Option<&str>| support::standins::http_ok(m, &format!("{url}{path}"), auth, body);
+    let mut bulk = String::new();
+    for i in 0..300 {
+        bulk.push_str(&format!(
+            "{{\"index\":{{\"_index\":\"events\",\"_id\":\"{i}\"}}}}\n{{\"n\":{i}}}\n"
+        ));
+    }
+    call("POST", "/_bulk?refresh=true", Some(&bulk));
+    let count = || call("GET", "/events/_count", None)["count"].as_u64().unwrap();
+    assert_eq!(count(), 300);
+    let cred = p.env.path("ctl/es.cred");
+    support::standins::secret_file(&cred, &format!("{}\n", support::standins::ES_AUTH));
+    let sections = format!(
+        "[elasticsearch]\nruns_on = \"es1\"\nurl = \"{url}\"\ncredentials_file = \"{}\"\nlocation = \"{}\"\n",
+        cred.display(),
+        es.join("cairn").display(),
+    );
+    let cfg = p.config("cairn.toml", &sections);
+    p.ok(&["--config", &cfg, "init"]);
+    let s1 = json(&p.ok(&["--config", &cfg, "backup", "--system", "--name", "s1", "--json"]));
+    assert!(item_names(&s1).iter().any(|i| i == "elasticsearch/repository"), "{s1}");
+    call("DELETE", "/events", None);
+    let out = p.cairn(&["--config", &cfg, "restore", "s1"]);
+    assert!(out.status.success(), "restore failed: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(count(), 300);
+    // The scratch copy the restore registered is gone from the host again.
+    assert!(!h.backing.join("es/cairn-restore").exists());
+}
+
+/// A stand-in server started on a host, listening on its address: the port it chose.
+fn start_standin(h: &hosts::Host, name: &str, serve: &str, extra: &str, cred: &str) -> u16 {
+    std::fs::write(h.backing.join(format!("{name}.cred")), format!("{cred}\n")).unwrap();
+    h.sh(&format!(
+        "mkdir -p {d}/{name}; nohup python3 {script} {serve} --port-file {d}/{name}/port --data-dir {d}/{name}/data \
+         --credentials-file {d}/{name}.cred --host {addr} {extra} > {d}/{name}/server.log 2>&1 < /dev/null &",
+        d = h.dir.display(),
+        script = support::standins::script(name).display(),
+        addr = h.addr,
+    ));
+    for _ in 0..100 {
+        if let Some(p) = std::fs::read_to_string(h.backing.join(format!("{name}/port")))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return p;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("the {name} stand-in on {} did not start", h.name);
+}
+
+/// ArangoDB (the stand-in) on a host: arangodump and arangorestore run there and the dump is
+/// staged in the agent's own directory, which the controller cannot see.
+#[test]
+fn arangodb_tools_run_on_their_host() {
+    if skip() {
+        return;
+    }
+    let env = controller_env();
+    let hosts = Hosts::start(env.dir.path(), &["a1"]);
+    let p = Platform { env, hosts };
+    let h = p.hosts.get("a1");
+    let auth = "root:arango-secret-pw";
+    let port = start_standin(h, "arangodb", "serve", "", auth);
+    let url = format!("http://{}:{port}", h.addr);
+    let call = |m: &str, path: &str, body: Option<&str>| {
+        support::standins::http_ok(m, &format!("{url}{path}"), Some(auth), body)
+    };
+    call("POST", "/_api/database", Some("{\"name\":\"shop\"}"));
+    call("POST", "/_db/shop/_api/collection", Some("{\"name\":\"orders\"}"));
+    let docs: Vec<serde_json::Value> = (0..500)
+        .map(|i| serde_json::json!({"_key": format!("k{i}"), "n": i}))
+        .collect();
+    call(
+        "POST",
+        "/_db/shop/_api/document/orders",
+        Some(&serde_json::Value::Array(docs).to_string()),
+    );
+    let count = || call("GET", "/_db/shop/_api/collection/orders/count", None)["count"].as_u64();
+    assert_eq!(count(), Some(500));
+    let cred = p.env.path("ctl/arango.cred");
+    support::standins::secret_file(&cred, &format!("{auth}\n"));
+    let bin = p.env.path("bin");
+    let sections = format!(
+        "[arangodb]\nruns_on = \"a1\"\nendpoint = \"tcp://{}:{port}\"\ncredentials_file = \"{}\"\n\
+         arangodump = \"{}\"\narangorestore = \"{}\"\n",
+        h.addr,
+        cred.display(),
+        support::standins::tool(&bin, "arangodb", "arangodump").display(),
+        support::standins::tool(&bin, "arangodb", "arangorestore").display(),
+    );
+    let cfg = p.config("cairn.toml", &sections);
+    p.ok(&["--config", &cfg, "init"]);
+    let s1 = json(&p.ok(&["--config", &cfg, "backup", "--system", "--name", "s1", "--json"]));
+    assert!(item_names(&s1).iter().any(|i| i == "arangodb/dump"), "{s1}");
+    call("DELETE", "/_db/shop/_api/collection/orders", None);
+    let out = p.cairn(&["--config", &cfg, "restore", "s1"]);
+    assert!(out.status.success(), "restore failed: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(count(), Some(500));
+    // Nothing staged is left on the host.
+    let left = h.sh(&format!(
+        "find {} -name '*arango*' | grep -v '/arangodb' || true",
+        h.dir.join("tmp").display()
+    ));
+    assert!(left.trim().is_empty(), "{left}");
 }

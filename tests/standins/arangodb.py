@@ -625,6 +625,7 @@ def serve(argv):
     ap.add_argument("--port-file", required=True)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--credentials-file")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
     a = ap.parse_args(argv)
     os.makedirs(a.data_dir, exist_ok=True)
     creds = None
@@ -634,15 +635,15 @@ def serve(argv):
         if ":" not in line:
             sys.exit("credentials file: the first line must be user:password")
         creds = "Basic " + base64.b64encode(line.encode("utf-8")).decode()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((a.host, 0), Handler)
     server.daemon_threads = True
     server.store, server.credentials = Store(a.data_dir), creds
     port = server.server_address[1]
     with open(a.port_file + ".tmp", "w") as f:
         f.write(str(port))
     os.replace(a.port_file + ".tmp", a.port_file)
-    sys.stderr.write("[arangodb-standin] listening on 127.0.0.1:%d, data %s, auth %s\n"
-                     % (port, a.data_dir, "on" if creds else "off"))
+    sys.stderr.write("[arangodb-standin] listening on %s:%d, data %s, auth %s\n"
+                     % (a.host, port, a.data_dir, "on" if creds else "off"))
     import signal
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     server.serve_forever()

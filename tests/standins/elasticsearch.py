@@ -10,7 +10,7 @@ so the plugin can be tested where no real Elasticsearch can run.
   elasticsearch.py --port-file FILE --data-dir DIR --path-repo DIR
                    [--path-repo DIR2 ...] [--credentials-file FILE]
 
-It listens on 127.0.0.1 on a free port and writes the port number to
+It listens on 127.0.0.1 (or --host) on a free port and writes the port number to
 --port-file (a temporary file, renamed) once it listens. The cluster state
 (indices with uuid, settings, mappings, documents and open/closed state;
 aliases; registered repositories) lives in memory and is written atomically to
@@ -1296,6 +1296,7 @@ def main():
     ap.add_argument("--data-dir", required=True, help="cluster state lives in DIR/state.json")
     ap.add_argument("--path-repo", action="append", default=[], help="allowed fs repository roots (path.repo)")
     ap.add_argument("--credentials-file", help="first line user:password; requires HTTP Basic auth")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on")
     args = ap.parse_args()
     os.makedirs(args.data_dir, exist_ok=True)
     CONF.update(state_file=os.path.join(args.data_dir, "state.json"), path_repo=args.path_repo)
@@ -1306,11 +1307,11 @@ def main():
     if os.path.exists(CONF["state_file"]):
         with open(CONF["state_file"], "rb") as f:
             STATE.update(json.loads(f.read()))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer((args.host, 0), Handler)
     server.daemon_threads = True
     port = server.server_address[1]
     atomic_write(args.port_file, str(port).encode())
-    sys.stderr.write(f"elasticsearch stand-in {VERSION} listening on 127.0.0.1:{port}, data in {args.data_dir}\n")
+    sys.stderr.write(f"elasticsearch stand-in {VERSION} listening on {args.host}:{port}, data in {args.data_dir}\n")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -138,7 +138,9 @@ impl Hosts {
         ));
         let (dir, backing) = (self.root.join("hosts").join(name), self.root.join("backing").join(name));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::create_dir_all(&backing).unwrap();
+        // The host's own temporary directory (its agents' work directories), as private as
+        // the rest of its files.
+        std::fs::create_dir_all(backing.join("tmp")).unwrap();
         let ssh = self.root.join("ssh");
         let hostkey = ssh.join(format!("host_{name}"));
         sh(&format!("ssh-keygen -q -t ed25519 -N '' -f {}", hostkey.display()));
@@ -149,7 +151,8 @@ impl Hosts {
             format!(
                 "ListenAddress {addr}\nPort 22\nHostKey {hk}\nAuthorizedKeysFile {ak}\nStrictModes no\n\
                  PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 UsePAM no\nPrintMotd no\nLogLevel ERROR\nPidFile {pid}\n",
+                 UsePAM no\nPrintMotd no\nLogLevel ERROR\nPidFile {pid}\nSetEnv TMPDIR={tmp}\n",
+                tmp = dir.join("tmp").display(),
                 hk = hostkey.display(),
                 ak = ssh.join("authorized_keys").display(),
                 pid = ssh.join(format!("sshd_{name}.pid")).display(),

@@ -13,8 +13,6 @@
 //! snapshot's collections replace those of the same names; other collections are left alone.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +26,7 @@ use crate::db::http::{segment, Http};
 use crate::error::{Error, Result};
 use crate::plugin::{as_in_snapshot, Ctx, Health, ItemSink, ItemSource, Plugin};
 use crate::process;
+use crate::remote::host::{Host, Hosts};
 
 /// `[arangodb]`
 #[derive(Debug, Clone, Deserialize)]
@@ -46,14 +45,18 @@ pub struct Config {
     /// Programs (default `arangodump`, `arangorestore`).
     pub arangodump: Option<String>,
     pub arangorestore: Option<String>,
+    /// The `[hosts.NAME]` arangodump and arangorestore run on, staging the dump there
+    /// (default: this host). Cairn's own HTTP calls go from here.
+    pub runs_on: Option<String>,
 }
 
 pub struct ArangoDb {
     name: String,
     cfg: Config,
+    host: Host,
 }
 
-pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(name: &str, cfg: &Config, hosts: &Hosts) -> Result<Arc<dyn Plugin>, String> {
     http_url(&cfg.endpoint)?;
     for (k, p) in [("credentials_file", &cfg.credentials_file), ("cacert", &cfg.cacert)] {
         if let Some(p) = p {
@@ -66,6 +69,7 @@ pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> R
     Ok(Arc::new(ArangoDb {
         name: name.to_string(),
         cfg: cfg.clone(),
+        host: hosts.get(cfg.runs_on.as_deref())?,
     }))
 }
 
@@ -179,9 +183,10 @@ impl ArangoDb {
         Ok(out)
     }
 
-    /// Writes the tools' configuration file (endpoint and credentials), mode 0600.
-    fn tool_config(&self, dir: &Path) -> Result<PathBuf> {
-        let path = dir.join("arango-client.conf");
+    /// Writes the tools' configuration file (endpoint and credentials), mode 0600, into the
+    /// private work directory on the tools' host.
+    async fn tool_config(&self, dir: &Path) -> Result<PathBuf> {
+        let path = dir.join(format!("{}-arango-client.conf", self.name));
         let mut text = format!("[server]\nendpoint = {}\n", self.cfg.endpoint);
         match &self.cfg.credentials_file {
             Some(f) => {
@@ -191,14 +196,7 @@ impl ArangoDb {
             // Without credentials the tools would prompt for a password.
             None => text.push_str("authentication = false\n"),
         }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(Error::io(path.display().to_string()))?;
-        f.write_all(text.as_bytes())
-            .map_err(Error::io(path.display().to_string()))?;
+        self.host.write_file(&path, text.into_bytes(), 0o600).await?;
         Ok(path)
     }
 
@@ -252,8 +250,9 @@ impl Plugin for ArangoDb {
         let http = self.client()?;
         let dbs = self.databases(&http).await?;
         let before = self.counts(&http, &dbs).await?;
-        let conf = self.tool_config(&ctx.work_dir)?;
-        let dump = ctx.work_dir.join(DUMP);
+        let work = self.host.work_dir(&ctx.work_dir).await?;
+        let conf = self.tool_config(&work).await?;
+        let dump = work.join(format!("{}-{DUMP}", self.name));
         for db in &dbs {
             ctx.log(format!("dumping database {db}"));
             let mut c = Self::tool(
@@ -271,12 +270,16 @@ impl Plugin for ArangoDb {
                 "--include-system-collections",
                 "false",
             ]);
-            process::output(&mut c).await?;
+            if let Err(e) = self.host.output(&mut c).await {
+                let _ = self.host.remove(&conf).await;
+                return Err(e);
+            }
         }
-        let _ = std::fs::remove_file(&conf);
+        let _ = self.host.remove(&conf).await;
         let after = self.counts(&http, &dbs).await?;
-        sink.tree(&crate::remote::host::Host::Local, DUMP, &dump, None).await?;
-        std::fs::remove_dir_all(&dump).map_err(Error::io(dump.display().to_string()))?;
+        let stored = sink.tree(&self.host, DUMP, &dump, None).await;
+        self.host.remove(&dump).await?;
+        stored?;
         let facts = Facts {
             exact: before == after,
             collections: after,
@@ -287,11 +290,10 @@ impl Plugin for ArangoDb {
 
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
         let counts = source.facts::<Facts>(DUMP)?.collections;
-        let dump = ctx.work_dir.join(DUMP);
-        source
-            .restore_to(&crate::remote::host::Host::Local, DUMP, &dump, false)
-            .await?;
-        let conf = self.tool_config(&ctx.work_dir)?;
+        let work = self.host.work_dir(&ctx.work_dir).await?;
+        let dump = work.join(format!("{}-{DUMP}", self.name));
+        source.restore_to(&self.host, DUMP, &dump, false).await?;
+        let conf = self.tool_config(&work).await?;
         let r = async {
             for db in counts.keys() {
                 ctx.log(format!("restoring database {db}"));
@@ -310,13 +312,13 @@ impl Plugin for ArangoDb {
                     "--include-system-collections",
                     "false",
                 ]);
-                process::output(&mut c).await?;
+                self.host.output(&mut c).await?;
             }
             Ok::<_, Error>(())
         }
         .await;
-        let _ = std::fs::remove_file(&conf);
-        let _ = std::fs::remove_dir_all(&dump);
+        let _ = self.host.remove(&conf).await;
+        let _ = self.host.remove(&dump).await;
         r?;
         self.remove_added_since(ctx, &counts).await
     }

@@ -29,6 +29,7 @@ use crate::db::common::absolute;
 use crate::db::http::{segment, Http};
 use crate::error::{Error, Result};
 use crate::plugin::{as_in_snapshot, timestamped, Ctx, Health, ItemSink, ItemSource, Mode, Plugin, Reindexed};
+use crate::remote::host::{Host, Hosts};
 
 /// `[elasticsearch]`
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +59,9 @@ pub struct Config {
     pub reindex: Vec<String>,
     /// Longest wait for one snapshot, restore or reindex call (default 6 hours).
     pub timeout_secs: Option<u64>,
+    /// The `[hosts.NAME]` where `location` and `restore_location` are (a node, or any host
+    /// that mounts the shared repository); default: this host. The HTTP calls go from here.
+    pub runs_on: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -70,9 +74,10 @@ pub enum OnRestore {
 pub struct Elasticsearch {
     name: String,
     cfg: Config,
+    host: Host,
 }
 
-pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(name: &str, cfg: &Config, hosts: &Hosts) -> Result<Arc<dyn Plugin>, String> {
     if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
         return Err(format!("url = {:?} must be an http:// or https:// URL", cfg.url));
     }
@@ -102,6 +107,7 @@ pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> R
     Ok(Arc::new(Elasticsearch {
         name: name.to_string(),
         cfg: cfg.clone(),
+        host: hosts.get(cfg.runs_on.as_deref())?,
     }))
 }
 
@@ -361,8 +367,7 @@ impl Plugin for Elasticsearch {
                     .await?;
             }
         }
-        sink.tree(&crate::remote::host::Host::Local, REPOSITORY, &self.cfg.location, None)
-            .await?;
+        sink.tree(&self.host, REPOSITORY, &self.cfg.location, None).await?;
         let facts = Facts {
             exact: before == after,
             snapshot: snap,
@@ -378,11 +383,9 @@ impl Plugin for Elasticsearch {
         let snap = facts.snapshot;
         let indices: Vec<String> = facts.indices.into_keys().collect();
         let scratch = self.restore_location();
-        if scratch.exists() {
-            let ours = scratch.join(SCRATCH_MARK).exists();
-            let empty = std::fs::read_dir(&scratch)
-                .map(|mut d| d.next().is_none())
-                .unwrap_or(false);
+        if self.host.stat(&scratch).await?.is_some() {
+            let ours = self.host.stat(&scratch.join(SCRATCH_MARK)).await?.is_some();
+            let empty = !self.host.dir_has_entries(&scratch).await?;
             if !ours && !empty {
                 crate::bail!(
                     State,
@@ -390,12 +393,12 @@ impl Plugin for Elasticsearch {
                     scratch.display()
                 );
             }
-            std::fs::remove_dir_all(&scratch).map_err(Error::io(scratch.display().to_string()))?;
+            self.host.remove(&scratch).await?;
         }
-        source
-            .restore_to(&crate::remote::host::Host::Local, REPOSITORY, &scratch, false)
+        source.restore_to(&self.host, REPOSITORY, &scratch, false).await?;
+        self.host
+            .write_file(&scratch.join(SCRATCH_MARK), Vec::new(), 0o644)
             .await?;
-        std::fs::write(scratch.join(SCRATCH_MARK), b"").map_err(Error::io(scratch.display().to_string()))?;
         let repo = format!("{}-restore", self.repository());
         self.register(&http, &repo, &scratch, true).await?;
         let result = async {
@@ -449,7 +452,7 @@ impl Plugin for Elasticsearch {
         let unregistered = http
             .call("DELETE", &format!("/_snapshot/{}", segment(&repo)), None)
             .await;
-        let _ = std::fs::remove_dir_all(&scratch);
+        let _ = self.host.remove(&scratch).await;
         result?;
         unregistered?;
         // The snapshot's state, not more: open indices of the backed-up patterns created since
