@@ -618,8 +618,13 @@ fn start_standin(h: &hosts::Host, name: &str, serve: &str, extra: &str, cred: &s
         script = support::standins::script(name).display(),
         addr = h.addr,
     ));
+    wait_port(h, &format!("{name}/port"))
+}
+
+/// The port a stand-in on `h` wrote into `rel` (under the host's files), once it is there.
+fn wait_port(h: &hosts::Host, rel: &str) -> u16 {
     for _ in 0..100 {
-        if let Some(p) = std::fs::read_to_string(h.backing.join(format!("{name}/port")))
+        if let Some(p) = std::fs::read_to_string(h.backing.join(rel))
             .ok()
             .and_then(|t| t.trim().parse().ok())
         {
@@ -627,7 +632,7 @@ fn start_standin(h: &hosts::Host, name: &str, serve: &str, extra: &str, cred: &s
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    panic!("the {name} stand-in on {} did not start", h.name);
+    panic!("no port in {rel} on {}: the stand-in did not start", h.name);
 }
 
 /// ArangoDB (the stand-in) on a host: arangodump and arangorestore run there and the dump is
@@ -684,4 +689,80 @@ fn arangodb_tools_run_on_their_host() {
         h.dir.join("tmp").display()
     ));
     assert!(left.trim().is_empty(), "{left}");
+}
+
+/// A Cassandra node (the stand-in) on a host: nodetool and cqlsh run there, its SSTables are
+/// read from and copied back into its data directory there.
+#[test]
+fn a_cassandra_node_on_another_host_backs_up_and_restores_through_its_agent() {
+    if skip() {
+        return;
+    }
+    let env = controller_env();
+    let hosts = Hosts::start(env.dir.path(), &["c1"]);
+    let p = Platform { env, hosts };
+    let h = p.hosts.get("c1");
+    let d = h.dir.join("cassandra");
+    std::fs::write(h.backing.join("cassandra.cred"), "cassandra:cass-secret-pw\n").unwrap();
+    h.sh(&format!(
+        "mkdir -p {d}; nohup python3 {script} serve --data-dir {d}/node --cql-port-file {d}/cql.port \
+         --jmx-port-file {d}/jmx.port --credentials-file {cred} --host {addr} > {d}/server.log 2>&1 < /dev/null &",
+        d = d.display(),
+        script = support::standins::script("cassandra").display(),
+        cred = h.dir.join("cassandra.cred").display(),
+        addr = h.addr,
+    ));
+    let (cql_port, jmx_port) = (wait_port(h, "cassandra/cql.port"), wait_port(h, "cassandra/jmx.port"));
+    // The tools' credentials are the node host's files.
+    std::fs::write(
+        h.backing.join("cqlshrc"),
+        "[authentication]\nusername = cassandra\npassword = cass-secret-pw\n",
+    )
+    .unwrap();
+    std::fs::write(h.backing.join("jmx.pass"), "cassandra cass-secret-pw\n").unwrap();
+    h.sh(&format!("chmod 600 {0}/cqlshrc {0}/jmx.pass", h.dir.display()));
+    let cql = |statements: &str| {
+        std::fs::write(h.backing.join("stmt.cql"), statements).unwrap();
+        h.sh(&format!(
+            "python3 {} cqlsh {} {cql_port} --cqlshrc {} -f {}",
+            support::standins::script("cassandra").display(),
+            h.addr,
+            h.dir.join("cqlshrc").display(),
+            h.dir.join("stmt.cql").display()
+        ))
+    };
+    let mut load = String::from(
+        "CREATE KEYSPACE shop WITH replication = {'class': 'SimpleStrategy', 'replication_factor': 1};\n\
+         CREATE TABLE shop.orders (id int PRIMARY KEY, customer text, total double);\n",
+    );
+    for i in 0..800 {
+        load.push_str(&format!(
+            "INSERT INTO shop.orders (id, customer, total) VALUES ({i}, 'c{}', {i}.5);\n",
+            i % 40
+        ));
+    }
+    cql(&load);
+    let state = || cql("SELECT COUNT(*) FROM shop.orders; SELECT * FROM shop.orders WHERE id = 7;");
+    let want = state();
+    assert!(want.contains("800"), "{want}");
+    let bin = p.env.path("bin");
+    let sections = format!(
+        "[cassandra]\njmx_user = \"cassandra\"\njmx_password_file = \"{jmx}\"\ncqlshrc = \"{rc}\"\nnodetool = \"{nt}\"\n\
+         cqlsh = \"{cq}\"\n\n[[cassandra.nodes]]\nname = \"node1\"\nruns_on = \"c1\"\nhost = \"{addr}\"\n\
+         cql_port = {cql_port}\njmx_port = {jmx_port}\ndata_dir = \"{data}\"\n",
+        jmx = h.dir.join("jmx.pass").display(),
+        rc = h.dir.join("cqlshrc").display(),
+        nt = support::standins::tool(&bin, "cassandra", "nodetool").display(),
+        cq = support::standins::tool(&bin, "cassandra", "cqlsh").display(),
+        addr = h.addr,
+        data = d.join("node/data").display(),
+    );
+    let cfg = p.config("cairn.toml", &sections);
+    p.ok(&["--config", &cfg, "init"]);
+    let s1 = json(&p.ok(&["--config", &cfg, "backup", "--system", "--name", "s1", "--json"]));
+    assert!(item_names(&s1).iter().any(|i| i == "cassandra/node1/sstables"), "{s1}");
+    cql("DELETE FROM shop.orders WHERE id = 7; INSERT INTO shop.orders (id, customer, total) VALUES (9999, 'x', 1.0);");
+    let out = p.cairn(&["--config", &cfg, "restore", "s1"]);
+    assert!(out.status.success(), "restore failed: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(state(), want);
 }

@@ -7,7 +7,8 @@ lines, output text, exit codes and on-disk data directory layout.
 
   cassandra.py serve --data-dir DIR --cql-port-file F --jmx-port-file G [--credentials-file FILE]
                      [--no-auto-snapshot]
-      One node: a "CQL" port (for cqlsh) and a "JMX" port (for nodetool) on 127.0.0.1, port 0,
+      One node: a "CQL" port (for cqlsh) and a "JMX" port (for nodetool) on 127.0.0.1 (or
+      --host ADDRESS), port 0,
       each written to its file (tmp + rename) once listening. FILE's first line `user:password`
       turns authentication on for both.
   cassandra.py cqlsh [HOST [PORT]] [--cqlshrc F] [-u U] [-p P] [-k KS] [-e STATEMENTS | -f FILE]
@@ -1414,6 +1415,7 @@ def serve(argv):
     p = optparse.OptionParser(prog='cassandra.py serve')
     for o in ('--data-dir', '--cql-port-file', '--jmx-port-file', '--credentials-file'):
         p.add_option(o)
+    p.add_option('--host', default='127.0.0.1', help='address to listen on')
     p.add_option('--no-auto-snapshot', action='store_true')
     o, _ = p.parse_args(argv)
     if not (o.data_dir and o.cql_port_file and o.jmx_port_file):
@@ -1464,7 +1466,7 @@ def serve(argv):
 
     servers = []
     for answer, port_file in ((cql, o.cql_port_file), (jmx, o.jmx_port_file)):
-        s = Server(('127.0.0.1', 0), Handler)
+        s = Server((o.host, 0), Handler)
         s.answer = answer
         threading.Thread(target=s.serve_forever, daemon=True).start()
         servers.append(s)

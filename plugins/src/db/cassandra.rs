@@ -19,7 +19,6 @@
 //! a JMX password file (`-pwf`); neither is on a command line.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,6 +30,7 @@ use crate::db::common::absolute;
 use crate::error::{Error, Result};
 use crate::plugin::{as_in_snapshot, timestamped, Ctx, Health, ItemSink, ItemSource, Keep, Mode, Plugin};
 use crate::process;
+use crate::remote::host::{Host, Hosts};
 
 /// `[cassandra]`
 #[derive(Debug, Clone, Deserialize)]
@@ -62,11 +62,17 @@ pub struct Node {
     pub jmx_port: Option<u16>,
     /// The node's `data_file_directories` entry.
     pub data_dir: PathBuf,
+    /// The `[hosts.NAME]` this node runs on: its data directory is there, and its nodetool
+    /// and cqlsh run there (with `cqlshrc` and `jmx_password_file` of that host); default:
+    /// this host.
+    pub runs_on: Option<String>,
 }
 
 pub struct Cassandra {
     name: String,
     cfg: Config,
+    /// Each node's host, in the order of `cfg.nodes`.
+    hosts: Vec<Host>,
 }
 
 /// Keyspaces Cassandra keeps for itself.
@@ -78,7 +84,7 @@ const SYSTEM_KEYSPACES: [&str; 5] = [
     "system_traces",
 ];
 
-pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> Result<Arc<dyn Plugin>, String> {
+pub fn build(name: &str, cfg: &Config, hosts: &Hosts) -> Result<Arc<dyn Plugin>, String> {
     if cfg.nodes.is_empty() {
         return Err("nodes must list every node of the cluster ([[cassandra.nodes]])".into());
     }
@@ -102,9 +108,16 @@ pub fn build(name: &str, cfg: &Config, _hosts: &crate::remote::host::Hosts) -> R
             return Err(format!("keyspaces: {k:?} cannot be backed up as a user keyspace"));
         }
     }
+    let hosts = cfg
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| hosts.get(n.runs_on.as_deref()).map_err(|e| format!("nodes[{i}].{e}")))
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Arc::new(Cassandra {
         name: name.to_string(),
         cfg: cfg.clone(),
+        hosts,
     }))
 }
 
@@ -140,11 +153,22 @@ impl Cassandra {
         c
     }
 
-    /// Runs CQL statements on the first node that answers.
+    /// The host a node runs on.
+    fn host_of(&self, node: &Node) -> &Host {
+        let i = self
+            .cfg
+            .nodes
+            .iter()
+            .position(|n| n.name == node.name)
+            .expect("a configured node");
+        &self.hosts[i]
+    }
+
+    /// Runs CQL statements on the first node that answers (cqlsh on its host).
     async fn cql(&self, statements: &str) -> Result<String> {
         let mut last = None;
         for n in &self.cfg.nodes {
-            match process::output(self.cqlsh(n).args(["-e", statements])).await {
+            match self.host_of(n).output(self.cqlsh(n).args(["-e", statements])).await {
                 Ok(out) => return Ok(out),
                 Err(e) => last = Some(e),
             }
@@ -210,40 +234,46 @@ impl Cassandra {
         for n in &self.cfg.nodes {
             let mut args = vec!["clearsnapshot", "-t", tag, "--"];
             args.extend(keyspaces.iter().map(String::as_str));
-            let _ = process::output(&mut self.nodetool(n, &args)).await;
+            let _ = self.host_of(n).output(&mut self.nodetool(n, &args)).await;
         }
     }
 
-    /// Copies one node's snapshot SSTables into its live table directories and loads them.
+    /// Copies one node's snapshot SSTables (staged on its host) into its live table
+    /// directories, owned like them, and loads them.
     async fn load_node(&self, ctx: &Ctx, node: &Node, staged: &Path, tag: &str) -> Result<()> {
-        for ks in read_dirs(staged)? {
-            for table_dir in read_dirs(&staged.join(&ks))? {
+        let host = self.host_of(node);
+        for ks in read_dirs(host, staged).await? {
+            for table_dir in read_dirs(host, &staged.join(&ks)).await? {
                 let snap = staged.join(&ks).join(&table_dir).join("snapshots").join(tag);
-                if !snap.is_dir() {
+                if host.stat(&snap).await?.is_none_or(|s| s.kind != "dir") {
                     continue;
                 }
                 let table = table_name(&table_dir);
-                let live = live_table_dir(&node.data_dir.join(&ks), table)?;
-                let owner = std::fs::metadata(&live).map_err(Error::io(live.display().to_string()))?;
-                let mut copied = 0;
-                for f in std::fs::read_dir(&snap).map_err(Error::io(snap.display().to_string()))? {
-                    let f = f.map_err(Error::io(snap.display().to_string()))?;
-                    let name = f.file_name();
-                    let name_s = name.to_string_lossy();
-                    if !f.file_type().map(|t| t.is_file()).unwrap_or(false)
-                        || name_s == "manifest.json"
-                        || name_s == "schema.cql"
-                    {
-                        continue;
+                let live = live_table_dir(host, &node.data_dir.join(&ks), table).await?;
+                let mut files = Vec::new();
+                for name in host.list_dir(&snap).await? {
+                    let is_file = host.stat(&snap.join(&name)).await?.is_some_and(|s| s.kind == "file");
+                    if is_file && name != "manifest.json" && name != "schema.cql" {
+                        files.push(snap.join(name));
                     }
-                    let dest = live.join(&name);
-                    std::fs::copy(f.path(), &dest).map_err(Error::io(dest.display().to_string()))?;
-                    std::os::unix::fs::chown(&dest, Some(owner.uid()), Some(owner.gid()))
-                        .map_err(Error::io(format!("chown {}", dest.display())))?;
-                    copied += 1;
                 }
-                ctx.log(format!("{}: {copied} SSTable files into {ks}.{table}", node.name));
-                process::output(&mut self.nodetool(node, &["refresh", "--", &ks, table])).await?;
+                if !files.is_empty() {
+                    // cp, then the owner of the live directory (the node's own user).
+                    let mut cp = process::command("cp", &["--"]);
+                    cp.args(&files).arg(&live);
+                    host.output(&mut cp).await?;
+                    let mut chown = process::command("chown", &[]);
+                    chown.arg(format!("--reference={}", live.display()));
+                    chown.args(files.iter().map(|f| live.join(f.file_name().expect("a file name"))));
+                    host.output(&mut chown).await?;
+                }
+                ctx.log(format!(
+                    "{}: {} SSTable files into {ks}.{table}",
+                    node.name,
+                    files.len()
+                ));
+                host.output(&mut self.nodetool(node, &["refresh", "--", &ks, table]))
+                    .await?;
             }
         }
         Ok(())
@@ -273,28 +303,25 @@ fn table_name(dir: &str) -> &str {
     dir.rsplit_once('-').map_or(dir, |(t, _)| t)
 }
 
-fn read_dirs(p: &Path) -> Result<Vec<String>> {
+/// The directories in `p` on `host`, sorted.
+async fn read_dirs(host: &Host, p: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(p).map_err(Error::io(p.display().to_string()))? {
-        let e = e.map_err(Error::io(p.display().to_string()))?;
-        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-            out.push(e.file_name().to_string_lossy().into_owned());
+    for name in host.list_dir(p).await? {
+        if host.stat(&p.join(&name)).await?.is_some_and(|s| s.kind == "dir") {
+            out.push(name);
         }
     }
-    out.sort();
     Ok(out)
 }
 
 /// The live directory of `table` in a keyspace directory: `<table>-<id>`. A dropped and
 /// recreated table leaves its old directory behind; the newest one is the live one.
-fn live_table_dir(ks_dir: &Path, table: &str) -> Result<PathBuf> {
-    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
-    for d in read_dirs(ks_dir)? {
+async fn live_table_dir(host: &Host, ks_dir: &Path, table: &str) -> Result<PathBuf> {
+    let mut best: Option<(i64, PathBuf)> = None;
+    for d in read_dirs(host, ks_dir).await? {
         if table_name(&d) == table {
             let p = ks_dir.join(&d);
-            let t = std::fs::metadata(&p)
-                .and_then(|m| m.created().or_else(|_| m.modified()))
-                .map_err(Error::io(p.display().to_string()))?;
+            let t = host.stat(&p).await?.map_or(0, |s| s.mtime);
             if best.as_ref().is_none_or(|(bt, _)| t > *bt) {
                 best = Some((t, p));
             }
@@ -372,7 +399,7 @@ impl Plugin for Cassandra {
         let r = async {
             let mut up = 0;
             for n in &self.cfg.nodes {
-                let out = process::output(&mut self.nodetool(n, &["status"])).await?;
+                let out = self.host_of(n).output(&mut self.nodetool(n, &["status"])).await?;
                 let down: Vec<&str> = out
                     .lines()
                     .filter(|l| l.starts_with('D') && l.len() > 2 && l.as_bytes()[1].is_ascii_uppercase())
@@ -392,22 +419,22 @@ impl Plugin for Cassandra {
         let tables = self.tables().await?;
         let keyspaces = Self::keyspaces_of(&tables);
         let before = self.counts(&tables).await?;
-        let mut describe = self.cqlsh(&self.cfg.nodes[0]);
+        let first = &self.cfg.nodes[0];
+        let mut describe = self.cqlsh(first);
         describe.args(["-e", "DESCRIBE SCHEMA"]);
-        sink.command_output(&crate::remote::host::Host::Local, SCHEMA, &mut describe)
-            .await?;
+        sink.command_output(self.host_of(first), SCHEMA, &mut describe).await?;
         let tag = timestamped(PREFIX);
         let r = async {
             for n in &self.cfg.nodes {
                 ctx.log(format!("nodetool snapshot -t {tag} on {}", n.name));
                 let mut args = vec!["snapshot", "-t", &tag, "--"];
                 args.extend(keyspaces.iter().map(String::as_str));
-                process::output(&mut self.nodetool(n, &args)).await?;
+                self.host_of(n).output(&mut self.nodetool(n, &args)).await?;
             }
             for n in &self.cfg.nodes {
                 let item = format!("{}/sstables", n.name);
                 sink.tree(
-                    &crate::remote::host::Host::Local,
+                    self.host_of(n),
                     &item,
                     &n.data_dir,
                     Some(keep_snapshot(keyspaces.clone(), tag.clone())),
@@ -432,15 +459,20 @@ impl Plugin for Cassandra {
 
     async fn restore(&self, ctx: &Ctx, source: &ItemSource) -> Result<()> {
         let Facts { tag, tables, .. } = source.facts(SCHEMA)?;
-        let schema_file = ctx.work_dir.join(SCHEMA);
-        source
-            .restore_to(&crate::remote::host::Host::Local, SCHEMA, &schema_file, false)
+        let first = &self.cfg.nodes[0];
+        let h0 = self.host_of(first);
+        let work0 = h0.work_dir(&ctx.work_dir).await?;
+        let schema_file = work0.join(format!("{}-{SCHEMA}", self.name));
+        source.restore_to(h0, SCHEMA, &schema_file, false).await?;
+        let schema = String::from_utf8_lossy(&h0.read_file(&schema_file).await?).into_owned();
+        let _ = h0.remove(&schema_file).await;
+        let replay = work0.join(format!("{}-schema-if-not-exists.cql", self.name));
+        h0.write_file(&replay, if_not_exists(&schema).into_bytes(), 0o600)
             .await?;
-        let schema = std::fs::read_to_string(&schema_file).map_err(Error::io(schema_file.display().to_string()))?;
-        let replay = ctx.work_dir.join("schema-if-not-exists.cql");
-        std::fs::write(&replay, if_not_exists(&schema)).map_err(Error::io(replay.display().to_string()))?;
         ctx.log("applying the schema (IF NOT EXISTS)");
-        process::output(self.cqlsh(&self.cfg.nodes[0]).arg("-f").arg(&replay)).await?;
+        let applied = h0.output(self.cqlsh(first).arg("-f").arg(&replay)).await;
+        let _ = h0.remove(&replay).await;
+        applied?;
         let names: Vec<String> = tables.keys().cloned().collect();
         if ctx.mode == Mode::Normal && !names.is_empty() {
             ctx.log(format!("truncating {} tables", names.len()));
@@ -456,21 +488,27 @@ impl Plugin for Cassandra {
                     n.name
                 );
             }
-            let staged = ctx.work_dir.join(&n.name);
-            source
-                .restore_to(&crate::remote::host::Host::Local, &item, &staged, false)
-                .await?;
+            let host = self.host_of(n);
+            let staged = host
+                .work_dir(&ctx.work_dir)
+                .await?
+                .join(format!("{}-{}", self.name, n.name));
+            source.restore_to(host, &item, &staged, false).await?;
             // A fresh node creates table directories when the schema reaches it.
-            process::wait_until(60, || async {
-                for t in &names {
-                    let (ks, table) = t.split_once('.').unwrap_or((t, ""));
-                    live_table_dir(&n.data_dir.join(ks), table)?;
-                }
-                Ok(())
-            })
-            .await?;
-            self.load_node(ctx, n, &staged, &tag).await?;
-            let _ = std::fs::remove_dir_all(&staged);
+            let loaded = async {
+                process::wait_until(60, || async {
+                    for t in &names {
+                        let (ks, table) = t.split_once('.').unwrap_or((t, ""));
+                        live_table_dir(host, &n.data_dir.join(ks), table).await?;
+                    }
+                    Ok(())
+                })
+                .await?;
+                self.load_node(ctx, n, &staged, &tag).await
+            }
+            .await;
+            let _ = host.remove(&staged).await;
+            loaded?;
         }
         // The snapshot's state, not more: tables created since (in the backed-up keyspaces) go,
         // and keyspaces left without tables (the safety snapshot keeps them).

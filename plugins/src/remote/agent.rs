@@ -396,6 +396,7 @@ fn stat(path: &str) -> Reply {
                     kind: kind.into(),
                     len: m.len(),
                     mode: m.permissions().mode() & 0o7777,
+                    mtime: std::os::unix::fs::MetadataExt::mtime(&m),
                 }),
             }
         }

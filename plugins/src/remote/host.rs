@@ -491,6 +491,7 @@ impl Host {
                     .into(),
                     len: m.len(),
                     mode: m.permissions().mode() & 0o7777,
+                    mtime: std::os::unix::fs::MetadataExt::mtime(&m),
                 })),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(Error::io(path.display().to_string())(e)),

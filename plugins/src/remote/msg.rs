@@ -106,6 +106,9 @@ pub struct Stat {
     pub kind: String,
     pub len: u64,
     pub mode: u32,
+    /// Modification time, seconds since the epoch (0 from an agent that does not send it).
+    #[serde(default)]
+    pub mtime: i64,
 }
 
 /// How a request ended.
