@@ -33,6 +33,16 @@ fn skip() -> bool {
     false
 }
 
+/// A controller and the named hosts; `None` (saying why) where these tests cannot run.
+fn platform(names: &[&str]) -> Option<Platform> {
+    if skip() {
+        return None;
+    }
+    let env = controller_env();
+    let hosts = Hosts::start(env.dir.path(), names);
+    Some(Platform { env, hosts })
+}
+
 struct Platform {
     env: Env,
     hosts: Hosts,
@@ -116,12 +126,9 @@ const STATE: &str = "CHECKSUM TABLE shop.orders, billing.invoices; SELECT COUNT(
 
 #[test]
 fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
-    if skip() {
+    let Some(p) = platform(&["h1", "h2"]) else {
         return;
-    }
-    let env = controller_env();
-    let hosts = Hosts::start(env.dir.path(), &["h1", "h2"]);
-    let p = Platform { env, hosts };
+    };
     let (h1, h2) = (p.hosts.get("h1"), p.hosts.get("h2"));
 
     // MariaDB on h1, its files and socket visible there only; a ledger file on h2.
@@ -405,12 +412,9 @@ impl EtcdHosts {
 
 #[test]
 fn an_etcd_cluster_across_three_hosts_restores_and_rebuilds_on_fresh_hosts() {
-    if skip() {
+    let Some(mut p) = platform(&["h1", "h2", "h3"]) else {
         return;
-    }
-    let env = controller_env();
-    let hosts = Hosts::start(env.dir.path(), &["h1", "h2", "h3"]);
-    let mut p = Platform { env, hosts };
+    };
     let etcd = EtcdHosts::on(&p, &["h1", "h2", "h3"]);
     etcd.start(&p);
     for i in 0..40 {
@@ -446,13 +450,7 @@ fn an_etcd_cluster_across_three_hosts_restores_and_rebuilds_on_fresh_hosts() {
     }
     let fresh = EtcdHosts::on(&p, &["h4", "h5", "h6"]);
     let cfg2 = p.config("dr.toml", &fresh.sections(&p));
-    let out = p.cairn(&["--config", &cfg2, "restore", "s1", "--disaster-recovery"]);
-    assert!(
-        out.status.success(),
-        "disaster recovery failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    p.ok(&["--config", &cfg2, "restore", "s1", "--disaster-recovery"]);
     assert_eq!(fresh.etcdctl(&p, "get '' --prefix"), want);
     let members = fresh.etcdctl(&p, "member list");
     for h in ["h4", "h5", "h6"] {
@@ -465,12 +463,9 @@ fn an_etcd_cluster_across_three_hosts_restores_and_rebuilds_on_fresh_hosts() {
 
 #[test]
 fn a_zookeeper_ensemble_across_three_hosts_restores_through_their_agents() {
-    if skip() {
+    let Some(p) = platform(&["z1", "z2", "z3"]) else {
         return;
-    }
-    let env = controller_env();
-    let hosts = Hosts::start(env.dir.path(), &["z1", "z2", "z3"]);
-    let p = Platform { env, hosts };
+    };
     let names = ["z1", "z2", "z3"];
     let addr = |n: &str| p.hosts.get(n).addr.clone();
     let ensemble: Vec<String> = names
@@ -566,12 +561,9 @@ fn a_zookeeper_ensemble_across_three_hosts_restores_through_their_agents() {
 /// controller speaks HTTP to it and carries the repository through the host's agent.
 #[test]
 fn an_elasticsearch_repository_on_another_host_is_carried_through_its_agent() {
-    if skip() {
+    let Some(p) = platform(&["es1"]) else {
         return;
-    }
-    let env = controller_env();
-    let hosts = Hosts::start(env.dir.path(), &["es1"]);
-    let p = Platform { env, hosts };
+    };
     let h = p.hosts.get("es1");
     let es = h.dir.join("es");
     let path_repo = format!("--path-repo {}", es.display());
@@ -639,12 +631,9 @@ fn wait_port(h: &hosts::Host, rel: &str) -> u16 {
 /// staged in the agent's own directory, which the controller cannot see.
 #[test]
 fn arangodb_tools_run_on_their_host() {
-    if skip() {
+    let Some(p) = platform(&["a1"]) else {
         return;
-    }
-    let env = controller_env();
-    let hosts = Hosts::start(env.dir.path(), &["a1"]);
-    let p = Platform { env, hosts };
+    };
     let h = p.hosts.get("a1");
     let auth = "root:arango-secret-pw";
     let port = start_standin(h, "arangodb", "serve", "", auth);
@@ -695,12 +684,9 @@ fn arangodb_tools_run_on_their_host() {
 /// read from and copied back into its data directory there.
 #[test]
 fn a_cassandra_node_on_another_host_backs_up_and_restores_through_its_agent() {
-    if skip() {
+    let Some(p) = platform(&["c1"]) else {
         return;
-    }
-    let env = controller_env();
-    let hosts = Hosts::start(env.dir.path(), &["c1"]);
-    let p = Platform { env, hosts };
+    };
     let h = p.hosts.get("c1");
     let d = h.dir.join("cassandra");
     std::fs::write(h.backing.join("cassandra.cred"), "cassandra:cass-secret-pw\n").unwrap();
@@ -765,4 +751,54 @@ fn a_cassandra_node_on_another_host_backs_up_and_restores_through_its_agent() {
     let out = p.cairn(&["--config", &cfg, "restore", "s1"]);
     assert!(out.status.success(), "restore failed: {}{}", stdout(&out), stderr(&out));
     assert_eq!(state(), want);
+}
+
+/// MariaDB's host is lost: disaster recovery initialises and starts a server on a fresh host
+/// (a new address, an empty disk) through that host's agent, and loads the snapshot into it.
+#[test]
+fn mariadb_is_rebuilt_on_a_fresh_host_by_disaster_recovery() {
+    let Some(mut p) = platform(&["m1"]) else {
+        return;
+    };
+    let section = |p: &Platform, host: &str| {
+        let h = p.hosts.get(host);
+        let mdir = h.dir.join("mariadb");
+        std::fs::write(
+            h.backing.join("mariadb.cnf"),
+            "[client]\nuser=cairn\npassword=db-secret-pw\n",
+        )
+        .unwrap();
+        h.sh(&format!("chmod 600 {}", h.dir.join("mariadb.cnf").display()));
+        format!(
+            "[mariadb]\nruns_on = \"{host}\"\nsocket = \"{sock}\"\ndatadir = \"{data}\"\ncredentials_file = \"{creds}\"\n\
+             start = \"{start}\"\nstop = \"{stop}\"\n\
+             install_db = \"mariadb-install-db --user=root --datadir={data} --auth-root-authentication-method=socket --skip-test-db\"\n",
+            sock = mdir.join("mysqld.sock").display(),
+            data = mdir.join("data").display(),
+            creds = h.dir.join("mariadb.cnf").display(),
+            start = line("mariadb", &["start", &mdir.to_string_lossy()]).replace('\'', ""),
+            stop = line("mariadb", &["stop", &mdir.to_string_lossy()]).replace('\'', ""),
+        )
+    };
+    let m1 = p.hosts.get("m1");
+    let sock1 = m1.dir.join("mariadb/mysqld.sock").to_string_lossy().into_owned();
+    m1.sh(&line("mariadb", &["start", &m1.dir.join("mariadb").to_string_lossy()]).replace('\'', ""));
+    sql(m1, &sock1, LOAD);
+    let want = sql(m1, &sock1, STATE);
+    let cfg = p.config("cairn.toml", &section(&p, "m1"));
+    p.ok(&["--config", &cfg, "init"]);
+    p.ok(&["--config", &cfg, "backup", "--system", "--name", "s1"]);
+
+    // m1 is gone; m2 is new, with nothing on it but cairn's agent.
+    p.hosts.hosts.iter_mut().find(|h| h.name == "m1").unwrap().down();
+    p.hosts.add_host("m2");
+    let cfg2 = p.config("dr.toml", &section(&p, "m2"));
+    p.ok(&["--config", &cfg2, "restore", "s1", "--disaster-recovery"]);
+    let m2 = p.hosts.get("m2");
+    let sock2 = m2.dir.join("mariadb/mysqld.sock").to_string_lossy().into_owned();
+    assert_eq!(sql(m2, &sock2, STATE), want);
+    // Run again, it finds the new server answering and restores into it.
+    let out = p.cairn(&["--config", &cfg2, "restore", "s1", "--disaster-recovery"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(sql(m2, &sock2, STATE), want);
 }
