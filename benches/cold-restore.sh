@@ -12,26 +12,17 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 dumps=$(realpath "$1") work=$(realpath "$2") reps=${3:-3}
 [ -w /proc/sys/vm/drop_caches ] || { echo "needs root: /proc/sys/vm/drop_caches" >&2; exit 2; }
 cairn="$here/target/release/cairn"
-export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench CAIRN_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache" \
-  BORG_BASE_DIR="$work/borgbase" CAIRN_CACHE_DIR="$work/cairn-cache" RUSTIC_PASSWORD=bench XDG_CACHE_HOME="$work/xdg-cache"
 . "$here/benches/lib.sh"   # run, median
+peer_env
 newest=$(ls "$dumps"/day[0-9]* | sort -V | tail -1)
 n=$(basename "$newest"); n=${n%.*}
 tools=""; for t in cairn rustic restic borg; do [ -d "$work/series/$t" ] && tools="$tools $t"; done
-restore_cmd() {
-  case $1 in
-    cairn) echo "'$cairn' -q -r '$work/series/cairn' dump '$n' dump.sql" ;;
-    restic) echo "restic -q --repo '$work/series/restic' dump latest dump.sql" ;;
-    borg) echo "borg extract --stdout '$work/series/borg::$n'" ;;
-    rustic) echo "rustic -r '$work/series/rustic' dump latest:dump.sql" ;;
-  esac
-}
 echo "# cold-cache restore of $n ($(stat -c %s "$newest") bytes), $reps rounds, cairn $(git -C "$here" rev-parse --short HEAD)"
 for t in $tools; do : > "$work/cold.$t"; done
 for r in $(seq 1 "$reps"); do
   for t in $tools; do
     rm -f "$work/out.sql"; sync; echo 3 > /proc/sys/vm/drop_caches
-    IN= run sh -c "$(restore_cmd "$t") > '$work/out.sql'" >> "$work/cold.$t"
+    IN= run sh -c "$(restore_cmd "$t" "$n") > '$work/out.sql'" >> "$work/cold.$t"
     cmp "$work/out.sql" "$newest"
   done
 done

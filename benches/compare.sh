@@ -32,12 +32,11 @@ fi
 cairn="$here/target/release/cairn"
 tools="cairn restic borg"; if need rustic; then tools="$tools rustic"; else echo "# rustic not installed: left out"; fi
 rm -rf "$work"; mkdir -p "$work"
-export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench CAIRN_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache" \
-  BORG_BASE_DIR="$work/borgbase" CAIRN_CACHE_DIR="$work/cairn-cache" RUSTIC_PASSWORD=bench XDG_CACHE_HOME="$work/xdg-cache"
 days=$(ls "$dumps"/day[0-9]* | sort -V)
 newest=$(echo "$days" | tail -1)
 
 . "$here/benches/lib.sh"   # run, size, median
+peer_env
 
 init_all() { # fresh repositories under $1
   rm -rf "$1"; mkdir -p "$1"
@@ -116,17 +115,9 @@ printf 'cairn prune: %s s, peak RSS %.1f MB, repository %d -> %d bytes\n\n' "$ps
 echo "# restore of the newest snapshot ($(basename "$newest")), median of $reps runs, verified with cmp"
 n=$(basename "$newest"); n=${n%.*}
 for t in $tools; do : > "$work/restore.$t"; done
-restore_cmd() {
-  case $1 in
-    cairn) echo "'$cairn' -q -r '$work/series/cairn' dump '$n' dump.sql" ;;
-    restic) echo "restic -q --repo '$work/series/restic' dump latest dump.sql" ;;
-    borg) echo "borg extract --stdout '$work/series/borg::$n'" ;;
-    rustic) echo "rustic -r '$work/series/rustic' dump latest:dump.sql" ;;
-  esac
-}
 for r in $(seq 1 "$reps"); do
   for t in $tools; do
-    IN= run sh -c "$(restore_cmd "$t") > '$work/out.sql'" >> "$work/restore.$t"; cmp "$work/out.sql" "$newest"
+    IN= run sh -c "$(restore_cmd "$t" "$n") > '$work/out.sql'" >> "$work/restore.$t"; cmp "$work/out.sql" "$newest"
   done
 done
 printf '%-8s %10s %10s %12s\n' tool seconds MB/s peak_rss_MB

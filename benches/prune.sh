@@ -29,13 +29,12 @@ ls "$dumps"/day*.sql >/dev/null 2>&1 || { echo "no day*.sql in $dumps" >&2; exit
 (cd "$here" && cargo build --release -q -p cairn-cli)
 cairn="$here/target/release/cairn"
 rm -rf "$work"; mkdir -p "$work"
-export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench CAIRN_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache" \
-  BORG_BASE_DIR="$work/borgbase" CAIRN_CACHE_DIR="$work/cairn-cache"
 days=$(ls "$dumps"/day*.sql | sort -V)
 ndays=$(echo "$days" | wc -l)
 newest=$(echo "$days" | tail -1)
 
 . "$here/benches/lib.sh"   # run, size, median
+peer_env
 
 "$cairn" -q -r "$work/cairn" init > /dev/null
 restic init -q --repo "$work/restic" > /dev/null

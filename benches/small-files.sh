@@ -21,9 +21,8 @@ fi
 (cd "$here" && cargo build --release -q -p cairn-cli)
 cairn="$here/target/release/cairn"
 rm -rf "$work"; mkdir -p "$work"
-export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench CAIRN_PASSWORD=bench RESTIC_CACHE_DIR="$work/restic-cache" \
-  BORG_BASE_DIR="$work/borgbase" CAIRN_CACHE_DIR="$work/cairn-cache"
 . "$here/benches/lib.sh"   # run, size, median
+peer_env
 
 src="$work/src"
 python3 - "$src" "$n" <<'PY'
