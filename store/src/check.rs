@@ -319,15 +319,7 @@ mod tests {
         let stream: Vec<u8> = (0..3_000_000u32)
             .map(|n| (n.wrapping_mul(2654435761) >> 9) as u8)
             .collect();
-        let b = repo
-            .backup(
-                BackupOptions {
-                    name: Some("s".into()),
-                    ..Default::default()
-                },
-                Arc::new(NoProgress),
-            )
-            .unwrap();
+        let b = crate::repo::test_backup(&repo, "s");
         b.add_stream("data", &stream[..]).unwrap();
         b.commit().unwrap();
 

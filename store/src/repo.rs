@@ -226,3 +226,13 @@ pub(crate) fn test_repo(dir: &std::path::Path) -> Repository {
     Repository::init(&location, &key, &InitOptions::default(), opts.clone()).unwrap();
     Repository::open(&location, &Credentials::Passphrase("pw".to_string().into()), opts).unwrap()
 }
+
+/// A backup named `name` of a test repository, without progress.
+#[cfg(test)]
+pub(crate) fn test_backup(repo: &Repository, name: &str) -> crate::write::Backup {
+    let opts = crate::write::BackupOptions {
+        name: Some(name.into()),
+        ..Default::default()
+    };
+    repo.backup(opts, std::sync::Arc::new(crate::NoProgress)).unwrap()
+}

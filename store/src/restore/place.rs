@@ -237,10 +237,7 @@ impl TreePlacer {
 mod tests {
     use super::*;
     use crate::repo::test_repo;
-    use crate::write::BackupOptions;
-    use crate::NoProgress;
     use std::os::unix::fs::MetadataExt;
-    use std::sync::Arc;
 
     /// Type, mode, size, mtime, link count and content of every entry under `root`.
     fn state(root: &Path) -> Vec<(String, u32, u64, i64, u64, Vec<u8>)> {
@@ -291,15 +288,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(src.join("conf/a.pem"), std::fs::Permissions::from_mode(0o640)).unwrap();
         let repo = test_repo(dir.path());
-        let b = repo
-            .backup(
-                BackupOptions {
-                    name: Some("s".into()),
-                    ..Default::default()
-                },
-                Arc::new(NoProgress),
-            )
-            .unwrap();
+        let b = crate::repo::test_backup(&repo, "s");
         b.add_tree("t", &src).unwrap();
         b.add_stream("dump", &big[..]).unwrap();
         b.commit().unwrap();
