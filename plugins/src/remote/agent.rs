@@ -108,12 +108,6 @@ async fn handle(mut ep: Endpoint) {
         ),
         Ok(Request::Walk { root }) => walk(&ep, root).await,
         Ok(Request::PlaceTree { dest, overwrite }) => place_tree(&mut ep, dest, overwrite).await,
-        Ok(Request::CreateDir { path, mode }) => {
-            let mut b = std::fs::DirBuilder::new();
-            std::os::unix::fs::DirBuilderExt::mode(b.recursive(true), mode);
-            b.create(&path)
-                .map_or_else(|e| Reply::failed(&format!("creating {path}"), &e), |_| Reply::Done)
-        }
     };
     reply(&ep, r).await;
 }

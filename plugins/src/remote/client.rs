@@ -134,10 +134,6 @@ impl Agent {
         self.hello.work_dir.as_deref()
     }
 
-    pub fn version(&self) -> &str {
-        &self.hello.version
-    }
-
     /// Whether the connection has ended, and why.
     pub fn lost(&self) -> Option<String> {
         self.conn.is_lost().map(|why| self.explain(why))

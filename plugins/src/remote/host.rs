@@ -194,24 +194,12 @@ impl Host {
                     .agent
                     .get_or_try_init(|| async { Agent::spawn(&r.name, &r.argv).await })
                     .await
-                    .map_err(|m| Error::Host {
-                        host: r.name.clone(),
-                        msg: m.trim_start_matches(&format!("host {}: ", r.name)).to_string(),
-                    })?;
-                if let Some(why) = a.lost() {
-                    return Err(self.fail(why.trim_start_matches(&format!("host {}: ", r.name)).to_string()));
+                    .map_err(|m| self.agent_error(m))?;
+                match a.lost() {
+                    Some(why) => Err(self.agent_error(why)),
+                    None => Ok(Some(a)),
                 }
-                Ok(Some(a))
             }
-        }
-    }
-
-    /// Connects now (a healthcheck, or before a backup starts), so that an unreachable host
-    /// fails first and by name.
-    pub async fn connect(&self) -> Result<String> {
-        match self.agent().await? {
-            None => Ok("local".into()),
-            Some(a) => Ok(format!("agent cairn {}", a.version())),
         }
     }
 
@@ -224,6 +212,14 @@ impl Host {
         match r {
             Reply::Failed { error, .. } => self.fail(error),
             other => self.fail(format!("{what}: unexpected reply {other:?}")),
+        }
+    }
+
+    /// A request's outcome as success: `Done`, else what the agent or the connection said.
+    fn done(&self, r: std::result::Result<Reply, String>, what: &str) -> Result<()> {
+        match r.map_err(|m| self.agent_error(m))? {
+            Reply::Done => Ok(()),
+            r => Err(self.failed(r, what)),
         }
     }
 
@@ -329,20 +325,11 @@ impl Host {
                 .map_err(Error::io(path.display().to_string()))?;
             return Ok(());
         };
-        match agent
-            .fetch(
-                Request::ReadFile {
-                    path: path_str(path),
-                    tail: None,
-                },
-                out,
-            )
-            .await
-            .map_err(|m| self.agent_error(m))?
-        {
-            Reply::Done => Ok(()),
-            r => Err(self.failed(r, "read")),
-        }
+        let req = Request::ReadFile {
+            path: path_str(path),
+            tail: None,
+        };
+        self.done(agent.fetch(req, out).await, "read")
     }
 
     /// Writes `input` (to its end) into a file of this host; on a remote host atomically,
@@ -361,14 +348,7 @@ impl Host {
             path: path_str(path),
             mode,
         };
-        match agent
-            .feed(req, input, &mut tokio::io::sink())
-            .await
-            .map_err(|m| self.agent_error(m))?
-        {
-            Reply::Done => Ok(()),
-            r => Err(self.failed(r, "write")),
-        }
+        self.done(agent.feed(req, input, &mut tokio::io::sink()).await, "write")
     }
 
     /// The entries of the tree at `root` on this host, as a tree backup walks them.
@@ -386,14 +366,10 @@ impl Host {
             .map_err(Error::from);
         };
         let mut out = Vec::new();
-        match agent
-            .fetch(Request::Walk { root: path_str(root) }, &mut out)
-            .await
-            .map_err(|m| self.agent_error(m))?
-        {
-            Reply::Done => {}
-            r => return Err(self.failed(r, "walk")),
-        }
+        self.done(
+            agent.fetch(Request::Walk { root: path_str(root) }, &mut out).await,
+            "walk",
+        )?;
         out.split(|b| *b == b'\n')
             .filter(|l| !l.is_empty())
             .map(|l| {
@@ -419,14 +395,7 @@ impl Host {
             dest: path_str(dest),
             overwrite,
         };
-        match agent
-            .feed(req, input, &mut tokio::io::sink())
-            .await
-            .map_err(|m| self.agent_error(m))?
-        {
-            Reply::Done => Ok(()),
-            r => Err(self.failed(r, "place")),
-        }
+        self.done(agent.feed(req, input, &mut tokio::io::sink()).await, "place")
     }
 
     /// Runs an operator-configured command line (`sh -c`); `None` or empty does nothing.
@@ -538,7 +507,7 @@ impl Host {
 
     /// Writes a whole file (atomically on a remote host: the old file or the new one).
     pub async fn write_file(&self, path: &Path, data: Vec<u8>, mode: u32) -> Result<()> {
-        let Some(agent) = self.agent().await? else {
+        if self.is_local() {
             use std::io::Write;
             use std::os::unix::fs::OpenOptionsExt;
             let mut f = std::fs::OpenOptions::new()
@@ -550,39 +519,16 @@ impl Host {
                 .map_err(Error::io(path.display().to_string()))?;
             return f.write_all(&data).map_err(Error::io(path.display().to_string()));
         };
-        let req = Request::WriteFile {
-            path: path_str(path),
-            mode,
-        };
-        match agent
-            .feed(req, std::io::Cursor::new(data), &mut tokio::io::sink())
-            .await
-            .map_err(|m| self.agent_error(m))?
-        {
-            Reply::Done => Ok(()),
-            r => Err(self.failed(r, "write")),
-        }
+        self.write_file_from(path, mode, std::io::Cursor::new(data)).await
     }
 
     pub async fn read_file(&self, path: &Path) -> Result<Vec<u8>> {
-        let Some(agent) = self.agent().await? else {
+        if self.is_local() {
             return std::fs::read(path).map_err(Error::io(path.display().to_string()));
-        };
-        let mut out = Vec::new();
-        match agent
-            .fetch(
-                Request::ReadFile {
-                    path: path_str(path),
-                    tail: None,
-                },
-                &mut out,
-            )
-            .await
-            .map_err(|m| self.agent_error(m))?
-        {
-            Reply::Done => Ok(out),
-            r => Err(self.failed(r, "read")),
         }
+        let mut out = Vec::new();
+        self.read_file_into(path, &mut out).await?;
+        Ok(out)
     }
 
     /// The last `n` bytes of a file (all of it if shorter).
@@ -602,10 +548,9 @@ impl Host {
             path: path_str(path),
             tail: Some(n),
         };
-        match agent.fetch(req, &mut out).await.map_err(|m| self.agent_error(m))? {
-            Reply::Done => Ok(out.split_off(out.len().saturating_sub(n as usize))),
-            r => Err(self.failed(r, "read")),
-        }
+        self.done(agent.fetch(req, &mut out).await, "read")?;
+        // An agent that does not know `tail` sent the whole file.
+        Ok(out.split_off(out.len().saturating_sub(n as usize)))
     }
 
     /// Removes a file or a whole directory; absent is fine.
@@ -619,14 +564,7 @@ impl Host {
             }
             .map_err(Error::io(format!("removing {}", path.display())));
         };
-        match agent
-            .call(Request::Remove { path: path_str(path) })
-            .await
-            .map_err(|m| self.agent_error(m))?
-        {
-            Reply::Done => Ok(()),
-            r => Err(self.failed(r, "remove")),
-        }
+        self.done(agent.call(Request::Remove { path: path_str(path) }).await, "remove")
     }
 
     pub async fn rename(&self, from: &Path, to: &Path) -> Result<()> {
@@ -637,40 +575,11 @@ impl Host {
                 to.display()
             )));
         };
-        match agent
-            .call(Request::Rename {
-                from: path_str(from),
-                to: path_str(to),
-            })
-            .await
-            .map_err(|m| self.agent_error(m))?
-        {
-            Reply::Done => Ok(()),
-            r => Err(self.failed(r, "rename")),
-        }
-    }
-
-    /// Creates a directory and its parents.
-    pub async fn create_dir(&self, path: &Path, mode: u32) -> Result<()> {
-        let Some(agent) = self.agent().await? else {
-            use std::os::unix::fs::DirBuilderExt;
-            return std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(mode)
-                .create(path)
-                .map_err(Error::io(format!("creating {}", path.display())));
+        let req = Request::Rename {
+            from: path_str(from),
+            to: path_str(to),
         };
-        match agent
-            .call(Request::CreateDir {
-                path: path_str(path),
-                mode,
-            })
-            .await
-            .map_err(|m| self.agent_error(m))?
-        {
-            Reply::Done => Ok(()),
-            r => Err(self.failed(r, "create")),
-        }
+        self.done(agent.call(req).await, "rename")
     }
 }
 

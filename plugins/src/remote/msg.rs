@@ -81,11 +81,6 @@ pub enum Request {
         from: String,
         to: String,
     },
-    /// Creates a directory and its missing parents.
-    CreateDir {
-        path: String,
-        mode: u32,
-    },
     /// The entries of the tree at `root` (`cairn_store::write::source::SourceEntry`, one JSON
     /// line each, as `Data`), walked as a local backup walks; then `End` and [`Reply::Done`].
     Walk {
