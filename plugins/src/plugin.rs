@@ -214,18 +214,9 @@ impl ItemSink {
     /// with its stderr and leaves no item.
     pub async fn command_output(&self, host: &Host, item: &str, cmd: &mut Command) -> Result<Item> {
         if !host.is_local() {
-            let (r, w) = tokio::io::duplex(1 << 20);
-            let ran = async {
-                let mut w = w;
-                host.stream_out(cmd, &mut w).await
-                // `w` drops here: the item's stream ends.
-            };
-            let (stored, ran) = tokio::join!(self.stream(item, r), ran);
-            if let Err(e) = ran {
-                self.backup.remove_item(&self.item_name(item));
-                return Err(e);
-            }
-            return stored;
+            return self
+                .stream_written(item, |mut w| async move { host.stream_out(cmd, &mut w).await })
+                .await;
         }
         let what = process::describe(cmd);
         let mut child = cmd
@@ -258,13 +249,20 @@ impl ItemSink {
                 .map_err(Error::io(path.display().to_string()))?;
             return self.stream(item, f).await;
         }
+        self.stream_written(item, |mut w| async move { host.read_file_into(path, &mut w).await })
+            .await
+    }
+
+    /// Stores as `item` what `write` writes into the pipe it is given (the item ends when
+    /// `write` drops it); if `write` fails, no item is left.
+    async fn stream_written<F, Fut>(&self, item: &str, write: F) -> Result<Item>
+    where
+        F: FnOnce(tokio::io::DuplexStream) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
         let (r, w) = tokio::io::duplex(1 << 20);
-        let read = async {
-            let mut w = w;
-            host.read_file_into(path, &mut w).await
-        };
-        let (stored, read) = tokio::join!(self.stream(item, r), read);
-        if let Err(e) = read {
+        let (stored, wrote) = tokio::join!(self.stream(item, r), write(w));
+        if let Err(e) = wrote {
             self.backup.remove_item(&self.item_name(item));
             return Err(e);
         }
