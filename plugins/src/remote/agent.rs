@@ -374,26 +374,9 @@ async fn place_tree(ep: &mut Endpoint, dest: String, overwrite: bool) -> Reply {
 
 fn stat(path: &str) -> Reply {
     match std::fs::symlink_metadata(path) {
-        Ok(m) => {
-            let t = m.file_type();
-            let kind = if t.is_file() {
-                "file"
-            } else if t.is_dir() {
-                "dir"
-            } else if t.is_symlink() {
-                "symlink"
-            } else {
-                "other"
-            };
-            Reply::Stat {
-                stat: Some(Stat {
-                    kind: kind.into(),
-                    len: m.len(),
-                    mode: m.permissions().mode() & 0o7777,
-                    mtime: std::os::unix::fs::MetadataExt::mtime(&m),
-                }),
-            }
-        }
+        Ok(m) => Reply::Stat {
+            stat: Some(Stat::of(&m)),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Reply::Stat { stat: None },
         Err(e) => Reply::failed(&format!("examining {path}"), &e),
     }
@@ -424,12 +407,6 @@ fn list_dir(path: &str) -> Reply {
 }
 
 fn remove(path: &str) -> Reply {
-    let p = Path::new(path);
-    let r = match p.symlink_metadata() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
-        Ok(_) => std::fs::remove_file(p),
-    };
-    r.map_or_else(|e| Reply::failed(&format!("removing {path}"), &e), |_| Reply::Done)
+    super::msg::remove_path(Path::new(path))
+        .map_or_else(|e| Reply::failed(&format!("removing {path}"), &e), |_| Reply::Done)
 }

@@ -445,23 +445,8 @@ impl Host {
     /// A path's type, size and mode, not following a final symlink; `None` if absent.
     pub async fn stat(&self, path: &Path) -> Result<Option<Stat>> {
         let Some(agent) = self.agent().await? else {
-            use std::os::unix::fs::PermissionsExt;
             return match std::fs::symlink_metadata(path) {
-                Ok(m) => Ok(Some(Stat {
-                    kind: if m.is_file() {
-                        "file"
-                    } else if m.is_dir() {
-                        "dir"
-                    } else if m.file_type().is_symlink() {
-                        "symlink"
-                    } else {
-                        "other"
-                    }
-                    .into(),
-                    len: m.len(),
-                    mode: m.permissions().mode() & 0o7777,
-                    mtime: std::os::unix::fs::MetadataExt::mtime(&m),
-                })),
+                Ok(m) => Ok(Some(Stat::of(&m))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(Error::io(path.display().to_string())(e)),
             };
@@ -556,13 +541,7 @@ impl Host {
     /// Removes a file or a whole directory; absent is fine.
     pub async fn remove(&self, path: &Path) -> Result<()> {
         let Some(agent) = self.agent().await? else {
-            return match std::fs::symlink_metadata(path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(e),
-                Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-                Ok(_) => std::fs::remove_file(path),
-            }
-            .map_err(Error::io(format!("removing {}", path.display())));
+            return super::msg::remove_path(path).map_err(Error::io(format!("removing {}", path.display())));
         };
         self.done(agent.call(Request::Remove { path: path_str(path) }).await, "remove")
     }

@@ -106,6 +106,40 @@ pub struct Stat {
     pub mtime: i64,
 }
 
+impl Stat {
+    /// What `symlink_metadata` says of a path, on the agent's host or the controller's.
+    pub fn of(m: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let t = m.file_type();
+        let kind = if t.is_file() {
+            "file"
+        } else if t.is_dir() {
+            "dir"
+        } else if t.is_symlink() {
+            "symlink"
+        } else {
+            "other"
+        };
+        Stat {
+            kind: kind.into(),
+            len: m.len(),
+            mode: m.permissions().mode() & 0o7777,
+            mtime: m.mtime(),
+        }
+    }
+}
+
+/// Removes a file, a symlink or a directory with everything in it; absent is not an error.
+/// What the agent's `Remove` does, and a local host's.
+pub fn remove_path(p: &std::path::Path) -> std::io::Result<()> {
+    match p.symlink_metadata() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+    }
+}
+
 /// How a request ended.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "reply", rename_all = "snake_case")]
