@@ -66,10 +66,13 @@ impl TreeSource for RemoteTree {
             let r = host.read_file_into(&path, &mut w).await;
             let _ = done_tx.send(r.map_err(|e| e.to_string()));
         });
-        let _guard = self.rt.enter();
-        Ok(Box::new(tokio_util::io::SyncIoBridge::new(EndChecked {
+        let reader = EndChecked {
             inner: r,
             done: Some(done_rx),
-        })))
+        };
+        Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
+            reader,
+            self.rt.clone(),
+        )))
     }
 }

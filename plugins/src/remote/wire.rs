@@ -92,20 +92,31 @@ pub enum WireError {
     Kind(u8),
 }
 
+/// The length field at the start of `b` (4 bytes), if in range: 5 to `5 + MAX_BODY`.
+fn frame_len(b: &[u8]) -> Result<u32, WireError> {
+    let len = u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+    if (5..=(5 + MAX_BODY) as u32).contains(&len) {
+        Ok(len)
+    } else {
+        Err(WireError::Length(len))
+    }
+}
+
+fn frame_kind(b: u8) -> Result<Kind, WireError> {
+    Kind::from_byte(b).ok_or(WireError::Kind(b))
+}
+
 /// Parses one frame from the start of `buf`: `Ok(None)` when `buf` holds only part of one,
 /// else the frame and how many bytes it took.
 pub fn decode(buf: &[u8]) -> Result<Option<(Frame, usize)>, WireError> {
     if buf.len() < 4 {
         return Ok(None);
     }
-    let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes"));
-    if !(5..=(5 + MAX_BODY) as u32).contains(&len) {
-        return Err(WireError::Length(len));
-    }
+    let len = frame_len(buf)?;
     if buf.len() < 4 + 1 {
         return Ok(None);
     }
-    let kind = Kind::from_byte(buf[4]).ok_or(WireError::Kind(buf[4]))?;
+    let kind = frame_kind(buf[4])?;
     let total = 4 + len as usize;
     if buf.len() < total {
         return Ok(None);
@@ -132,12 +143,9 @@ pub async fn read_frame(r: &mut (impl AsyncRead + Unpin)) -> std::io::Result<Opt
         }
         got += n;
     }
-    let len = u32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
     let bad = |e: WireError| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string());
-    if !(5..=(5 + MAX_BODY) as u32).contains(&len) {
-        return Err(bad(WireError::Length(len)));
-    }
-    let kind = Kind::from_byte(head[4]).ok_or_else(|| bad(WireError::Kind(head[4])))?;
+    let len = frame_len(&head).map_err(bad)?;
+    let kind = frame_kind(head[4]).map_err(bad)?;
     let channel = u32::from_le_bytes(head[5..].try_into().expect("4 bytes"));
     let mut body = vec![0u8; len as usize - 5];
     r.read_exact(&mut body).await?;
