@@ -444,21 +444,14 @@ impl ItemSource {
     ) -> Result<(EndChecked, tokio::task::JoinHandle<cairn_store::Result<()>>)> {
         let full = self.item(item)?.name.clone();
         let (repo, snap, progress) = (self.repo.clone(), self.snapshot.name.clone(), self.progress.clone());
-        let (r, w) = tokio::io::duplex(1 << 20);
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (reader, w) = EndChecked::pipe();
         let fed = tokio::task::spawn_blocking(move || {
-            let mut w = SyncIoBridge::new(w);
-            let r = write(&repo, &snap, &full, &mut w, progress.as_ref());
-            let _ = done_tx.send(r.as_ref().map(drop).map_err(|e| e.to_string()));
+            let mut out = SyncIoBridge::new(w.pipe);
+            let r = write(&repo, &snap, &full, &mut out, progress.as_ref());
+            let _ = w.done.send(r.as_ref().map(drop).map_err(|e| e.to_string()));
             r
         });
-        Ok((
-            EndChecked {
-                inner: r,
-                done: Some(done_rx),
-            },
-            fed,
-        ))
+        Ok((reader, fed))
     }
 
     /// The entries of a tree item as the snapshot recorded them.

@@ -566,8 +566,29 @@ impl Host {
 /// remote command reads ends in a cancel (the command is killed), not in a clean end of input
 /// that would let it finish on a truncated item.
 pub struct EndChecked {
-    pub inner: tokio::io::DuplexStream,
-    pub done: Option<tokio::sync::oneshot::Receiver<std::result::Result<(), String>>>,
+    inner: tokio::io::DuplexStream,
+    done: Option<tokio::sync::oneshot::Receiver<std::result::Result<(), String>>>,
+}
+
+/// The writer's side of an [`EndChecked`] pipe: the bytes, then how writing them ended.
+pub struct EndWriter {
+    pub pipe: tokio::io::DuplexStream,
+    pub done: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
+}
+
+impl EndChecked {
+    /// A pipe (1 MiB buffered) whose reader sees the writer's error instead of a clean end.
+    pub fn pipe() -> (EndChecked, EndWriter) {
+        let (r, w) = tokio::io::duplex(1 << 20);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (
+            EndChecked {
+                inner: r,
+                done: Some(rx),
+            },
+            EndWriter { pipe: w, done: tx },
+        )
+    }
 }
 
 impl tokio::io::AsyncRead for EndChecked {

@@ -58,18 +58,13 @@ impl TreeSource for RemoteTree {
     fn open(&self, root: &Path, rel: &[u8]) -> cairn_store::Result<Box<dyn Read + Send + '_>> {
         use std::os::unix::ffi::OsStrExt;
         let path = root.join(std::ffi::OsStr::from_bytes(rel));
-        let (r, w) = tokio::io::duplex(1 << 20);
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        let (reader, w) = EndChecked::pipe();
         let host = self.host.clone();
         self.rt.spawn(async move {
-            let mut w = w;
-            let r = host.read_file_into(&path, &mut w).await;
-            let _ = done_tx.send(r.map_err(|e| e.to_string()));
+            let mut pipe = w.pipe;
+            let r = host.read_file_into(&path, &mut pipe).await;
+            let _ = w.done.send(r.map_err(|e| e.to_string()));
         });
-        let reader = EndChecked {
-            inner: r,
-            done: Some(done_rx),
-        };
         Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
             reader,
             self.rt.clone(),
