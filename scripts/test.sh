@@ -41,6 +41,9 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   [ $own_policy = 0 ] || rm -f /usr/sbin/policy-rc.d
 fi
 
+# One build from a clean clone gains nothing from incremental state; it only takes disk.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

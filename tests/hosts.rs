@@ -146,7 +146,7 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
     .unwrap();
     h1.sh(&format!("chmod 600 {}", creds.display()));
     let ledger = h2.dir.join("ledger.txt");
-    let ledger_data: String = (0..5000)
+    let ledger_data: String = (0..200_000)
         .map(|i| format!("entry {i}: {}\n", i * 7919 % 10007))
         .collect();
     std::fs::write(h2.backing.join("ledger.txt"), &ledger_data).unwrap();
@@ -216,6 +216,27 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
     assert!(items.contains(&cert_item), "{cert_item} missing from {items:?}");
     let dumped = p.ok(&["--config", &cfg, "dump", "s1", "ledger/dump"]);
     assert!(dumped == ledger_data, "the ledger item differs from the file on h2");
+    let wire = |snap: &serde_json::Value, item: &str| -> (u64, u64) {
+        let items = snap["snapshot"]["items"].as_array().unwrap();
+        let i = items.iter().find(|i| i["name"] == item).unwrap();
+        assert_eq!(i["meta"]["host"], if item.starts_with("mariadb") { "h1" } else { "h2" });
+        (i["meta"]["wire_bytes"].as_u64().unwrap(), i["size"].as_u64().unwrap())
+    };
+    // (The ledger went over the wire in the failed attempt above: h2's agent sent it then.)
+
+    // An unchanged second backup sends little more than chunk ids; the table says so per host.
+    let table = p.ok(&["--config", &cfg, "backup", "--system", "--name", "s1b"]);
+    assert!(
+        table.contains("sent") && table.contains("h1") && table.contains("h2"),
+        "{table}"
+    );
+    let s1c = json(&p.ok(&["--config", &cfg, "backup", "--system", "--name", "s1c", "--json"]));
+    let (mut sent, mut size) = (0, 0);
+    for item in ["mariadb/databases.sql", "ledger/dump"] {
+        let (w, s) = wire(&s1c, item);
+        (sent, size) = (sent + w, size + s);
+    }
+    assert!(sent * 100 <= size, "an unchanged backup sent {sent} bytes for {size}");
 
     // Damage both hosts, restore, compare.
     sql(
@@ -268,7 +289,22 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
     }
 
     // The SSH connection to h2 killed in the middle of a backup: no snapshot, the host named;
-    // the next run goes through.
+    // the next run goes through, and sends only what had not come through before the cut.
+    let ledger_new: String = (0..400_000u64)
+        .map(|i| format!("entry {i}: {} moved\n", i * 31337 % 1_000_003))
+        .collect();
+    std::fs::write(h2.backing.join("ledger.txt"), &ledger_new).unwrap();
+    let logged = || -> u64 {
+        let dir = std::fs::read_dir(&p.env.cache)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+            .join("agents");
+        std::fs::read_dir(dir).map_or(0, |d| d.map(|e| e.unwrap().metadata().unwrap().len()).sum())
+    };
+    let logged_before = logged();
     std::fs::write(h2.backing.join("ledger.txt.slow"), "").unwrap();
     let mut running = p
         .hosts
@@ -290,6 +326,14 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
         h2.backing.join("ledger.txt.dumping").exists(),
         "the slow dump never started"
     );
+    // Most of the new ledger is through (the controller logs each chunk it takes from h2).
+    let chunks = ledger_new.len() as u64 / (64 << 10);
+    for _ in 0..300 {
+        if logged() >= logged_before + 32 * chunks / 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let killed = Command::new("pkill")
         .args(["-KILL", "-f", &ssh_to_h2])
         .status()
@@ -309,6 +353,14 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
     std::fs::remove_file(h2.backing.join("ledger.txt.slow")).unwrap();
     let again = json(&p.ok(&["--config", &cfg, "backup", "--system", "--name", "cut", "--json"]));
     assert_eq!(again["snapshot"]["status"]["state"], "complete");
+    let (sent, size) = wire(&again, "ledger/dump");
+    assert_eq!(size, ledger_new.len() as u64);
+    assert!(
+        sent * 2 < size,
+        "the rerun sent {sent} bytes of the {size} the cut run had begun to send"
+    );
+    let dumped = p.ok(&["--config", &cfg, "dump", "cut", "ledger/dump"]);
+    assert!(dumped == ledger_new, "the ledger item differs from the file on h2");
 
     // A host down fails the snapshot, naming the host and the plugin; the other is unharmed.
     let mut hosts = p.hosts;

@@ -214,9 +214,7 @@ impl ItemSink {
     /// with its stderr and leaves no item.
     pub async fn command_output(&self, host: &Host, item: &str, cmd: &mut Command) -> Result<Item> {
         if !host.is_local() {
-            return self
-                .stream_written(item, |mut w| async move { host.stream_out(cmd, &mut w).await })
-                .await;
+            return self.foreign(host, item, Some(cmd), None).await;
         }
         let what = process::describe(cmd);
         let mut child = cmd
@@ -249,24 +247,33 @@ impl ItemSink {
                 .map_err(Error::io(path.display().to_string()))?;
             return self.stream(item, f).await;
         }
-        self.stream_written(item, |mut w| async move { host.read_file_into(path, &mut w).await })
-            .await
+        self.foreign(host, item, None, Some(path)).await
     }
 
-    /// Stores as `item` what `write` writes into the pipe it is given (the item ends when
-    /// `write` drops it); if `write` fails, no item is left.
-    async fn stream_written<F, Fut>(&self, item: &str, write: F) -> Result<Item>
-    where
-        F: FnOnce(tokio::io::DuplexStream) -> Fut,
-        Fut: std::future::Future<Output = Result<()>>,
-    {
-        let (r, w) = tokio::io::duplex(1 << 20);
-        let (stored, wrote) = tokio::join!(self.stream(item, r), write(w));
-        if let Err(e) = wrote {
-            self.backup.remove_item(&self.item_name(item));
-            return Err(e);
+    /// Stores as `item` a command's output or a file of another host, cut and hashed there by
+    /// its agent, which sends only the chunks the repository wants from it
+    /// (`cairn_store::write::foreign`). The item records the host and the bytes on the wire.
+    /// If the command or the agent fails, no item is left.
+    async fn foreign(&self, host: &Host, item: &str, cmd: Option<&Command>, path: Option<&Path>) -> Result<Item> {
+        let name = self.item_name(item);
+        let (backup, stored_name, host_name) = (self.backup.clone(), name.clone(), host.name().to_string());
+        let keys = self.backup.chunking_keys();
+        let cache = self.backup.agent_cache_name(&name);
+        let r = host
+            .chunk_stream(cmd, path, keys, cache, move |src| {
+                backup.add_foreign_stream(&stored_name, &host_name, src)
+            })
+            .await;
+        match r {
+            Ok((stored, wire)) => {
+                self.backup.set_item_meta(&name, WIRE_META, serde_json::json!(wire))?;
+                Ok(stored)
+            }
+            Err(e) => {
+                self.backup.remove_item(&name);
+                Err(e)
+            }
         }
-        stored
     }
 
     /// Stores a file or directory tree of `host`; `keep(relative path)` chooses entries (all
@@ -315,6 +322,10 @@ impl ItemSink {
         self.backup.warn(format!("{}: {msg}", self.prefix));
     }
 }
+
+/// Item metadata: the bytes a remote item's stream moved between its host's agent and the
+/// controller (the host is `cairn_store::write::foreign::HOST_META`).
+pub const WIRE_META: &str = "wire_bytes";
 
 /// Chooses tree entries by their path relative to the tree's root.
 pub type Keep = Arc<dyn Fn(&Path) -> bool + Send + Sync>;

@@ -151,8 +151,9 @@ impl Hosts {
             format!(
                 "ListenAddress {addr}\nPort 22\nHostKey {hk}\nAuthorizedKeysFile {ak}\nStrictModes no\n\
                  PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-                 UsePAM no\nPrintMotd no\nLogLevel ERROR\nPidFile {pid}\nSetEnv TMPDIR={tmp}\n",
+                 UsePAM no\nPrintMotd no\nLogLevel ERROR\nPidFile {pid}\nSetEnv TMPDIR={tmp} XDG_CACHE_HOME={cache}\n",
                 tmp = dir.join("tmp").display(),
+                cache = dir.join("cache").display(),
                 hk = hostkey.display(),
                 ak = ssh.join("authorized_keys").display(),
                 pid = ssh.join(format!("sshd_{name}.pid")).display(),

@@ -36,22 +36,73 @@ pub fn backup(g: &GlobalOpts, req: BackupRequest, json_out: bool) -> Result<Exit
             serde_json::to_string_pretty(&json!({"snapshot": snap, "plugins": outcomes})).expect("serialises")
         );
     } else {
-        let rows: Vec<Vec<String>> = outcomes
-            .iter()
-            .map(|o| {
-                let prefix = format!("{}/", o.plugin);
-                let items: Vec<_> = snap.items.iter().filter(|i| i.name.starts_with(&prefix)).collect();
-                vec![
+        // Per plugin and host: what was read, what went over the wire from the host's agent
+        // (none for this host), what was stored, and the rate.
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        for o in &outcomes {
+            let prefix = format!("{}/", o.plugin);
+            let items: Vec<_> = snap.items.iter().filter(|i| i.name.starts_with(&prefix)).collect();
+            // Items a plugin stored from the controller (a query's result, say) count under
+            // its host when it has one; under "local" when it runs here.
+            let named: Vec<String> = items
+                .iter()
+                .filter_map(|i| {
+                    i.meta
+                        .get(cairn_store::write::foreign::HOST_META)
+                        .and_then(|h| h.as_str())
+                })
+                .map(str::to_string)
+                .collect();
+            let mut hosts = named.clone();
+            hosts.sort();
+            hosts.dedup();
+            let fallback = match hosts.as_slice() {
+                [one] => one.clone(),
+                _ => "local".to_string(),
+            };
+            let host_of = |i: &cairn_store::Item| {
+                i.meta
+                    .get(cairn_store::write::foreign::HOST_META)
+                    .and_then(|h| h.as_str())
+                    .map_or(fallback.clone(), str::to_string)
+            };
+            let mut hosts: Vec<String> = items.iter().map(|i| host_of(i)).collect();
+            hosts.sort();
+            hosts.dedup();
+            if hosts.is_empty() {
+                hosts.push("-".into());
+            }
+            for h in hosts {
+                let on: Vec<_> = items.iter().filter(|i| host_of(i) == h).collect();
+                let size: u64 = on.iter().map(|i| i.size).sum();
+                let wire: Option<u64> = on
+                    .iter()
+                    .filter_map(|i| i.meta.get(cairn_plugins::plugin::WIRE_META).and_then(|w| w.as_u64()))
+                    .reduce(|a, b| a + b);
+                let secs: f64 = on.iter().map(|i| i.duration_secs).sum();
+                rows.push(vec![
                     o.plugin.clone(),
                     o.kind.clone(),
                     if o.ok { "ok".into() } else { "FAILED".into() },
-                    bytes(items.iter().map(|i| i.size).sum()),
-                    bytes(items.iter().map(|i| i.stats.bytes_added).sum()),
+                    h,
+                    bytes(size),
+                    wire.map_or("-".into(), bytes),
+                    bytes(on.iter().map(|i| i.stats.bytes_added).sum()),
                     format!("{:.1}s", o.duration_secs),
-                ]
-            })
-            .collect();
-        print_table(&["plugin", "kind", "status", "size", "added", "time"], &rows);
+                    if secs > 0.0 {
+                        format!("{}/s", bytes((size as f64 / secs) as u64))
+                    } else {
+                        "-".into()
+                    },
+                ]);
+            }
+        }
+        print_table(
+            &[
+                "plugin", "kind", "status", "host", "size", "sent", "added", "time", "rate",
+            ],
+            &rows,
+        );
         println!(
             "snapshot {}: {}, {} logical, {} added",
             snap.name,

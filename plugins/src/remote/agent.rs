@@ -97,6 +97,15 @@ async fn handle(mut ep: Endpoint) {
             cwd,
             stdin,
         }) => exec(&mut ep, program, args, env, cwd, stdin).await,
+        Ok(Request::ChunkStream {
+            program,
+            args,
+            env,
+            cwd,
+            path,
+            keys,
+            cache,
+        }) => chunk_stream(&mut ep, program.map(|p| (p, args, env, cwd)), path, keys, cache).await,
         Ok(Request::ReadFile { path, tail }) => read_file(&ep, &path, tail).await,
         Ok(Request::WriteFile { path, mode }) => write_file(&mut ep, &path, mode).await,
         Ok(Request::Stat { path }) => stat(&path),
@@ -112,15 +121,15 @@ async fn handle(mut ep: Endpoint) {
     reply(&ep, r).await;
 }
 
-async fn exec(
-    ep: &mut Endpoint,
-    program: String,
+/// A program with its output and stderr piped, killed if its request ends first.
+fn command(
+    program: &str,
     args: Vec<String>,
     env: Vec<(String, Option<String>)>,
     cwd: Option<String>,
     with_stdin: bool,
-) -> Reply {
-    let mut cmd = tokio::process::Command::new(&program);
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
     cmd.args(&args)
         .stdin(if with_stdin { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
@@ -135,7 +144,73 @@ async fn exec(
     if let Some(d) = cwd {
         cmd.current_dir(d);
     }
-    let mut child = match cmd.spawn() {
+    cmd
+}
+
+fn exited(program: &str, status: std::io::Result<std::process::ExitStatus>, stderr: String) -> Reply {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Ok(s) => Reply::Exit {
+            code: s.code(),
+            signal: s.signal(),
+            stderr,
+        },
+        Err(e) => Reply::failed(&format!("waiting for {program}"), &e),
+    }
+}
+
+/// A program to run: its name, arguments, environment changes and directory.
+type Program = (String, Vec<String>, Vec<(String, Option<String>)>, Option<String>);
+
+/// Cuts a program's output or a file into chunks on this host (`chunked.rs`).
+async fn chunk_stream(
+    ep: &mut Endpoint,
+    program: Option<Program>,
+    path: Option<String>,
+    keys: cairn_store::write::foreign::ChunkingKeys,
+    cache: String,
+) -> Reply {
+    match (program, path) {
+        (Some((program, args, env, cwd)), None) => {
+            let mut child = match command(&program, args, env, cwd, false).spawn() {
+                Ok(c) => c,
+                Err(e) => return Reply::failed(&format!("cannot start {program}"), &e),
+            };
+            let stdout = tokio_util::io::SyncIoBridge::new(child.stdout.take().expect("piped"));
+            let stderr = tokio::spawn(crate::process::read_tail(child.stderr.take().expect("piped")));
+            if let Err(r) = super::chunked::serve(ep, keys, cache, Box::new(stdout), program.clone()).await {
+                let _ = child.kill().await;
+                return r;
+            }
+            let status = child.wait().await;
+            exited(&program, status, stderr.await.unwrap_or_default())
+        }
+        (None, Some(path)) => {
+            let f = match std::fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) => return Reply::failed(&format!("opening {path}"), &e),
+            };
+            match super::chunked::serve(ep, keys, cache, Box::new(f), path).await {
+                Ok(()) => Reply::Done,
+                Err(r) => r,
+            }
+        }
+        _ => Reply::Failed {
+            error: "a chunk stream reads a program's output or a file".into(),
+            not_found: false,
+        },
+    }
+}
+
+async fn exec(
+    ep: &mut Endpoint,
+    program: String,
+    args: Vec<String>,
+    env: Vec<(String, Option<String>)>,
+    cwd: Option<String>,
+    with_stdin: bool,
+) -> Reply {
+    let mut child = match command(&program, args, env, cwd, with_stdin).spawn() {
         Ok(c) => c,
         Err(e) => return Reply::failed(&format!("cannot start {program}"), &e),
     };
@@ -192,17 +267,7 @@ async fn exec(
         };
     }
     let stderr = stderr.await.unwrap_or_default();
-    match status.expect("the loop ends with a status") {
-        Ok(s) => {
-            use std::os::unix::process::ExitStatusExt;
-            Reply::Exit {
-                code: s.code(),
-                signal: s.signal(),
-                stderr,
-            }
-        }
-        Err(e) => Reply::failed(&format!("waiting for {program}"), &e),
-    }
+    exited(&program, status.expect("the loop ends with a status"), stderr)
 }
 
 async fn read_file(ep: &Endpoint, path: &str, tail: Option<u64>) -> Reply {

@@ -186,6 +186,28 @@ impl Agent {
         }
     }
 
+    /// Bytes sent and received on the connection so far, frame headers included.
+    pub fn wire_bytes(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.conn.sent.load(Relaxed), self.conn.received.load(Relaxed))
+    }
+
+    /// A `ChunkStream` request: `store` (on a blocking thread) takes the agent's chunks and
+    /// answers its offers (`chunked.rs`). Returns what `store` returned, if it ran to its end,
+    /// the reply and the bytes the stream moved on the wire.
+    pub async fn chunk_stream<T: Send + 'static>(
+        &self,
+        req: Request,
+        store: impl FnOnce(&mut dyn cairn_store::write::foreign::ForeignSource) -> T + Send + 'static,
+    ) -> (Option<T>, Result<Reply, Failure>, u64) {
+        let mut ep = match self.open(&req).await {
+            Ok(ep) => ep,
+            Err(e) => return (None, Err(e), 0),
+        };
+        let (stored, reply, wire) = super::chunked::drive(&mut ep, &self.host, store).await;
+        (stored, reply.map_err(|e| self.explain(e)), wire)
+    }
+
     /// A request without streams.
     pub async fn call(&self, req: Request) -> Result<Reply, Failure> {
         let mut ep = self.open(&req).await?;
@@ -256,6 +278,91 @@ impl Drop for Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunk_streams_send_the_data_once_then_little_more_than_ids() {
+        use cairn_store::{Credentials, InitOptions, Location, NoProgress, OpenOptions, Repository};
+        let dir = tempfile::tempdir().unwrap();
+        std::env::set_var("CAIRN_AGENT_CACHE", dir.path().join("agent-cache"));
+        let opts = OpenOptions {
+            cache_dir: dir.path().join("cache"),
+            ..Default::default()
+        };
+        let location = Location::Local(dir.path().join("repo"));
+        let key = cairn_store::NewKey::Passphrase {
+            passphrase: "pw".to_string().into(),
+            log_n: Some(10),
+        };
+        Repository::init(&location, &key, &InitOptions::default(), opts.clone()).unwrap();
+        let repo = Repository::open(&location, &Credentials::Passphrase("pw".to_string().into()), opts).unwrap();
+        let file = dir.path().join("dump.sql");
+        let rows: String = (0..150_000u32)
+            .map(|i| format!("({i},{},'row {i}'),\n", i.wrapping_mul(2654435761) % 99991))
+            .collect();
+        std::fs::write(&file, &rows).unwrap();
+        let size = rows.len() as u64;
+        let agent = local_agent().await;
+        let runs = std::sync::atomic::AtomicU32::new(0);
+        let run = |program: Option<(&str, Vec<String>)>, path: Option<&std::path::Path>| {
+            let repo = repo.clone();
+            let opts = cairn_store::BackupOptions {
+                name: Some(format!("s{}", runs.fetch_add(1, Ordering::Relaxed))),
+                ..Default::default()
+            };
+            let (program, args) = program.map_or((None, Vec::new()), |(p, a)| (Some(p.to_string()), a));
+            let path = path.map(|p| p.to_string_lossy().into_owned());
+            let agent = &agent;
+            async move {
+                let b = std::sync::Arc::new(repo.backup(opts, std::sync::Arc::new(NoProgress)).unwrap());
+                let req = Request::ChunkStream {
+                    program,
+                    args,
+                    env: Vec::new(),
+                    cwd: None,
+                    path,
+                    keys: b.chunking_keys(),
+                    cache: b.agent_cache_name("db"),
+                };
+                let b2 = b.clone();
+                let (stored, reply, wire) = agent
+                    .chunk_stream(req, move |src| b2.add_foreign_stream("db", "test", src))
+                    .await;
+                let item = stored.unwrap();
+                let reply = reply.unwrap();
+                let complete = matches!(reply, Reply::Done | Reply::Exit { code: Some(0), .. });
+                let b = std::sync::Arc::try_unwrap(b).ok().unwrap();
+                if complete {
+                    item.unwrap();
+                    b.commit().unwrap();
+                }
+                (reply, wire)
+            }
+        };
+        let cat = || Some(("cat", vec![file.to_string_lossy().into_owned()]));
+        let (reply, first) = run(cat(), None).await;
+        assert!(matches!(reply, Reply::Exit { code: Some(0), .. }), "{reply:?}");
+        assert!(first > size / 20, "the first run sends the data: {first} of {size}");
+        let (_, second) = run(cat(), None).await;
+        assert!(second * 100 < size, "unchanged: {second} bytes on the wire for {size}");
+        let (reply, third) = run(None, Some(&file)).await;
+        assert_eq!(reply, Reply::Done);
+        assert!(third * 100 < size, "the same bytes as a file: {third}");
+        // A command that fails is reported as such, whatever it wrote.
+        let script = format!("head -c 100000 {}; exit 3", file.display());
+        let (reply, _) = run(Some(("sh", vec!["-c".into(), script])), None).await;
+        assert!(matches!(reply, Reply::Exit { code: Some(3), .. }), "{reply:?}");
+        let mut back = Vec::new();
+        let latest = repo
+            .snapshots()
+            .unwrap()
+            .into_iter()
+            .flatten()
+            .map(|s| s.name)
+            .max()
+            .unwrap();
+        repo.dump(&latest, "db", &mut back, &NoProgress).unwrap();
+        assert!(back == rows.as_bytes());
+    }
 
     /// An agent served in this process over an in-memory pipe.
     async fn local_agent() -> Agent {

@@ -424,6 +424,76 @@ impl Host {
         self.exit_status(&what, r, String::new)
     }
 
+    /// Has this host's agent cut a command's output (`cmd`) or a file (`path`) into chunks
+    /// there, and `store` take them (see `chunked.rs`); `cache` names the stream in the agent's
+    /// cache. Returns what `store` returned and the bytes the stream moved on the wire. A
+    /// command that fails, an agent that fails and a connection that breaks are errors here
+    /// even when `store` finished (its item must then be dropped).
+    pub async fn chunk_stream<T: Send + 'static>(
+        &self,
+        cmd: Option<&Command>,
+        path: Option<&Path>,
+        keys: cairn_store::write::foreign::ChunkingKeys,
+        cache: String,
+        store: impl FnOnce(&mut dyn cairn_store::write::foreign::ForeignSource) -> cairn_store::Result<T> + Send + 'static,
+    ) -> Result<(T, u64)> {
+        let agent = self
+            .agent()
+            .await?
+            .ok_or_else(|| self.fail("chunk_stream is for remote hosts".into()))?;
+        let (what, req) = match (cmd, path) {
+            (Some(cmd), None) => {
+                let Request::Exec {
+                    program,
+                    args,
+                    env,
+                    cwd,
+                    ..
+                } = exec_request(cmd, false)
+                else {
+                    unreachable!("exec_request makes an exec")
+                };
+                let what = process::describe(cmd);
+                (
+                    what,
+                    Request::ChunkStream {
+                        program: Some(program),
+                        args,
+                        env,
+                        cwd,
+                        path: None,
+                        keys,
+                        cache,
+                    },
+                )
+            }
+            (None, Some(p)) => (
+                p.display().to_string(),
+                Request::ChunkStream {
+                    program: None,
+                    args: Vec::new(),
+                    env: Vec::new(),
+                    cwd: None,
+                    path: Some(path_str(p)),
+                    keys,
+                    cache,
+                },
+            ),
+            _ => return Err(self.fail("a chunk stream reads a command's output or a file".into())),
+        };
+        let (stored, reply, wire) = agent.chunk_stream(req, store).await;
+        let reply = reply.map_err(|m| self.agent_error(m))?;
+        let stored = match stored {
+            Some(s) => s,
+            None => return Err(self.fail(format!("{what}: the storing thread failed"))),
+        };
+        match reply {
+            Reply::Done => {}
+            r => self.exit_status(&what, r, String::new)?,
+        }
+        Ok((stored.map_err(Error::from)?, wire))
+    }
+
     /// Runs `cmd` with `input` as its stdin (a restore's item stream).
     pub async fn stream_in(
         &self,

@@ -5,10 +5,12 @@
 //! - [`conn`]: channels over a connection, shared by both sides;
 //! - [`agent`]: the host side (`cairn agent`);
 //! - [`client`]: the controller side;
+//! - [`chunked`]: streams cut and hashed on the agent's host, only wanted chunks sent;
 //! - [`host`]: what plugins use: a [`host::Host`] runs commands and touches files either here
 //!   or through its agent.
 
 pub mod agent;
+pub mod chunked;
 pub mod client;
 pub mod conn;
 pub mod host;

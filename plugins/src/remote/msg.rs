@@ -52,6 +52,25 @@ pub enum Request {
         #[serde(default)]
         stdin: bool,
     },
+    /// Cuts a program's output (`program`) or a file (`path`) into this repository's chunks and
+    /// offers them, sending only those the controller wants (`cairn_store::write::foreign`):
+    /// the channel's `Data` both ways are that exchange's messages. Then `End`, and
+    /// [`Reply::Exit`] for a program, [`Reply::Done`] for a file. The stream is kept in the
+    /// agent's cache under `cache`, as the base for next time's deltas.
+    ChunkStream {
+        #[serde(default)]
+        program: Option<String>,
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        env: Vec<(String, Option<String>)>,
+        #[serde(default)]
+        cwd: Option<String>,
+        #[serde(default)]
+        path: Option<String>,
+        keys: cairn_store::write::foreign::ChunkingKeys,
+        cache: String,
+    },
     /// A file's bytes as `Data`, then `End`, then [`Reply::Done`]; with `tail`, only its
     /// last `tail` bytes (an agent that does not know `tail` sends the whole file).
     ReadFile {

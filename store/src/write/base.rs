@@ -26,7 +26,7 @@ pub trait BaseSelector: Send {
     fn observe(&mut self, start: u64, data: &[u8], id: &ChunkId, sketch: Option<&Sketch>) -> Vec<ChunkId>;
 
     /// Sees the stream's next data chunk, which is stored already.
-    fn seen(&mut self, start: u64, data: &[u8], id: &ChunkId);
+    fn seen(&mut self, start: u64, len: usize, id: &ChunkId);
 
     /// Candidate bases for a new piece of the stream's chunk list (the first level up, see
     /// `chunklist.rs`) covering `len` bytes from `start` of the list.
@@ -178,9 +178,9 @@ impl PositionalSelector {
 }
 
 impl BaseSelector for PositionalSelector {
-    fn seen(&mut self, start: u64, data: &[u8], id: &ChunkId) {
+    fn seen(&mut self, start: u64, len: usize, id: &ChunkId) {
         let ps = (start as i64 + self.shift).max(0) as u64;
-        self.fill(ps + data.len() as u64);
+        self.fill(ps + len as u64);
         if let Some(i) = self.window.iter().position(|(_, r)| r.0 == *id) {
             self.shift = self.window[i].0 as i64 - start as i64;
             self.window.drain(..=i);

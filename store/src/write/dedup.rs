@@ -11,6 +11,7 @@ use crate::blob::BlobKind;
 use crate::chunker::Chunker;
 use crate::crypto::Keys;
 use crate::error::{Error, Result};
+use crate::id::ChunkId;
 use crate::progress::Progress;
 use crate::sketch::Sketcher;
 use crate::snapshot::ChunkRef;
@@ -48,40 +49,72 @@ impl Sink<'_> {
             return Err(Error::Pipeline("after an earlier error".into()));
         }
         let id = self.keys.chunk_id(data);
+        let new = self.pipeline.destination().missing(&[id])?[0];
+        self.place(kind, id, data.len(), Some(data), list_start, new)
+    }
+
+    /// A data chunk cut and hashed on another host (`foreign.rs`): the caller asked the
+    /// destination itself (`claimed`: it answered "missing", so the chunk is encoded here) and
+    /// has checked `data`, when it has it, against `id`.
+    pub fn store_foreign(&mut self, id: ChunkId, len: usize, data: Option<&[u8]>, claimed: bool) -> Result<ChunkRef> {
+        if self.pipeline.failed() {
+            return Err(Error::Pipeline("after an earlier error".into()));
+        }
+        self.place(BlobKind::Data, id, len, data, None, claimed)
+    }
+
+    /// Counts a chunk, queues it for encoding if it is `new` (then `data` is needed) and tells
+    /// the selector about it.
+    fn place(
+        &mut self,
+        kind: BlobKind,
+        id: ChunkId,
+        len: usize,
+        data: Option<&[u8]>,
+        list_start: Option<u64>,
+        new: bool,
+    ) -> Result<ChunkRef> {
         Counters::add(&self.counters.chunks, 1);
         let offset = self.offset;
         if kind == BlobKind::Data {
-            self.progress.advance(data.len() as u64);
-            self.offset += data.len() as u64;
+            self.progress.advance(len as u64);
+            self.offset += len as u64;
         }
-        let dest = self.pipeline.destination();
-        let new = dest.missing(&[id])?[0];
         let selector = self.selector.as_mut();
-        if new {
-            Counters::add(&self.counters.chunks_new, 1);
-            Counters::add(&self.counters.bytes_new, data.len() as u64);
-            let mut sketch = None;
-            let candidates = match (selector, list_start) {
-                (Some(s), Some(start)) => s.list_bases(start, data.len()),
-                (Some(s), None) if kind == BlobKind::Data => {
-                    sketch = self.sketcher.map(|k| k.sketch(data));
-                    s.observe(offset, data, &id, sketch.as_ref())
+        match data {
+            Some(data) if new => {
+                Counters::add(&self.counters.chunks_new, 1);
+                Counters::add(&self.counters.bytes_new, len as u64);
+                let mut sketch = None;
+                let candidates = match (selector, list_start) {
+                    (Some(s), Some(start)) => s.list_bases(start, len),
+                    (Some(s), None) if kind == BlobKind::Data => {
+                        sketch = self.sketcher.map(|k| k.sketch(data));
+                        s.observe(offset, data, &id, sketch.as_ref())
+                    }
+                    _ => Vec::new(),
+                };
+                let dest = self.pipeline.destination();
+                let (bases, depth) = choose_bases(dest, self.max_depth, candidates, &id)?;
+                self.pipeline.submit(Job {
+                    id,
+                    kind,
+                    data: data.to_vec(),
+                    bases,
+                    depth,
+                    sketch,
+                    counters: self.counters.clone(),
+                })?;
+            }
+            None if new => {
+                return Err(Error::Pipeline(format!("chunk {id} is new and came without its data")));
+            }
+            _ => {
+                if let Some(s) = selector.filter(|_| kind == BlobKind::Data) {
+                    s.seen(offset, len, &id);
                 }
-                _ => Vec::new(),
-            };
-            let (bases, depth) = choose_bases(dest, self.max_depth, candidates, &id)?;
-            self.pipeline.submit(Job {
-                id,
-                kind,
-                data: data.to_vec(),
-                bases,
-                depth,
-                sketch,
-                counters: self.counters.clone(),
-            })?;
-        } else if let Some(s) = selector.filter(|_| kind == BlobKind::Data) {
-            s.seen(offset, data, &id);
+            }
         }
-        Ok(ChunkRef(id, data.len() as u32))
+        Ok(ChunkRef(id, len as u32))
     }
 }

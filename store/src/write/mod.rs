@@ -33,6 +33,7 @@ mod commit;
 mod dedup;
 mod destination;
 mod failure;
+pub mod foreign;
 mod pipeline;
 mod similar;
 pub mod source;
@@ -319,11 +320,25 @@ impl Backup {
 
     /// Adds a named stream read to its end.
     pub fn add_stream(&self, name: &str, reader: impl Read) -> Result<Item> {
+        self.add_stream_with(name, &format!("backup {name}"), BTreeMap::new(), |counters| {
+            let mut sink = self.sink(counters, self.selector_for(name)?);
+            self.store_reader(&mut sink, reader, name)
+        })
+    }
+
+    /// Adds stream item `name` whose content `store` writes with the item's counters; progress
+    /// shows `label`.
+    fn add_stream_with(
+        &self,
+        name: &str,
+        label: &str,
+        meta: BTreeMap<String, serde_json::Value>,
+        store: impl FnOnce(&Arc<Counters>) -> Result<ContentRef>,
+    ) -> Result<Item> {
         let (counters, _guard) = self.begin_item(name)?;
         let start = Instant::now();
-        self.progress.start(&format!("backup {name}"), None);
-        let mut sink = self.sink(&counters, self.selector_for(name)?);
-        let r = self.store_reader(&mut sink, reader, name);
+        self.progress.start(label, None);
+        let r = store(&counters);
         self.progress.finish();
         let content = self.with_cause(r)?;
         let item = Item {
@@ -332,7 +347,7 @@ impl Backup {
             kind: ItemKind::Stream { content },
             stats: Stats::default(),
             duration_secs: start.elapsed().as_secs_f64(),
-            meta: BTreeMap::new(),
+            meta,
         };
         Ok(self.finish_item(item, counters))
     }

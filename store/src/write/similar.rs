@@ -66,9 +66,9 @@ impl SimilarSelector {
 }
 
 impl BaseSelector for SimilarSelector {
-    fn seen(&mut self, start: u64, data: &[u8], id: &ChunkId) {
+    fn seen(&mut self, start: u64, len: usize, id: &ChunkId) {
         if let Some(p) = &mut self.positional {
-            p.seen(start, data, id);
+            p.seen(start, len, id);
         }
     }
 
