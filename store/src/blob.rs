@@ -276,6 +276,40 @@ impl Encoder {
         Ok(Some(sealed))
     }
 
+    /// Seals `frame`, a zstd frame of `data` compressed elsewhere at this repository's level
+    /// (an agent, `write/foreign/`), as blob `id`: what [`encode`](Self::encode) stores with
+    /// its own frame, the same bytes when the frame is the same. Decoded again and compared
+    /// with `data` as `encode` does.
+    pub fn seal_frame(
+        &mut self,
+        keys: &Keys,
+        id: &ChunkId,
+        kind: BlobKind,
+        data: &[u8],
+        frame: &[u8],
+    ) -> Result<Vec<u8>> {
+        let n = frame.len();
+        self.scratch.clear();
+        self.scratch.push(kind as u8);
+        self.scratch.push(COMPRESSION_ZSTD);
+        self.scratch.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        if n + n / 32 >= data.len() {
+            self.scratch[1] = COMPRESSION_NONE;
+            self.scratch.extend_from_slice(data);
+        } else {
+            self.scratch.extend_from_slice(frame);
+        }
+        let sealed = keys.seal(&aad(id), &self.scratch);
+        let back = open_blob(keys, id, &sealed)?.finish_unverified(id, &[])?;
+        if back != data {
+            return Err(corrupt(
+                format!("blob {id}"),
+                "sealed frame does not decode to its input",
+            ));
+        }
+        Ok(sealed)
+    }
+
     /// Compresses and seals `data` as blob `id`, then decodes the result again and checks that it
     /// yields `id`: a compressor or cipher bug fails the backup instead of corrupting the repository.
     pub fn encode(&mut self, keys: &Keys, id: &ChunkId, kind: BlobKind, data: &[u8]) -> Result<Vec<u8>> {
@@ -329,6 +363,39 @@ pub fn decode(keys: &Keys, id: &ChunkId, sealed: &[u8]) -> Result<(BlobKind, Vec
 mod tests {
     use super::*;
     use crate::crypto::Secrets;
+
+    #[test]
+    fn a_frame_made_by_an_agent_is_stored_as_the_local_encoder_stores_it() {
+        let keys = Keys::new(Secrets::generate());
+        let text: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| format!("({i},'row {}'),", i % 97).into_bytes())
+            .collect();
+        let noise: Vec<u8> = (0..65_536u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for level in [1, 3] {
+            for data in [&text, &noise] {
+                let id = keys.chunk_id(data);
+                let mut enc = Encoder::new(level);
+                let local = enc.encode(&keys, &id, BlobKind::Data, data).unwrap();
+                let frame = crate::write::foreign::encode_wire(data, &[], level).unwrap();
+                let agent = enc.seal_frame(&keys, &id, BlobKind::Data, data, &frame).unwrap();
+                let (a, b) = (
+                    open_blob(&keys, &id, &local).unwrap(),
+                    open_blob(&keys, &id, &agent).unwrap(),
+                );
+                assert!(
+                    a.plain[..a.end] == b.plain[..b.end],
+                    "level {level}: the stored bytes differ"
+                );
+            }
+        }
+        let id = keys.chunk_id(&text);
+        let wrong = crate::write::foreign::encode_wire(&noise, &[], 1).unwrap();
+        assert!(Encoder::new(1)
+            .seal_frame(&keys, &id, BlobKind::Data, &text, &wrong)
+            .is_err());
+    }
 
     #[test]
     fn round_trip_compressible_and_random() {

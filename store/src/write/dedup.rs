@@ -50,27 +50,36 @@ impl Sink<'_> {
         }
         let id = self.keys.chunk_id(data);
         let new = self.pipeline.destination().missing(&[id])?[0];
-        self.place(kind, id, data.len(), Some(data), list_start, new)
+        self.place(kind, id, data.len(), Some((data, None)), list_start, new)
     }
 
     /// A data chunk cut and hashed on another host (`foreign.rs`): the caller asked the
     /// destination itself (`claimed`: it answered "missing", so the chunk is encoded here) and
     /// has checked `data`, when it has it, against `id`.
-    pub fn store_foreign(&mut self, id: ChunkId, len: usize, data: Option<&[u8]>, claimed: bool) -> Result<ChunkRef> {
+    /// `frame`: the chunk as the agent compressed it at this repository's level, kept if the
+    /// chunk is stored whole.
+    pub fn store_foreign(
+        &mut self,
+        id: ChunkId,
+        len: usize,
+        data: Option<&[u8]>,
+        frame: Option<Vec<u8>>,
+        claimed: bool,
+    ) -> Result<ChunkRef> {
         if self.pipeline.failed() {
             return Err(Error::Pipeline("after an earlier error".into()));
         }
-        self.place(BlobKind::Data, id, len, data, None, claimed)
+        self.place(BlobKind::Data, id, len, data.map(|d| (d, frame)), None, claimed)
     }
 
-    /// Counts a chunk, queues it for encoding if it is `new` (then `data` is needed) and tells
-    /// the selector about it.
+    /// Counts a chunk, queues it for encoding if it is `new` (then `data` is needed, with the
+    /// frame an agent compressed it to, if any) and tells the selector about it.
     fn place(
         &mut self,
         kind: BlobKind,
         id: ChunkId,
         len: usize,
-        data: Option<&[u8]>,
+        data: Option<(&[u8], Option<Vec<u8>>)>,
         list_start: Option<u64>,
         new: bool,
     ) -> Result<ChunkRef> {
@@ -82,7 +91,7 @@ impl Sink<'_> {
         }
         let selector = self.selector.as_mut();
         match data {
-            Some(data) if new => {
+            Some((data, frame)) if new => {
                 Counters::add(&self.counters.chunks_new, 1);
                 Counters::add(&self.counters.bytes_new, len as u64);
                 let mut sketch = None;
@@ -103,6 +112,7 @@ impl Sink<'_> {
                     bases,
                     depth,
                     sketch,
+                    frame,
                     counters: self.counters.clone(),
                 })?;
             }

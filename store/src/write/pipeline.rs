@@ -30,6 +30,9 @@ pub(crate) struct Job {
     /// The data chunk's resemblance sketch, if the selector already made it (the worker makes
     /// it otherwise, where the repository keeps sketches).
     pub sketch: Option<Sketch>,
+    /// The chunk compressed already, at this repository's level, by the agent that sent it
+    /// (`foreign/`): sealed as it is when the chunk is stored whole.
+    pub frame: Option<Vec<u8>>,
     pub counters: Arc<Counters>,
 }
 
@@ -153,7 +156,10 @@ fn worker(
                 Counters::add(&job.counters.chunks_delta, 1);
                 (BlobKind::Delta, sealed, job.bases, job.depth)
             }
-            None => match enc.encode(&keys, &job.id, job.kind, &job.data) {
+            None => match match &job.frame {
+                Some(frame) => enc.seal_frame(&keys, &job.id, job.kind, &job.data, frame),
+                None => enc.encode(&keys, &job.id, job.kind, &job.data),
+            } {
                 Ok(sealed) => (job.kind, sealed, Vec::new(), 0),
                 Err(e) => return fail(&failure, e),
             },

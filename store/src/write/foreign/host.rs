@@ -64,8 +64,9 @@ pub struct HostChunker {
     data: File,
     list: BufWriter<File>,
     offset: u64,
-    /// Where in the previous stream the next chunk is expected.
-    pos: usize,
+    /// Offset in the previous stream minus offset in this one, learned from the last chunk
+    /// both have: where this stream's bytes were last time.
+    shift: i64,
 }
 
 impl HostChunker {
@@ -100,7 +101,7 @@ impl HostChunker {
             data,
             list,
             offset: 0,
-            pos: 0,
+            shift: 0,
         })
     }
 
@@ -120,22 +121,27 @@ impl HostChunker {
 
     fn add(&mut self, chunk: &[u8]) -> io::Result<Offered> {
         let id = self.keys.chunk_id(chunk);
-        self.data.write_all_at(chunk, self.offset)?;
+        let at = self.offset;
+        self.data.write_all_at(chunk, at)?;
         self.offset += chunk.len() as u64;
         self.list.write_all(id.as_bytes())?;
         self.list.write_all(&(chunk.len() as u32).to_le_bytes())?;
         let mut bases = Vec::new();
         if let Some(prev) = self.prev.as_ref() {
             match prev.by_id.get(&id) {
-                // The same chunk as last time: the streams are aligned again just after it.
-                Some(&i) => self.pos = i + 1,
+                // The same chunk as last time: the streams are aligned again from here on.
+                Some(&i) => self.shift = prev.chunks[i].0 as i64 - at as i64,
+                // A new chunk: last time's chunks over the same bytes (however the cuts moved).
                 None => {
-                    bases = prev.chunks[self.pos.min(prev.chunks.len())..]
+                    let start = (at as i64 + self.shift).max(0) as u64;
+                    let end = start + chunk.len() as u64;
+                    let first = prev.chunks.partition_point(|c| c.0 + c.1 as u64 <= start);
+                    bases = prev.chunks[first..]
                         .iter()
+                        .take_while(|c| c.0 < end)
                         .take(MAX_WIRE_BASES)
                         .map(|c| c.2)
                         .collect();
-                    self.pos += 1;
                 }
             }
         }
@@ -196,14 +202,14 @@ impl ChunkReader {
                 if let Some(bases) = bases {
                     return Ok(Message::Chunk {
                         delta: true,
-                        payload: encode_wire(&data, &bases.concat())?,
+                        payload: encode_wire(&data, &bases.concat(), self.keys.delta_level)?,
                     });
                 }
             }
         }
         Ok(Message::Chunk {
             delta: false,
-            payload: encode_wire(&data, &[])?,
+            payload: encode_wire(&data, &[], self.keys.level)?,
         })
     }
 }
@@ -220,6 +226,8 @@ mod tests {
             params: ChunkerParams::with_avg(4096),
             chunker_key: [1; 32],
             id_key: [2; 32],
+            level: 1,
+            delta_level: 3,
         };
         let day0: Vec<u8> = (0..200_000u32)
             .flat_map(|i| (i.wrapping_mul(2654435761) >> 7).to_le_bytes())

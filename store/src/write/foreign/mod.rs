@@ -43,15 +43,13 @@ mod host;
 mod receive;
 
 pub use host::{ChunkReader, HostChunker};
-pub use receive::ForeignSource;
+pub use receive::{ForeignSource, WireCounts, WIRE_CHUNKS_META};
 
 /// Item metadata: the host whose agent sent the item.
 pub const HOST_META: &str = "host";
 
 /// Most bases an agent proposes for one chunk.
-pub const MAX_WIRE_BASES: usize = 2;
-/// zstd level of chunks on the wire: the controller compresses again at the repository's level.
-const WIRE_LEVEL: i32 = 3;
+pub const MAX_WIRE_BASES: usize = crate::blob::MAX_BASES - 1;
 /// zstd window for a delta on the wire (bases and chunk must fit; a larger one goes whole).
 const WIRE_WINDOW_LOG: u32 = 24;
 
@@ -63,6 +61,16 @@ pub struct ChunkingKeys {
     pub chunker_key: [u8; 32],
     #[serde(with = "hex_key")]
     pub id_key: [u8; 32],
+    /// zstd levels on the wire: the repository's, so a chunk sent whole is stored as it came
+    /// (and a delta costs on the wire what it costs stored).
+    #[serde(default = "default_level")]
+    pub level: i32,
+    #[serde(default = "default_level")]
+    pub delta_level: i32,
+}
+
+fn default_level() -> i32 {
+    3
 }
 
 impl std::fmt::Debug for ChunkingKeys {
@@ -266,11 +274,12 @@ fn zerr(c: usize) -> io::Error {
     io::Error::other(format!("zstd: {}", zstd::zstd_safe::get_error_name(c)))
 }
 
-/// Compresses a chunk for the wire, against `prefix` (its bases' bytes, concatenated) if any.
-pub fn encode_wire(data: &[u8], prefix: &[u8]) -> io::Result<Vec<u8>> {
+/// Compresses a chunk for the wire at `level`, against `prefix` (its bases' bytes,
+/// concatenated) if any. Alone, it is the frame a local backup's encoder makes at that level.
+pub fn encode_wire(data: &[u8], prefix: &[u8], level: i32) -> io::Result<Vec<u8>> {
     let mut out = vec![0u8; zstd::zstd_safe::compress_bound(data.len())];
     let mut cctx = zstd::zstd_safe::CCtx::create();
-    cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(WIRE_LEVEL))
+    cctx.set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level))
         .map_err(zerr)?;
     if !prefix.is_empty() {
         cctx.set_parameter(zstd::zstd_safe::CParameter::WindowLog(WIRE_WINDOW_LOG))
@@ -349,12 +358,12 @@ mod tests {
         let base: Vec<u8> = (0..70_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
         let mut changed = base.clone();
         changed[1000..1010].copy_from_slice(b"0123456789");
-        let delta = encode_wire(&changed, &base).unwrap();
+        let delta = encode_wire(&changed, &base, 3).unwrap();
         assert!(delta.len() < 200, "{}", delta.len());
         assert_eq!(decode_wire(&delta, &base, changed.len()).unwrap(), changed);
         assert!(decode_wire(&delta, &base, changed.len() - 1).is_err());
         assert!(decode_wire(&delta, &[], changed.len()).is_err());
-        let whole = encode_wire(&changed, &[]).unwrap();
+        let whole = encode_wire(&changed, &[], 1).unwrap();
         assert_eq!(decode_wire(&whole, &[], changed.len()).unwrap(), changed);
     }
 

@@ -25,7 +25,7 @@ fn drain(
     while queue.front().is_some_and(|p| p.want == Want::Have) {
         let p = queue.pop_front().expect("a front");
         *size += p.len as u64;
-        let r = sink.store_foreign(p.id, p.len as usize, None, false)?;
+        let r = sink.store_foreign(p.id, p.len as usize, None, None, false)?;
         refs.push(r, sink)?;
     }
     Ok(())
@@ -37,6 +37,20 @@ pub trait ForeignSource {
     fn next(&mut self) -> Result<Option<Message>>;
     /// Sends the answers to one offer.
     fn answer(&mut self, wants: Vec<Want>) -> Result<()>;
+}
+
+/// Item metadata: how the host sent the item's chunks ([`WireCounts`]).
+pub const WIRE_CHUNKS_META: &str = "wire_chunks";
+
+/// How the chunks of a stream came: stored already and sent before (only their ids), whole or
+/// as deltas (with their compressed bytes).
+#[derive(Debug, Default, serde::Serialize)]
+pub struct WireCounts {
+    pub have: u64,
+    pub whole: u64,
+    pub whole_bytes: u64,
+    pub delta: u64,
+    pub delta_bytes: u64,
 }
 
 /// An offered chunk waiting for its turn in the chunk list.
@@ -101,6 +115,8 @@ impl Backup {
             params: self.chunker.params(),
             chunker_key: s.chunker_key,
             id_key: s.id_key,
+            level: self.repo.config.compression_level,
+            delta_level: self.repo.config.delta.level,
         }
     }
 
@@ -129,10 +145,19 @@ impl Backup {
     /// Adds a stream item that `host`'s agent cuts and sends through `source` (see the module's
     /// description); the item is the one a local backup of the same bytes would store.
     pub fn add_foreign_stream(&self, name: &str, host: &str, source: &mut dyn ForeignSource) -> Result<Item> {
+        let mut counts = WireCounts::default();
         let meta = [(HOST_META.to_string(), serde_json::json!(host))].into();
-        self.add_stream_with(name, &format!("backup {name} from {host}"), meta, |counters| {
-            self.foreign_content(name, host, source, counters)
-        })
+        let item = self.add_stream_with(name, &format!("backup {name} from {host}"), meta, |counters| {
+            let (content, c) = self.foreign_content(name, host, source, counters)?;
+            counts = c;
+            Ok(content)
+        })?;
+        self.set_item_meta(
+            name,
+            WIRE_CHUNKS_META,
+            serde_json::to_value(&counts).expect("counts serialise"),
+        )?;
+        Ok(item)
     }
 
     fn foreign_content(
@@ -141,7 +166,8 @@ impl Backup {
         host: &str,
         source: &mut dyn ForeignSource,
         counters: &std::sync::Arc<crate::write::stats::Counters>,
-    ) -> Result<crate::snapshot::ContentRef> {
+    ) -> Result<(crate::snapshot::ContentRef, WireCounts)> {
+        let mut counts = WireCounts::default();
         let mut sink = self.sink(counters, self.selector_for(name)?);
         let reader = BlobReader::new(&self.synced)?;
         // The chunks this host sent before: its item's newest complete version, and what the
@@ -215,6 +241,9 @@ impl Backup {
                                 Want::Whole
                             }
                         };
+                        if want == Want::Have {
+                            counts.have += 1;
+                        }
                         wants.push(want);
                         queue.push_back(Pending {
                             id: c.id,
@@ -235,9 +264,13 @@ impl Backup {
                         if p.want != Want::Delta {
                             return Err(broken(format!("chunk {} came as a delta, not asked so", p.id)));
                         }
+                        counts.delta += 1;
+                        counts.delta_bytes += payload.len() as u64;
                         let prefix = reader.prefix_for(&p.id, &p.bases)?;
                         decode_wire(&payload, prefix.as_slice(), p.len as usize)
                     } else {
+                        counts.whole += 1;
+                        counts.whole_bytes += payload.len() as u64;
                         decode_wire(&payload, &[], p.len as usize)
                     }
                     .map_err(|e| broken(format!("chunk {} does not decode: {e}", p.id)))?;
@@ -245,7 +278,9 @@ impl Backup {
                         return Err(broken(format!("chunk {} does not hash to its id", p.id)));
                     }
                     size += p.len as u64;
-                    let r = sink.store_foreign(p.id, data.len(), Some(&data), p.claimed)?;
+                    // A whole chunk's frame was made at this repository's level: stored as it came.
+                    let frame = (!delta).then_some(payload);
+                    let r = sink.store_foreign(p.id, data.len(), Some(&data), frame, p.claimed)?;
                     refs.push(r, &mut sink)?;
                     log.add(&p.id);
                 }
@@ -258,7 +293,7 @@ impl Backup {
         }
         let content = refs.finish(size, &mut sink)?;
         log.replace(&fresh);
-        Ok(content)
+        Ok((content, counts))
     }
 }
 
@@ -340,7 +375,7 @@ mod tests {
                     if self.tamper {
                         m = Message::Chunk {
                             delta: false,
-                            payload: encode_wire(&vec![b'x'; o.len as usize], &[]).unwrap(),
+                            payload: encode_wire(&vec![b'x'; o.len as usize], &[], 1).unwrap(),
                         };
                     }
                     self.out.push_back(m);
