@@ -854,3 +854,70 @@ fn mariadb_is_rebuilt_on_a_fresh_host_by_disaster_recovery() {
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     assert_eq!(sql(m2, &sock2, STATE), want);
 }
+
+/// A host without cairn, then with an agent of another protocol: the configured `install`
+/// command puts this binary there and the backup goes on; without it, the error says how.
+#[test]
+fn a_missing_or_foreign_agent_is_replaced_by_the_configured_install() {
+    let env = Env::new();
+    let bin = env.path("host-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let agent = bin.join("cairn");
+    let config = |install: bool| {
+        let path = env.path(if install { "install.toml" } else { "plain.toml" });
+        let install = if install {
+            format!(
+                "install = [\"sh\", \"-c\", \"cat > {a}.new && chmod 755 {a}.new && mv {a}.new {a}\"]\n",
+                a = agent.display()
+            )
+        } else {
+            String::new()
+        };
+        std::fs::write(
+            &path,
+            format!(
+                "work_dir = \"{w}/work\"\nstate_dir = \"{w}/state\"\n\n[hosts.box]\n\
+                 command = [\"sh\", \"-c\", \"exec {a} agent\"]\n{install}\n\
+                 [[exec]]\nname = \"note\"\nruns_on = \"box\"\ndump = \"echo hello from box\"\nrestore = \"cat > /dev/null\"\n",
+                w = env.dir.path().display(),
+                a = agent.display(),
+            ),
+        )
+        .unwrap();
+        path.to_string_lossy().into_owned()
+    };
+    let (plain, install) = (config(false), config(true));
+
+    // No cairn on the host and nothing configured to install it: the error says what to set.
+    let o = env.run(&["--config", &plain, "backup", "--system", "--name", "s0"]);
+    assert!(!o.status.success());
+    let err = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(
+        err.contains("host box") && err.contains("set install in [hosts.box]"),
+        "{err}"
+    );
+    assert!(!agent.exists());
+
+    // Installed on first use.
+    let out = env.ok(&["--config", &install, "backup", "--system", "--name", "s1"]);
+    assert!(out.contains("box"), "{out}");
+    assert_eq!(std::fs::read(&agent).unwrap(), std::fs::read(cairn_bin()).unwrap());
+    assert_eq!(env.ok(&["dump", "s1", "note/dump"]), "hello from box\n");
+
+    // An agent of another protocol (it says hello with protocol 999) is replaced too.
+    std::fs::write(
+        &agent,
+        "#!/usr/bin/env python3\nimport json, struct, sys\n\
+         body = json.dumps({\"protocol\": 999, \"version\": \"0.0.1\"}).encode()\n\
+         sys.stdout.buffer.write(struct.pack('<IBI', len(body) + 5, 1, 0) + body)\n\
+         sys.stdout.flush()\nsys.stdin.buffer.read()\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&agent, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = env.run(&["--config", &plain, "backup", "--system", "--name", "s2"]);
+    assert!(!o.status.success());
+    let err = format!("{}{}", stdout(&o), stderr(&o));
+    assert!(err.contains("protocol 999") && err.contains("set install"), "{err}");
+    env.ok(&["--config", &install, "backup", "--system", "--name", "s3"]);
+    assert_eq!(std::fs::read(&agent).unwrap(), std::fs::read(cairn_bin()).unwrap());
+}

@@ -29,13 +29,26 @@ pub struct Agent {
 /// What an [`Agent`] call failed with: the message names the host.
 pub type Failure = String;
 
+/// Why an agent could not be started.
+#[derive(Debug)]
+pub struct SpawnFailure {
+    pub message: Failure,
+    /// The host has no agent to start (the command was not found or not executable there) or
+    /// one that speaks another protocol: installing this cairn there would help.
+    pub wrong_agent: bool,
+}
+
 impl Agent {
     /// Starts `argv` (the transport: `ssh ... cairn agent`, or `cairn agent` itself) and
     /// connects to the agent on its stdin and stdout.
-    pub async fn spawn(host: &str, argv: &[String]) -> Result<Agent, Failure> {
+    pub async fn spawn(host: &str, argv: &[String]) -> Result<Agent, SpawnFailure> {
+        let other = |message: Failure| SpawnFailure {
+            message,
+            wrong_agent: false,
+        };
         let (program, args) = argv
             .split_first()
-            .ok_or_else(|| format!("host {host}: no command to reach it"))?;
+            .ok_or_else(|| other(format!("host {host}: no command to reach it")))?;
         let mut child = tokio::process::Command::new(program)
             .args(args)
             .stdin(std::process::Stdio::piped())
@@ -43,7 +56,7 @@ impl Agent {
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("host {host}: cannot start {program}: {e}"))?;
+            .map_err(|e| other(format!("host {host}: cannot start {program}: {e}")))?;
         let stderr: Arc<Mutex<String>> = Arc::default();
         {
             let (mut err, tail) = (child.stderr.take().expect("piped"), stderr.clone());
@@ -64,19 +77,24 @@ impl Agent {
             });
         }
         let (r, w) = (child.stdout.take().expect("piped"), child.stdin.take().expect("piped"));
-        let connected = Self::connect(host, r, w).await;
+        let connected = Self::connect_checked(host, r, w).await;
         match connected {
             Ok(mut a) => {
                 a.child = Mutex::new(Some(child));
                 a.stderr = stderr;
                 Ok(a)
             }
-            Err(e) => {
+            Err((e, mismatch)) => {
                 // Whatever ssh said (host key, permission, no such command) is the reason.
-                let _ = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
+                let status = tokio::time::timeout(Duration::from_secs(2), child.wait()).await;
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let said = stderr.lock().unwrap().trim().to_string();
-                Err(if said.is_empty() { e } else { format!("{e}: {said}") })
+                // 127 and 126: the shell on the host found no such command, or cannot run it.
+                let missing = matches!(status, Ok(Ok(s)) if matches!(s.code(), Some(126 | 127)));
+                Err(SpawnFailure {
+                    message: if said.is_empty() { e } else { format!("{e}: {said}") },
+                    wrong_agent: mismatch || missing,
+                })
             }
         }
     }
@@ -84,33 +102,58 @@ impl Agent {
     /// Says hello over an established pipe to an agent.
     pub async fn connect(
         host: &str,
-        mut r: impl AsyncRead + Unpin + Send + 'static,
+        r: impl AsyncRead + Unpin + Send + 'static,
         w: impl AsyncWrite + Unpin + Send + 'static,
     ) -> Result<Agent, Failure> {
+        Self::connect_checked(host, r, w).await.map_err(|(e, _)| e)
+    }
+
+    /// [`connect`](Self::connect); the error says whether the agent speaks another protocol.
+    async fn connect_checked(
+        host: &str,
+        mut r: impl AsyncRead + Unpin + Send + 'static,
+        w: impl AsyncWrite + Unpin + Send + 'static,
+    ) -> Result<Agent, (Failure, bool)> {
         let conn = Conn::start(w);
         let hello = serde_json::to_vec(&Hello::ours()).expect("hello serialises");
+        let plain = |e: String| (e, false);
         conn.send(wire::Frame::new(Kind::Hello, 0, hello))
             .await
-            .map_err(|e| format!("host {host}: {e}"))?;
+            .map_err(|e| plain(format!("host {host}: {e}")))?;
         let first = tokio::time::timeout(HELLO_TIMEOUT, wire::read_frame(&mut r))
             .await
-            .map_err(|_| format!("host {host}: no hello from its agent in {} s", HELLO_TIMEOUT.as_secs()))?
-            .map_err(|e| format!("host {host}: reading its agent's hello: {e}"))?
-            .ok_or_else(|| format!("host {host}: the connection closed before the agent said hello"))?;
+            .map_err(|_| {
+                plain(format!(
+                    "host {host}: no hello from its agent in {} s",
+                    HELLO_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|e| plain(format!("host {host}: reading its agent's hello: {e}")))?
+            .ok_or_else(|| {
+                plain(format!(
+                    "host {host}: the connection closed before the agent said hello"
+                ))
+            })?;
         let hello: Hello = match first.kind {
-            Kind::Hello => {
-                serde_json::from_slice(&first.body).map_err(|e| format!("host {host}: its agent's hello: {e}"))?
+            Kind::Hello => serde_json::from_slice(&first.body)
+                .map_err(|e| plain(format!("host {host}: its agent's hello: {e}")))?,
+            k => {
+                return Err(plain(format!(
+                    "host {host}: the agent's first frame is {k:?}, not a hello"
+                )))
             }
-            k => return Err(format!("host {host}: the agent's first frame is {k:?}, not a hello")),
         };
         if hello.protocol != PROTOCOL {
-            return Err(format!(
+            return Err((
+                format!(
                 "host {host}: its agent (cairn {}) speaks agent protocol {}, this controller (cairn {}) {PROTOCOL}: \
                  install cairn {} there",
                 hello.version,
                 hello.protocol,
                 env!("CARGO_PKG_VERSION"),
                 env!("CARGO_PKG_VERSION")
+            ),
+                true,
             ));
         }
         let reader = conn.clone();

@@ -35,6 +35,13 @@ pub struct HostConfig {
     /// Instead of `ssh`: the whole command that starts an agent on the host's stdin and
     /// stdout (`["kubectl", "exec", "-i", "db-0", "--", "cairn", "agent"]`, say).
     pub command: Option<Vec<String>>,
+    /// A command run on the controller that installs this cairn binary on the host, reading
+    /// it on its stdin (`["ssh", "admin@10.0.0.12", "sudo install -m 755 /dev/stdin
+    /// /usr/local/bin/cairn"]`, say). Run when the host has no agent to start or one of
+    /// another protocol; then the connection is tried once more. The agent's own key cannot do
+    /// this (its forced command runs only `cairn agent`), so it is a separate, administrative
+    /// way in, and nothing is installed unless it is configured.
+    pub install: Option<Vec<String>>,
 }
 
 impl HostConfig {
@@ -106,11 +113,15 @@ impl Hosts {
         for (name, c) in cfg {
             crate::db::common::plain_name("hosts", name)?;
             let argv = c.argv(name)?;
+            if c.install.as_ref().is_some_and(|i| i.is_empty()) {
+                return Err(format!("hosts.{name}: install is empty"));
+            }
             by_name.insert(
                 name.clone(),
                 Host::Remote(Arc::new(Remote {
                     name: name.clone(),
                     argv,
+                    install: c.install.clone(),
                     agent: tokio::sync::OnceCell::new(),
                 })),
             );
@@ -142,7 +153,55 @@ pub enum Host {
 pub struct Remote {
     name: String,
     argv: Vec<String>,
+    install: Option<Vec<String>>,
     agent: tokio::sync::OnceCell<Agent>,
+}
+
+impl Remote {
+    /// Starts the host's agent; where it is missing or of another protocol and an `install`
+    /// command is configured, installs this binary there and tries once more.
+    async fn start(&self) -> std::result::Result<Agent, String> {
+        let failed = match Agent::spawn(&self.name, &self.argv).await {
+            Ok(a) => return Ok(a),
+            Err(f) => f,
+        };
+        match (&self.install, failed.wrong_agent) {
+            (Some(cmd), true) => {
+                install(cmd)
+                    .await
+                    .map_err(|e| format!("{}; installing this cairn there failed: {e}", failed.message))?;
+                Agent::spawn(&self.name, &self.argv)
+                    .await
+                    .map_err(|f| format!("{} (after installing this cairn there)", f.message))
+            }
+            (None, true) => Err(format!(
+                "{} (set install in [hosts.{}] to copy this binary there)",
+                failed.message, self.name
+            )),
+            _ => Err(failed.message),
+        }
+    }
+}
+
+/// Runs `cmd` with this process's own binary on its stdin.
+async fn install(cmd: &[String]) -> std::result::Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let bin = std::fs::File::open(&exe).map_err(|e| format!("cannot read {}: {e}", exe.display()))?;
+    let (program, args) = cmd.split_first().ok_or("install is empty")?;
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .stdin(bin)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(format!("{program} ended with {}: {}", out.status, err.trim()));
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for Host {
@@ -192,7 +251,7 @@ impl Host {
             Host::Remote(r) => {
                 let a = r
                     .agent
-                    .get_or_try_init(|| async { Agent::spawn(&r.name, &r.argv).await })
+                    .get_or_try_init(|| r.start())
                     .await
                     .map_err(|m| self.agent_error(m))?;
                 match a.lost() {
