@@ -156,6 +156,11 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
     std::fs::write(certs.join("server.pem"), "-----BEGIN CERTIFICATE-----\nabc\n").unwrap();
     std::fs::write(certs.join("server.key"), "secret key\n").unwrap();
     std::fs::write(certs.join("ca/root.pem"), "root\n").unwrap();
+    // A large file too: cut on h2 and sent by what the repository lacks.
+    let bundle: String = (0..100_000)
+        .map(|i| format!("cert {i}: {}\n", i * 7919 % 65521))
+        .collect();
+    std::fs::write(certs.join("bundle.pem"), &bundle).unwrap();
     std::os::unix::fs::symlink("server.pem", certs.join("current.pem")).unwrap();
     std::fs::set_permissions(
         certs.join("server.key"),
@@ -232,11 +237,13 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
     );
     let s1c = json(&p.ok(&["--config", &cfg, "backup", "--system", "--name", "s1c", "--json"]));
     let (mut sent, mut size) = (0, 0);
-    for item in ["mariadb/databases.sql", "ledger/dump"] {
+    for item in ["mariadb/databases.sql", "ledger/dump", cert_item.as_str()] {
         let (w, s) = wire(&s1c, item);
         (sent, size) = (sent + w, size + s);
     }
     assert!(sent * 100 <= size, "an unchanged backup sent {sent} bytes for {size}");
+    let (sent, size) = wire(&s1c, &cert_item);
+    assert!(sent * 100 <= size, "an unchanged tree sent {sent} bytes for {size}");
 
     // Damage both hosts, restore, compare.
     sql(

@@ -280,24 +280,34 @@ impl ItemSink {
     /// if `None`).
     pub async fn tree(&self, host: &Host, item: &str, path: &Path, keep: Option<Keep>) -> Result<Item> {
         let (backup, name, path) = (self.backup.clone(), self.item_name(item), path.to_path_buf());
+        let wire: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let source: Box<dyn cairn_store::write::source::TreeSource> = match host {
             Host::Local => Box::new(cairn_store::write::source::LocalTree),
             remote => Box::new(crate::remote::tree::RemoteTree {
                 host: remote.clone(),
                 rt: tokio::runtime::Handle::current(),
+                keys: self.backup.chunking_keys(),
+                cache: self.backup.agent_cache_name(&name),
+                wire: wire.clone(),
             }),
         };
-        tokio::task::spawn_blocking(move || {
+        let stored_name = name.clone();
+        let stored = tokio::task::spawn_blocking(move || {
             let all = |_: &Path| true;
             let keep: &dyn Fn(&Path) -> bool = match &keep {
                 Some(k) => &**k,
                 None => &all,
             };
-            backup.add_tree_from(&name, source.as_ref(), &path, keep)
+            backup.add_tree_from(&stored_name, source.as_ref(), &path, keep)
         })
         .await
         .map_err(|e| Error::Task(format!("backup thread failed: {e}")))?
-        .map_err(Error::from)
+        .map_err(Error::from)?;
+        if !host.is_local() {
+            let wire = wire.load(std::sync::atomic::Ordering::Relaxed);
+            self.backup.set_item_meta(&name, WIRE_META, serde_json::json!(wire))?;
+        }
+        Ok(stored)
     }
 
     /// Records a fact about an item for the restore to verify against.

@@ -210,8 +210,8 @@ pub(super) async fn serve(
     Ok(())
 }
 
-/// Feeds the store's side of the exchange from a channel.
-struct ChannelSource {
+/// The store's side of the exchange, fed from a channel by [`exchange`]'s task.
+pub struct ChannelSource {
     rx: mpsc::Receiver<Result<Message, String>>,
     tx: mpsc::UnboundedSender<Vec<Want>>,
 }
@@ -232,94 +232,96 @@ impl ForeignSource for ChannelSource {
     }
 }
 
-/// The controller's side: runs `store` (on a blocking thread) on the messages of `ep`, sending
-/// its answers back. Returns what `store` returned and the request's reply; a stream that ends
-/// badly (a lost connection, a cancel) reaches `store` as an error, never as an early end.
-pub(super) async fn drive<T: Send + 'static>(
-    ep: &mut Endpoint,
-    host: &str,
-    store: impl FnOnce(&mut dyn ForeignSource) -> T + Send + 'static,
-) -> (Option<T>, Result<Reply, String>, u64) {
-    // Bytes this stream moved, counted as frames on the wire (header and body).
-    let frames = |n: usize| (n + n.div_ceil(super::wire::MAX_BODY) * 9) as u64;
-    let mut wire = 0u64;
+/// What an exchange's task ends with: the request's reply and the bytes the stream moved.
+pub type Ended = tokio::task::JoinHandle<(Result<Reply, String>, u64)>;
+
+/// The controller's side: a task moves the messages of `ep` to the returned source (for the
+/// store, on a blocking thread) and its answers back, until the request's reply, which the
+/// task returns with the bytes the stream moved on the wire. A stream that ends badly (a lost
+/// connection, a cancel) reaches the source as an error, never as an early end.
+pub(super) fn exchange(mut ep: Endpoint, host: String) -> (ChannelSource, Ended) {
     let (msg_tx, msg_rx) = mpsc::channel::<Result<Message, String>>(64);
     let (want_tx, mut want_rx) = mpsc::unbounded_channel::<Vec<Want>>();
-    let worker = tokio::task::spawn_blocking(move || {
-        let mut src = ChannelSource {
-            rx: msg_rx,
-            tx: want_tx,
-        };
-        store(&mut src)
-    });
-    let mut msg_tx = Some(msg_tx);
-    let mut inbound = MessageBuffer::default();
-    let mut wants_open = true;
-    let reply = loop {
-        tokio::select! {
-            biased;
-            w = want_rx.recv(), if wants_open => if let Some(w) = w {
-                let mut bytes = Vec::new();
-                encode_message(&Message::Wants(w), &mut bytes);
-                wire += frames(bytes.len());
-                if let Err(e) = ep.send_data(&bytes).await {
-                    break Err(format!("host {host}: {e}"));
-                }
-            } else {
-                // The store is done; it answers nothing more.
-                wants_open = false;
-            },
-            ev = ep.recv() => match ev {
-                Event::Data(d) => {
-                    wire += frames(d.len());
-                    inbound.push(&d);
-                    let mut stopped = false;
-                    loop {
-                        let m = match inbound.next_message() {
-                            Ok(Some(m)) => Ok(m),
-                            Ok(None) => break,
-                            Err(e) => Err(format!("host {host}: {e}")),
-                        };
-                        let bad = m.is_err();
-                        let delivered = match &msg_tx {
-                            Some(tx) => tx.send(m).await.is_ok(),
-                            None => false,
-                        };
-                        if bad || !delivered {
-                            stopped = true;
-                            break;
+    let task = tokio::spawn(async move {
+        let host = host.as_str();
+        // Bytes this stream moved, counted as frames on the wire (header and body).
+        let frames = |n: usize| (n + n.div_ceil(super::wire::MAX_BODY) * 9) as u64;
+        let mut wire = 0u64;
+        let mut msg_tx = Some(msg_tx);
+        let mut inbound = MessageBuffer::default();
+        let mut wants_open = true;
+        let reply = loop {
+            tokio::select! {
+                biased;
+                w = want_rx.recv(), if wants_open => if let Some(w) = w {
+                    let mut bytes = Vec::new();
+                    encode_message(&Message::Wants(w), &mut bytes);
+                    wire += frames(bytes.len());
+                    if let Err(e) = ep.send_data(&bytes).await {
+                        break Err(format!("host {host}: {e}"));
+                    }
+                } else {
+                    // The store is done; it answers nothing more.
+                    wants_open = false;
+                },
+                ev = ep.recv() => match ev {
+                    Event::Data(d) => {
+                        wire += frames(d.len());
+                        inbound.push(&d);
+                        let mut stopped = false;
+                        loop {
+                            let m = match inbound.next_message() {
+                                Ok(Some(m)) => Ok(m),
+                                Ok(None) => break,
+                                Err(e) => Err(format!("host {host}: {e}")),
+                            };
+                            let bad = m.is_err();
+                            let delivered = match &msg_tx {
+                                Some(tx) => tx.send(m).await.is_ok(),
+                                None => false,
+                            };
+                            if bad || !delivered {
+                                stopped = true;
+                                break;
+                            }
+                        }
+                        if stopped {
+                            // The store stopped (its error is the one to report) or the stream is bad.
+                            let _ = ep.send(Kind::Cancel, Vec::new()).await;
+                            msg_tx = None;
                         }
                     }
-                    if stopped {
-                        // The store stopped (its error is the one to report) or the stream is bad.
-                        let _ = ep.send(Kind::Cancel, Vec::new()).await;
+                    Event::End => {
+                        if !inbound.is_empty() {
+                            if let Some(tx) = &msg_tx {
+                                let _ = tx.send(Err(format!("host {host}: the stream ended inside a message"))).await;
+                            }
+                        }
                         msg_tx = None;
                     }
-                }
-                Event::End => {
-                    if !inbound.is_empty() {
-                        if let Some(tx) = &msg_tx {
-                            let _ = tx.send(Err(format!("host {host}: the stream ended inside a message"))).await;
-                        }
+                    Event::Reply(body) => {
+                        break serde_json::from_slice::<Reply>(&body).map_err(|e| format!("host {host}: a reply: {e}"));
                     }
-                    msg_tx = None;
-                }
-                Event::Reply(body) => {
-                    break serde_json::from_slice::<Reply>(&body).map_err(|e| format!("host {host}: a reply: {e}"));
-                }
-                Event::Lost(why) => break Err(format!("host {host}: {why}")),
-                Event::Cancel | Event::Request(_) => {}
-            },
-        }
-    };
-    // A stream that did not end with `End` must not look complete to the store.
-    if let Some(tx) = msg_tx.take() {
-        let why = match &reply {
-            Ok(r) => format!("host {host}: the stream stopped before its end ({r:?})"),
-            Err(e) => e.clone(),
+                    Event::Lost(why) => break Err(format!("host {host}: {why}")),
+                    Event::Cancel | Event::Request(_) => {}
+                },
+            }
         };
-        let _ = tx.send(Err(why)).await;
-    }
-    let stored = worker.await.ok();
-    (stored, reply, wire)
+        // A stream that did not end with `End` must not look complete to the store.
+        if let Some(tx) = msg_tx.take() {
+            let why = match &reply {
+                Ok(r) => format!("host {host}: the stream stopped before its end ({r:?})"),
+                Err(e) => e.clone(),
+            };
+            let _ = tx.send(Err(why)).await;
+        }
+        (reply, wire)
+    });
+    (
+        ChannelSource {
+            rx: msg_rx,
+            tx: want_tx,
+        },
+        task,
+    )
 }

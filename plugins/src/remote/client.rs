@@ -243,12 +243,31 @@ impl Agent {
         req: Request,
         store: impl FnOnce(&mut dyn cairn_store::write::foreign::ForeignSource) -> T + Send + 'static,
     ) -> (Option<T>, Result<Reply, Failure>, u64) {
-        let mut ep = match self.open(&req).await {
-            Ok(ep) => ep,
+        let (mut src, ended) = match self.open_chunk_stream(req).await {
+            Ok(x) => x,
             Err(e) => return (None, Err(e), 0),
         };
-        let (stored, reply, wire) = super::chunked::drive(&mut ep, &self.host, store).await;
-        (stored, reply.map_err(|e| self.explain(e)), wire)
+        let stored = tokio::task::spawn_blocking(move || store(&mut src)).await.ok();
+        let (reply, wire) = self.ended(ended).await;
+        (stored, reply, wire)
+    }
+
+    /// Starts a `ChunkStream` request: the store's end of it, and its task (see
+    /// [`ended`](Self::ended)).
+    pub async fn open_chunk_stream(
+        &self,
+        req: Request,
+    ) -> Result<(super::chunked::ChannelSource, super::chunked::Ended), Failure> {
+        let ep = self.open(&req).await?;
+        Ok(super::chunked::exchange(ep, self.host.clone()))
+    }
+
+    /// The reply of a `ChunkStream` request and the bytes it moved, once its task ended.
+    pub async fn ended(&self, ended: super::chunked::Ended) -> (Result<Reply, Failure>, u64) {
+        match ended.await {
+            Ok((reply, wire)) => (reply.map_err(|e| self.explain(e)), wire),
+            Err(e) => (Err(format!("host {}: the stream's task failed: {e}", self.host)), 0),
+        }
     }
 
     /// A request without streams.

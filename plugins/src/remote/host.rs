@@ -553,6 +553,45 @@ impl Host {
         Ok((stored.map_err(Error::from)?, wire))
     }
 
+    /// Starts this host's agent cutting the file `path` (see [`chunk_stream`](Self::chunk_stream)),
+    /// for a caller that takes the chunks on a thread of its own from the returned source;
+    /// [`chunk_stream_done`](Self::chunk_stream_done) then says how it ended.
+    pub async fn open_file_stream(
+        &self,
+        path: &Path,
+        keys: cairn_store::write::foreign::ChunkingKeys,
+        cache: String,
+    ) -> Result<(super::chunked::ChannelSource, super::chunked::Ended)> {
+        let agent = self
+            .agent()
+            .await?
+            .ok_or_else(|| self.fail("open_file_stream is for remote hosts".into()))?;
+        let req = Request::ChunkStream {
+            program: None,
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            path: Some(path_str(path)),
+            keys,
+            cache,
+        };
+        agent.open_chunk_stream(req).await.map_err(|m| self.agent_error(m))
+    }
+
+    /// How a stream opened by [`open_file_stream`](Self::open_file_stream) ended: the bytes it
+    /// moved, or why the agent failed.
+    pub async fn chunk_stream_done(&self, path: &Path, ended: super::chunked::Ended) -> Result<u64> {
+        let agent = self
+            .agent()
+            .await?
+            .ok_or_else(|| self.fail("chunk_stream_done is for remote hosts".into()))?;
+        let (reply, wire) = agent.ended(ended).await;
+        match reply.map_err(|m| self.agent_error(m))? {
+            Reply::Done => Ok(wire),
+            r => Err(self.failed(r, &format!("reading {}", path.display()))),
+        }
+    }
+
     /// Runs `cmd` with `input` as its stdin (a restore's item stream).
     pub async fn stream_in(
         &self,

@@ -5,6 +5,11 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use cairn_store::snapshot::ContentRef;
+use cairn_store::write::foreign::{ChunkingKeys, ForeignSource};
 use cairn_store::write::source::{SourceEntry, TreeSource};
 use cairn_store::Error as StoreError;
 use tokio::runtime::Handle;
@@ -14,7 +19,31 @@ use super::host::{EndChecked, Host};
 pub struct RemoteTree {
     pub host: Host,
     pub rt: Handle,
+    /// For files cut on the host: the repository's chunking keys and the item's cache name
+    /// there (each file's is derived from it).
+    pub keys: ChunkingKeys,
+    pub cache: String,
+    /// Bytes the files moved on the wire (chunk streams, and smaller files whole).
+    pub wire: Arc<AtomicU64>,
 }
+
+/// Counts a whole file's bytes as they come from the agent.
+struct Counted<R> {
+    inner: R,
+    wire: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.wire.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Files at least this large are cut on their host and sent by what the repository lacks;
+/// smaller ones come whole (a request per file would cost more than it saves).
+pub const FOREIGN_MIN: u64 = 1 << 20;
 
 fn source_err(host: &Host, path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Source {
@@ -65,9 +94,46 @@ impl TreeSource for RemoteTree {
             let r = host.read_file_into(&path, &mut pipe).await;
             let _ = w.done.send(r.map_err(|e| e.to_string()));
         });
-        Ok(Box::new(tokio_util::io::SyncIoBridge::new_with_handle(
-            reader,
-            self.rt.clone(),
-        )))
+        Ok(Box::new(Counted {
+            inner: tokio_util::io::SyncIoBridge::new_with_handle(reader, self.rt.clone()),
+            wire: self.wire.clone(),
+        }))
+    }
+
+    fn host(&self) -> Option<&str> {
+        Some(self.host.name())
+    }
+
+    fn foreign(
+        &self,
+        root: &Path,
+        rel: &[u8],
+        len: u64,
+        store: &mut dyn FnMut(&mut dyn ForeignSource) -> cairn_store::Result<ContentRef>,
+    ) -> Option<cairn_store::Result<ContentRef>> {
+        use std::os::unix::ffi::OsStrExt;
+        if len < FOREIGN_MIN {
+            return None;
+        }
+        let path = root.join(std::ffi::OsStr::from_bytes(rel));
+        let cache = cairn_store::write::foreign::file_cache_name(&self.cache, rel);
+        let opened = self
+            .rt
+            .block_on(self.host.open_file_stream(&path, self.keys.clone(), cache));
+        let (mut src, ended) = match opened {
+            Ok(x) => x,
+            Err(e) => return Some(Err(source_err(&self.host, &path, e))),
+        };
+        let stored = store(&mut src);
+        drop(src);
+        let done = self.rt.block_on(self.host.chunk_stream_done(&path, ended));
+        Some(match (stored, done) {
+            (Err(e), _) => Err(e),
+            (Ok(_), Err(e)) => Err(source_err(&self.host, &path, e)),
+            (Ok(c), Ok(wire)) => {
+                self.wire.fetch_add(wire, Ordering::Relaxed);
+                Ok(c)
+            }
+        })
     }
 }

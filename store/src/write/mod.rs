@@ -379,11 +379,19 @@ impl Backup {
     ) -> Result<Item> {
         let (counters, _guard) = self.begin_item(name)?;
         let start = Instant::now();
-        self.progress.start(&format!("backup {}", path.display()), None);
+        let mut receiver = source.host().map(|h| self.receiver(name, h)).transpose()?;
+        let from = source.host().map(|h| format!(" from {h}")).unwrap_or_default();
+        self.progress.start(&format!("backup {}{from}", path.display()), None);
         let mut sink = self.sink(&counters, None);
-        let r = self.store_tree(&mut sink, source, path, keep);
+        let r = self.store_tree(&mut sink, source, path, keep, receiver.as_mut());
         self.progress.finish();
         let (listing, size, files, dirs, symlinks) = self.with_cause(r)?;
+        let mut meta = BTreeMap::new();
+        if let (Some(h), Some(r)) = (source.host(), receiver) {
+            meta.insert(foreign::HOST_META.to_string(), serde_json::json!(h));
+            let counts = serde_json::to_value(r.finish()).expect("counts serialise");
+            meta.insert(foreign::WIRE_CHUNKS_META.to_string(), counts);
+        }
         let item = Item {
             name: name.to_string(),
             size,
@@ -396,7 +404,7 @@ impl Backup {
             },
             stats: Stats::default(),
             duration_secs: start.elapsed().as_secs_f64(),
-            meta: BTreeMap::new(),
+            meta,
         };
         Ok(self.finish_item(item, counters))
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::snapshot::{EntryType, TreeEntry};
+use crate::snapshot::{ContentRef, EntryType, TreeEntry};
 
 /// One entry of a walk: what the listing will say of it (without content or link), and what a
 /// backup needs besides to find hard links and to size the file.
@@ -37,6 +37,23 @@ pub trait TreeSource: Send + Sync {
     ) -> Result<Box<dyn Iterator<Item = Result<SourceEntry>> + 'a>>;
     /// The bytes of the regular file at `rel` (path bytes relative to `root`).
     fn open(&self, root: &Path, rel: &[u8]) -> Result<Box<dyn Read + Send + '_>>;
+    /// The host whose agent reads this tree (`None`: this one). Its files may come cut and
+    /// hashed there ([`foreign`](Self::foreign)); the item records the host.
+    fn host(&self) -> Option<&str> {
+        None
+    }
+    /// Has the regular file at `rel` (`len` bytes) cut and sent where it is, `store` taking the
+    /// sending end (`write/foreign/`); `None`: read it with [`open`](Self::open) instead.
+    fn foreign(
+        &self,
+        root: &Path,
+        rel: &[u8],
+        len: u64,
+        store: &mut dyn FnMut(&mut dyn super::foreign::ForeignSource) -> Result<ContentRef>,
+    ) -> Option<Result<ContentRef>> {
+        let _ = (root, rel, len, store);
+        None
+    }
 }
 
 fn src_err(p: &Path, reason: String) -> Error {

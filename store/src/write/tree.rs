@@ -19,6 +19,7 @@ impl Backup {
         source: &dyn TreeSource,
         root: &Path,
         keep: &dyn Fn(&Path) -> bool,
+        mut receiver: Option<&mut super::foreign::Receiver>,
     ) -> Result<(ContentRef, u64, u64, u64, u64)> {
         let mut listing = MetaWriter::default();
         let (mut size, mut files, mut dirs, mut symlinks) = (0u64, 0u64, 0u64, 0u64);
@@ -42,9 +43,18 @@ impl Backup {
                             path: e.path.clone(),
                             reason: m,
                         })?;
-                        let f = source.open(root, &rel)?;
-                        let shown = root.join(&e.path);
-                        let c = self.store_reader(sink, f, &shown.display().to_string())?;
+                        let foreign = match receiver.as_deref_mut() {
+                            Some(r) => source.foreign(root, &rel, s.len, &mut |src| r.content(self, sink, src)),
+                            None => None,
+                        };
+                        let c = match foreign {
+                            Some(c) => c?,
+                            None => {
+                                let f = source.open(root, &rel)?;
+                                let shown = root.join(&e.path);
+                                self.store_reader(sink, f, &shown.display().to_string())?
+                            }
+                        };
                         size += c.size;
                         e.content = Some(c);
                     }

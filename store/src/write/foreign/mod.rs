@@ -43,10 +43,20 @@ mod host;
 mod receive;
 
 pub use host::{ChunkReader, HostChunker};
+pub(crate) use receive::Receiver;
 pub use receive::{ForeignSource, WireCounts, WIRE_CHUNKS_META};
 
 /// Item metadata: the host whose agent sent the item.
 pub const HOST_META: &str = "host";
+
+/// The cache name of one file of a tree whose item's cache name is `item` (a file name).
+pub fn file_cache_name(item: &str, rel: &[u8]) -> String {
+    let mut h = blake3::Hasher::new_derive_key("cairn agent cache of a tree's file");
+    h.update(item.as_bytes());
+    h.update(&[0]);
+    h.update(rel);
+    h.finalize().to_hex()[..32].to_string()
+}
 
 /// Most bases an agent proposes for one chunk.
 pub const MAX_WIRE_BASES: usize = crate::blob::MAX_BASES - 1;

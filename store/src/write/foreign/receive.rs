@@ -12,6 +12,7 @@ use crate::id::ChunkId;
 use crate::read::BlobReader;
 use crate::snapshot::{Item, ItemKind};
 use crate::write::chunklist::RefList;
+use crate::write::dedup::Sink;
 use crate::write::Backup;
 
 /// Puts the chunks at the front of `queue` that need no bytes (stored, and sent by this host
@@ -120,66 +121,46 @@ impl Backup {
         }
     }
 
-    /// The content of the newest complete version of item `name` that came from `host`.
-    fn previous_from(&self, name: &str, host: &str) -> Result<Option<crate::snapshot::ContentRef>> {
-        let mut newest: Option<(i64, crate::snapshot::ContentRef)> = None;
+    /// The chunks of the newest complete version of item `name` that came from `host` (a
+    /// stream's, or every file's of a tree). What cannot be read is left out: it only costs
+    /// those chunks being sent again.
+    fn chunks_from(&self, name: &str, host: &str, reader: &BlobReader) -> Result<HashSet<ChunkId>> {
+        let mut newest: Option<(i64, ItemKind)> = None;
         for snap in self.repo.snapshots()?.into_iter().flatten().filter(|s| s.is_complete()) {
             for item in snap.items {
                 let ours = item.name == name && item.meta.get(HOST_META).and_then(|h| h.as_str()) == Some(host);
-                if let (true, ItemKind::Stream { content }) = (ours, item.kind) {
-                    if newest.as_ref().is_none_or(|(t, _)| *t <= snap.time) {
-                        newest = Some((snap.time, content));
-                    }
+                if ours && newest.as_ref().is_none_or(|(t, _)| *t <= snap.time) {
+                    newest = Some((snap.time, item.kind));
                 }
             }
         }
-        Ok(newest.map(|(_, c)| c))
-    }
-
-    /// The name an agent keeps item `name`'s stream under in its cache: one per repository and
-    /// item, and a plain file name.
-    pub fn agent_cache_name(&self, name: &str) -> String {
-        hex::encode(&self.repo.keys.keyed_name("agent cache", name.as_bytes())[..16])
-    }
-
-    /// Adds a stream item that `host`'s agent cuts and sends through `source` (see the module's
-    /// description); the item is the one a local backup of the same bytes would store.
-    pub fn add_foreign_stream(&self, name: &str, host: &str, source: &mut dyn ForeignSource) -> Result<Item> {
-        let mut counts = WireCounts::default();
-        let meta = [(HOST_META.to_string(), serde_json::json!(host))].into();
-        let item = self.add_stream_with(name, &format!("backup {name} from {host}"), meta, |counters| {
-            let (content, c) = self.foreign_content(name, host, source, counters)?;
-            counts = c;
-            Ok(content)
-        })?;
-        self.set_item_meta(
-            name,
-            WIRE_CHUNKS_META,
-            serde_json::to_value(&counts).expect("counts serialise"),
-        )?;
-        Ok(item)
-    }
-
-    fn foreign_content(
-        &self,
-        name: &str,
-        host: &str,
-        source: &mut dyn ForeignSource,
-        counters: &std::sync::Arc<crate::write::stats::Counters>,
-    ) -> Result<(crate::snapshot::ContentRef, WireCounts)> {
-        let mut counts = WireCounts::default();
-        let mut sink = self.sink(counters, self.selector_for(name)?);
-        let reader = BlobReader::new(&self.synced)?;
-        // The chunks this host sent before: its item's newest complete version, and what the
-        // log says it sent since (a cache: losing it costs a resend, never a wrong answer).
-        let mut parent = HashSet::new();
-        if let Some(previous) = self.previous_from(name, host)? {
-            // A list that cannot be read only costs its chunks being sent again.
-            let _ = reader.for_each_leaf(&previous, &mut |_| {}, &mut |r| {
-                parent.insert(r.0);
+        let contents = match newest.map(|(_, k)| k) {
+            Some(ItemKind::Stream { content }) => vec![content],
+            Some(ItemKind::Tree { listing, .. }) => self
+                .repo
+                .tree_entries(&listing)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| e.content)
+                .collect(),
+            None => Vec::new(),
+        };
+        let mut ids = HashSet::new();
+        for c in contents {
+            let _ = reader.for_each_leaf(&c, &mut |_| {}, &mut |r| {
+                ids.insert(r.0);
                 Ok(())
             });
         }
+        Ok(ids)
+    }
+
+    /// What the controller knows of the chunks `host` sent for item `name`.
+    pub(crate) fn receiver(&self, name: &str, host: &str) -> Result<Receiver> {
+        let reader = BlobReader::new(&self.synced)?;
+        // The chunks this host sent before: its item's newest complete version, and what the
+        // log says it sent since (a cache: losing it costs a resend, never a wrong answer).
+        let parent = self.chunks_from(name, host, &reader)?;
         let dir = self
             .repo
             .opts
@@ -197,18 +178,80 @@ impl Backup {
         };
         let mut before = log.load();
         before.extend(parent.iter().copied());
-        // Grows with the ids this stream sends, so that a repeated chunk is sent once.
-        let mut known = before.clone();
-        let max = self.chunker.params().max;
-        let dest = self.pipeline.destination();
+        Ok(Receiver {
+            what: format!("{host}:{name}"),
+            reader,
+            known: before.clone(),
+            before,
+            parent,
+            log,
+            fresh: Vec::new(),
+            fresh_seen: HashSet::new(),
+            counts: WireCounts::default(),
+        })
+    }
+
+    /// The name an agent keeps item `name`'s stream under in its cache: one per repository and
+    /// item, and a plain file name.
+    pub fn agent_cache_name(&self, name: &str) -> String {
+        hex::encode(&self.repo.keys.keyed_name("agent cache", name.as_bytes())[..16])
+    }
+
+    /// Adds a stream item that `host`'s agent cuts and sends through `source` (see the module's
+    /// description); the item is the one a local backup of the same bytes would store.
+    pub fn add_foreign_stream(&self, name: &str, host: &str, source: &mut dyn ForeignSource) -> Result<Item> {
+        let mut receiver = self.receiver(name, host)?;
+        let meta = [(HOST_META.to_string(), serde_json::json!(host))].into();
+        let item = self.add_stream_with(name, &format!("backup {name} from {host}"), meta, |counters| {
+            let mut sink = self.sink(counters, self.selector_for(name)?);
+            receiver.content(self, &mut sink, source)
+        })?;
+        let counts = receiver.finish();
+        self.set_item_meta(
+            name,
+            WIRE_CHUNKS_META,
+            serde_json::to_value(&counts).expect("counts serialise"),
+        )?;
+        Ok(item)
+    }
+}
+
+/// What the controller knows of the chunks one host sent for one item (a stream, or the files
+/// of a tree), and what it learns as they come.
+pub(crate) struct Receiver {
+    /// `host:item`, for errors.
+    what: String,
+    reader: BlobReader,
+    /// Chunks the host sent before this run: the only ones it may be told are stored, or use
+    /// as delta bases.
+    before: HashSet<ChunkId>,
+    /// `before` and what the host sends in this run (a repeated chunk is sent once).
+    known: HashSet<ChunkId>,
+    /// The item's newest complete version from this host.
+    parent: HashSet<ChunkId>,
+    log: SentLog,
+    /// This run's chunks that `parent` lacks: what the log keeps.
+    fresh: Vec<ChunkId>,
+    fresh_seen: HashSet<ChunkId>,
+    counts: WireCounts,
+}
+
+impl Receiver {
+    /// Takes one content (a stream, or one file of a tree) from `source` into `sink`.
+    pub(crate) fn content(
+        &mut self,
+        backup: &Backup,
+        sink: &mut Sink,
+        source: &mut dyn ForeignSource,
+    ) -> Result<crate::snapshot::ContentRef> {
+        let max = backup.chunker.params().max;
+        let dest = backup.pipeline.destination();
         let mut queue: VecDeque<Pending> = VecDeque::new();
         let (mut refs, mut size) = (RefList::default(), 0u64);
-        // This stream's chunks that its previous version did not have: what the log keeps.
-        let mut fresh: Vec<ChunkId> = Vec::new();
-        let mut fresh_seen: HashSet<ChunkId> = HashSet::new();
-        let broken = |what: String| Error::Source {
-            path: format!("{host}:{name}"),
-            reason: what,
+        let what = self.what.clone();
+        let broken = |reason: String| Error::Source {
+            path: what.clone(),
+            reason,
         };
         while let Some(m) = source.next()? {
             match m {
@@ -218,22 +261,19 @@ impl Backup {
                         if c.len == 0 || c.len > max {
                             return Err(broken(format!("a chunk of {} bytes (at most {max})", c.len)));
                         }
-                        if !parent.contains(&c.id) && fresh_seen.insert(c.id) {
-                            fresh.push(c.id);
+                        if !self.parent.contains(&c.id) && self.fresh_seen.insert(c.id) {
+                            self.fresh.push(c.id);
                         }
-                        let was_known = known.contains(&c.id);
+                        let was_known = self.known.contains(&c.id);
                         let claimed = dest.missing(&[c.id])?[0];
                         let want = if was_known && !claimed {
+                            self.counts.have += 1;
                             Want::Have
                         } else {
-                            // Sent once in this stream; later copies are "have".
-                            known.insert(c.id);
-                            let usable = |b: &ChunkId| -> Result<bool> {
-                                Ok(before.contains(b) && b != &c.id && dest.base_depth(b)?.is_some())
-                            };
+                            self.known.insert(c.id);
                             let mut delta = !c.bases.is_empty();
                             for b in &c.bases {
-                                delta = delta && usable(b)?;
+                                delta = delta && self.before.contains(b) && b != &c.id && dest.base_depth(b)?.is_some();
                             }
                             if delta {
                                 Want::Delta
@@ -241,9 +281,6 @@ impl Backup {
                                 Want::Whole
                             }
                         };
-                        if want == Want::Have {
-                            counts.have += 1;
-                        }
                         wants.push(want);
                         queue.push_back(Pending {
                             id: c.id,
@@ -256,7 +293,7 @@ impl Backup {
                     source.answer(wants)?;
                 }
                 Message::Chunk { delta, payload } => {
-                    drain(&mut queue, &mut refs, &mut sink, &mut size)?;
+                    drain(&mut queue, &mut refs, sink, &mut size)?;
                     let p = queue
                         .pop_front()
                         .ok_or_else(|| broken("the agent sent a chunk nobody asked for".into()))?;
@@ -264,36 +301,41 @@ impl Backup {
                         if p.want != Want::Delta {
                             return Err(broken(format!("chunk {} came as a delta, not asked so", p.id)));
                         }
-                        counts.delta += 1;
-                        counts.delta_bytes += payload.len() as u64;
-                        let prefix = reader.prefix_for(&p.id, &p.bases)?;
+                        self.counts.delta += 1;
+                        self.counts.delta_bytes += payload.len() as u64;
+                        let prefix = self.reader.prefix_for(&p.id, &p.bases)?;
                         decode_wire(&payload, prefix.as_slice(), p.len as usize)
                     } else {
-                        counts.whole += 1;
-                        counts.whole_bytes += payload.len() as u64;
+                        self.counts.whole += 1;
+                        self.counts.whole_bytes += payload.len() as u64;
                         decode_wire(&payload, &[], p.len as usize)
                     }
                     .map_err(|e| broken(format!("chunk {} does not decode: {e}", p.id)))?;
-                    if self.repo.keys.chunk_id(&data) != p.id {
+                    if backup.repo.keys.chunk_id(&data) != p.id {
                         return Err(broken(format!("chunk {} does not hash to its id", p.id)));
                     }
                     size += p.len as u64;
                     // A whole chunk's frame was made at this repository's level: stored as it came.
                     let frame = (!delta).then_some(payload);
                     let r = sink.store_foreign(p.id, data.len(), Some(&data), frame, p.claimed)?;
-                    refs.push(r, &mut sink)?;
-                    log.add(&p.id);
+                    refs.push(r, sink)?;
+                    self.log.add(&p.id);
                 }
                 Message::Wants(_) => return Err(broken("the agent sent answers".into())),
             }
         }
-        drain(&mut queue, &mut refs, &mut sink, &mut size)?;
+        drain(&mut queue, &mut refs, sink, &mut size)?;
         if !queue.is_empty() {
             return Err(broken(format!("the stream ended with {} chunks not sent", queue.len())));
         }
-        let content = refs.finish(size, &mut sink)?;
-        log.replace(&fresh);
-        Ok((content, counts))
+        refs.finish(size, sink)
+    }
+
+    /// Keeps in the log this run's chunks that the item's last version lacked (what the next
+    /// run needs if this snapshot does not commit); how the chunks came.
+    pub(crate) fn finish(mut self) -> WireCounts {
+        self.log.replace(&self.fresh);
+        self.counts
     }
 }
 
