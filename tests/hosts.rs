@@ -264,6 +264,19 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
         ledger_data
     );
     let report = stdout(&out);
+    let sent = json(&report)["transfers"].as_array().unwrap().clone();
+    for (host, item) in [
+        ("h1", "mariadb/databases.sql"),
+        ("h2", "ledger/dump"),
+        ("h2", cert_item.as_str()),
+    ] {
+        let t = sent
+            .iter()
+            .find(|t| t["item"] == item)
+            .unwrap_or_else(|| panic!("{item} not in {sent:?}"));
+        assert_eq!(t["host"], host);
+        assert!(t["bytes"].as_u64().unwrap() > 0, "{t}");
+    }
     assert!(
         report.contains("database junk"),
         "the extra database is not reported removed: {report}"

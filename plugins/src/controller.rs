@@ -220,6 +220,8 @@ pub struct RestoreReport {
     pub before: Vec<(String, Health)>,
     pub outcomes: Vec<Outcome>,
     pub after: Vec<(String, Health)>,
+    /// What was sent to other hosts' agents, item by item.
+    pub transfers: Vec<crate::plugin::Transfer>,
 }
 
 impl RestoreReport {
@@ -401,13 +403,17 @@ async fn restore_inner(
             }
         }
     }
+    let transfers: crate::plugin::Transfers = Arc::default();
     let results = each_plugin(loaded, &plugins, req.mode, |p, ctx| {
-        let source = ItemSource::new(repo.clone(), snap.clone(), p.name()).with_progress(req.progress.0.clone());
+        let source = ItemSource::new(repo.clone(), snap.clone(), p.name())
+            .with_progress(req.progress.0.clone())
+            .with_transfers(transfers.clone());
         async move { restore_one(&*p, &ctx, &source).await.map(Some) }
     })
     .await?;
     let outcomes: Vec<Outcome> = results.into_iter().map(outcome).collect();
     let after = healthchecks(loaded, &plugins).await?;
+    let sent = std::mem::take(&mut *transfers.lock().unwrap());
     Ok(RestoreReport {
         snapshot: snap.name.clone(),
         mode: req.mode,
@@ -416,6 +422,7 @@ async fn restore_inner(
         before,
         outcomes,
         after,
+        transfers: sent,
     })
 }
 

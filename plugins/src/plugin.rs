@@ -347,6 +347,42 @@ pub struct ItemSource {
     snapshot: Arc<Snapshot>,
     prefix: String,
     progress: Arc<dyn cairn_store::Progress>,
+    transfers: Transfers,
+}
+
+/// What a restore sent to another host's agent: one item.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transfer {
+    pub host: String,
+    pub item: String,
+    /// Bytes of the item stream sent to the agent.
+    pub bytes: u64,
+    pub secs: f64,
+}
+
+/// Writes an item of a snapshot into a pipe (a dump of its bytes, or its placement stream).
+type WriteItem =
+    fn(&Repository, &str, &str, &mut dyn std::io::Write, &dyn cairn_store::Progress) -> cairn_store::Result<()>;
+
+/// The transfers of a restore, shared by its plugins.
+pub type Transfers = Arc<std::sync::Mutex<Vec<Transfer>>>;
+
+/// Counts what passes through.
+struct CountingWriter<W> {
+    inner: W,
+    n: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<W: std::io::Write> std::io::Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 impl ItemSource {
@@ -356,7 +392,36 @@ impl ItemSource {
             snapshot,
             prefix: plugin.to_string(),
             progress: Arc::new(NoProgress),
+            transfers: Arc::default(),
         }
+    }
+
+    /// Records what is sent to other hosts in `transfers`.
+    pub fn with_transfers(mut self, transfers: Transfers) -> Self {
+        self.transfers = transfers;
+        self
+    }
+
+    /// Streams `item` (as `write` writes it) to what `send` passes it to on `host`'s agent,
+    /// and records the transfer.
+    async fn send_to<F, Fut>(&self, host: &Host, item: &str, write: WriteItem, send: F) -> Result<()>
+    where
+        F: FnOnce(EndChecked) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let start = std::time::Instant::now();
+        let (input, fed, n) = self.reader(item, write)?;
+        let sent = send(input).await;
+        fed.await
+            .map_err(|e| Error::Task(format!("restore thread failed: {e}")))??;
+        sent?;
+        self.transfers.lock().unwrap().push(Transfer {
+            host: host.name().to_string(),
+            item: self.item(item)?.name.clone(),
+            bytes: n.load(std::sync::atomic::Ordering::Relaxed),
+            secs: start.elapsed().as_secs_f64(),
+        });
+        Ok(())
     }
 
     /// Reports the bytes restored to `progress`.
@@ -409,13 +474,15 @@ impl ItemSource {
     /// If reading the item fails, a remote command is killed before its input ends.
     pub async fn pipe_to(&self, host: &Host, item: &str, cmd: &mut Command) -> Result<()> {
         if !host.is_local() {
-            let (input, fed) = self.reader(item, |repo, snap, item, out, progress| {
-                repo.dump(snap, item, out, progress).map(drop)
-            })?;
-            let ran = host.stream_in(cmd, input).await;
-            fed.await
-                .map_err(|e| Error::Task(format!("restore thread failed: {e}")))??;
-            return ran;
+            let write: WriteItem = |repo, snap, item, out, progress| repo.dump(snap, item, out, progress).map(drop);
+            return self
+                .send_to(
+                    host,
+                    item,
+                    write,
+                    |input| async move { host.stream_in(cmd, input).await },
+                )
+                .await;
         }
         let full = self.item(item)?.name.clone();
         let (repo, snap, progress) = (self.repo.clone(), self.snapshot.name.clone(), self.progress.clone());
@@ -455,24 +522,27 @@ impl ItemSource {
     fn reader(
         &self,
         item: &str,
-        write: fn(
-            &Repository,
-            &str,
-            &str,
-            &mut dyn std::io::Write,
-            &dyn cairn_store::Progress,
-        ) -> cairn_store::Result<()>,
-    ) -> Result<(EndChecked, tokio::task::JoinHandle<cairn_store::Result<()>>)> {
+        write: WriteItem,
+    ) -> Result<(
+        EndChecked,
+        tokio::task::JoinHandle<cairn_store::Result<()>>,
+        Arc<std::sync::atomic::AtomicU64>,
+    )> {
         let full = self.item(item)?.name.clone();
         let (repo, snap, progress) = (self.repo.clone(), self.snapshot.name.clone(), self.progress.clone());
         let (reader, w) = EndChecked::pipe();
+        let n: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let counted = n.clone();
         let fed = tokio::task::spawn_blocking(move || {
-            let mut out = SyncIoBridge::new(w.pipe);
+            let mut out = CountingWriter {
+                inner: SyncIoBridge::new(w.pipe),
+                n: counted,
+            };
             let r = write(&repo, &snap, &full, &mut out, progress.as_ref());
             let _ = w.done.send(r.as_ref().map(drop).map_err(|e| e.to_string()));
             r
         });
-        Ok((reader, fed))
+        Ok((reader, fed, n))
     }
 
     /// The entries of a tree item as the snapshot recorded them.
@@ -497,11 +567,12 @@ impl ItemSource {
     /// which places it with the same guarantees ([`cairn_store::TreePlacer`]).
     pub async fn restore_to(&self, host: &Host, item: &str, dest: &Path, overwrite: bool) -> Result<()> {
         if !host.is_local() {
-            let (input, fed) = self.reader(item, |repo, snap, item, out, _| repo.item_stream(snap, item, out))?;
-            let placed = host.place_tree(dest, overwrite, input).await;
-            fed.await
-                .map_err(|e| Error::Task(format!("restore thread failed: {e}")))??;
-            return placed;
+            let write: WriteItem = |repo, snap, item, out, _| repo.item_stream(snap, item, out);
+            return self
+                .send_to(host, item, write, |input| async move {
+                    host.place_tree(dest, overwrite, input).await
+                })
+                .await;
         }
         let full = self.item(item)?.name.clone();
         let (repo, snap, dest) = (self.repo.clone(), self.snapshot.name.clone(), dest.to_path_buf());

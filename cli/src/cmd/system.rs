@@ -195,6 +195,23 @@ pub fn restore(g: &GlobalOpts, req: RestoreRequest, json_out: bool) -> Result<Ex
             })
             .collect();
         print_table(&["plugin", "status", "verification"], &rows);
+        if !report.transfers.is_empty() {
+            // Per host and item: what went to its agent, and how fast.
+            let rows: Vec<Vec<String>> = report
+                .transfers
+                .iter()
+                .map(|t| {
+                    vec![
+                        t.host.clone(),
+                        t.item.clone(),
+                        bytes(t.bytes),
+                        format!("{:.1}s", t.secs),
+                        format!("{}/s", bytes((t.bytes as f64 / t.secs.max(1e-3)) as u64)),
+                    ]
+                })
+                .collect();
+            print_table(&["host", "item", "sent", "time", "rate"], &rows);
+        }
         for (name, h) in &report.after {
             if !h.healthy {
                 println!("after restore, {name} is unhealthy: {}", h.detail);
