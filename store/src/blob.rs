@@ -240,10 +240,7 @@ impl Encoder {
         }
         let head = HEADER_LEN + 1 + 32 * bases.len();
         let bound = zstd::zstd_safe::compress_bound(data.len());
-        self.scratch.clear();
-        self.scratch.push(BlobKind::Delta as u8);
-        self.scratch.push(COMPRESSION_ZSTD_PREFIX);
-        self.scratch.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.header(BlobKind::Delta, COMPRESSION_ZSTD_PREFIX, data.len());
         self.scratch.push(bases.len() as u8);
         for b in bases {
             self.scratch.extend_from_slice(b.as_bytes());
@@ -278,8 +275,7 @@ impl Encoder {
 
     /// Seals `frame`, a zstd frame of `data` compressed elsewhere at this repository's level
     /// (an agent, `write/foreign/`), as blob `id`: what [`encode`](Self::encode) stores with
-    /// its own frame, the same bytes when the frame is the same. Decoded again and compared
-    /// with `data` as `encode` does.
+    /// its own frame, the same bytes when the frame is the same. Checked as `encode` is.
     pub fn seal_frame(
         &mut self,
         keys: &Keys,
@@ -288,43 +284,37 @@ impl Encoder {
         data: &[u8],
         frame: &[u8],
     ) -> Result<Vec<u8>> {
-        let n = frame.len();
-        self.scratch.clear();
-        self.scratch.push(kind as u8);
-        self.scratch.push(COMPRESSION_ZSTD);
-        self.scratch.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        if n + n / 32 >= data.len() {
-            self.scratch[1] = COMPRESSION_NONE;
-            self.scratch.extend_from_slice(data);
-        } else {
-            self.scratch.extend_from_slice(frame);
-        }
-        let sealed = keys.seal(&aad(id), &self.scratch);
-        let back = open_blob(keys, id, &sealed)?.finish_unverified(id, &[])?;
-        if back != data {
-            return Err(corrupt(
-                format!("blob {id}"),
-                "sealed frame does not decode to its input",
-            ));
-        }
-        Ok(sealed)
+        self.header(kind, COMPRESSION_ZSTD, data.len());
+        self.scratch.extend_from_slice(frame);
+        self.seal_whole(keys, id, data)
     }
 
     /// Compresses and seals `data` as blob `id`, then decodes the result again and checks that it
     /// yields `id`: a compressor or cipher bug fails the backup instead of corrupting the repository.
     pub fn encode(&mut self, keys: &Keys, id: &ChunkId, kind: BlobKind, data: &[u8]) -> Result<Vec<u8>> {
         let bound = zstd::zstd_safe::compress_bound(data.len());
-        self.scratch.clear();
-        self.scratch.reserve(HEADER_LEN + bound);
-        self.scratch.push(kind as u8);
-        self.scratch.push(COMPRESSION_ZSTD);
-        self.scratch.extend_from_slice(&(data.len() as u32).to_le_bytes());
+        self.header(kind, COMPRESSION_ZSTD, data.len());
         self.scratch.resize(HEADER_LEN + bound, 0);
         let n = self
             .compressor
             .compress_to_buffer(data, &mut self.scratch[HEADER_LEN..])
             .map_err(|e| corrupt(format!("blob {id}"), format!("zstd compression failed: {e}")))?;
         self.scratch.truncate(HEADER_LEN + n);
+        self.seal_whole(keys, id, data)
+    }
+
+    /// Starts a blob's plaintext in the scratch buffer: its header.
+    fn header(&mut self, kind: BlobKind, compression: u8, len: usize) {
+        self.scratch.clear();
+        self.scratch.push(kind as u8);
+        self.scratch.push(compression);
+        self.scratch.extend_from_slice(&(len as u32).to_le_bytes());
+    }
+
+    /// Seals the scratch buffer (header and a zstd frame of `data`) as blob `id`, with `data`
+    /// raw instead where the frame saves too little, and checks that it decodes to `data`.
+    fn seal_whole(&mut self, keys: &Keys, id: &ChunkId, data: &[u8]) -> Result<Vec<u8>> {
+        let n = self.scratch.len() - HEADER_LEN;
         // Incompressible data is stored raw: decompressing it would only cost time.
         if n + n / 32 >= data.len() {
             self.scratch.truncate(HEADER_LEN);

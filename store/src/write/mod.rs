@@ -126,8 +126,8 @@ pub struct Backup {
     items: Mutex<Vec<(Item, Arc<Counters>)>>,
     /// Names of items being added right now.
     in_flight: Mutex<HashSet<String>>,
-    /// Item name -> content of its newest complete version (loaded on first use).
-    previous: Mutex<Option<HashMap<String, ContentRef>>>,
+    /// The newest complete version of each item (read from the manifests on first use).
+    previous: Mutex<Option<Latest>>,
     warnings: Arc<Mutex<Vec<String>>>,
     trust: Arc<Trust>,
     progress: Arc<dyn Progress>,
@@ -187,6 +187,15 @@ impl Repository {
             progress,
         })
     }
+}
+
+/// The newest complete version of each item, by the time of its snapshot.
+#[derive(Default)]
+struct Latest {
+    /// Stream items by name: the bases for their deltas.
+    streams: HashMap<String, ContentRef>,
+    /// Items that came from another host's agent, by name and host (`foreign/`).
+    hosted: HashMap<(String, String), ItemKind>,
 }
 
 /// Marks an item name as in flight until dropped.
@@ -273,23 +282,38 @@ impl Backup {
     }
 
     /// The content of the newest complete snapshot's stream item with this name, the base for
-    /// this item's deltas. Manifests are read once per backup.
+    /// this item's deltas.
     fn previous_version(&self, name: &str) -> Result<Option<ContentRef>> {
+        self.with_latest(|l| l.streams.get(name).cloned())
+    }
+
+    /// Runs `f` on the newest complete version of each item. Manifests are read once per backup.
+    fn with_latest<T>(&self, f: impl FnOnce(&Latest) -> T) -> Result<T> {
         let mut previous = self.previous.lock().unwrap();
         if previous.is_none() {
-            let mut latest: HashMap<String, (i64, ContentRef)> = Default::default();
+            let (mut streams, mut hosted) = (HashMap::new(), HashMap::new());
             for snap in self.repo.snapshots()?.into_iter().flatten().filter(|s| s.is_complete()) {
                 for item in snap.items {
+                    let host = item.meta.get(foreign::HOST_META).and_then(|h| h.as_str());
+                    if let Some(host) = host {
+                        let key = (item.name.clone(), host.to_string());
+                        if hosted.get(&key).is_none_or(|(t, _)| *t <= snap.time) {
+                            hosted.insert(key, (snap.time, item.kind.clone()));
+                        }
+                    }
                     if let ItemKind::Stream { content } = item.kind {
-                        if latest.get(&item.name).is_none_or(|(t, _)| *t <= snap.time) {
-                            latest.insert(item.name, (snap.time, content));
+                        if streams.get(&item.name).is_none_or(|(t, _)| *t <= snap.time) {
+                            streams.insert(item.name, (snap.time, content));
                         }
                     }
                 }
             }
-            *previous = Some(latest.into_iter().map(|(k, (_, c))| (k, c)).collect());
+            *previous = Some(Latest {
+                streams: streams.into_iter().map(|(k, (_, c))| (k, c)).collect(),
+                hosted: hosted.into_iter().map(|(k, (_, c))| (k, c)).collect(),
+            });
         }
-        Ok(previous.as_ref().and_then(|m| m.get(name).cloned()))
+        Ok(f(previous.as_ref().expect("just loaded")))
     }
 
     /// Surfaces the pipeline's own error in place of the "stopped" a sender sees.

@@ -17,12 +17,7 @@ use crate::write::Backup;
 
 /// Puts the chunks at the front of `queue` that need no bytes (stored, and sent by this host
 /// before) into the list: each goes in as soon as everything before it has.
-fn drain(
-    queue: &mut VecDeque<Pending>,
-    refs: &mut RefList,
-    sink: &mut crate::write::dedup::Sink,
-    size: &mut u64,
-) -> Result<()> {
+fn drain(queue: &mut VecDeque<Pending>, refs: &mut RefList, sink: &mut Sink, size: &mut u64) -> Result<()> {
     while queue.front().is_some_and(|p| p.want == Want::Have) {
         let p = queue.pop_front().expect("a front");
         *size += p.len as u64;
@@ -125,16 +120,8 @@ impl Backup {
     /// stream's, or every file's of a tree). What cannot be read is left out: it only costs
     /// those chunks being sent again.
     fn chunks_from(&self, name: &str, host: &str, reader: &BlobReader) -> Result<HashSet<ChunkId>> {
-        let mut newest: Option<(i64, ItemKind)> = None;
-        for snap in self.repo.snapshots()?.into_iter().flatten().filter(|s| s.is_complete()) {
-            for item in snap.items {
-                let ours = item.name == name && item.meta.get(HOST_META).and_then(|h| h.as_str()) == Some(host);
-                if ours && newest.as_ref().is_none_or(|(t, _)| *t <= snap.time) {
-                    newest = Some((snap.time, item.kind));
-                }
-            }
-        }
-        let contents = match newest.map(|(_, k)| k) {
+        let newest = self.with_latest(|l| l.hosted.get(&(name.to_string(), host.to_string())).cloned())?;
+        let contents = match newest {
             Some(ItemKind::Stream { content }) => vec![content],
             Some(ItemKind::Tree { listing, .. }) => self
                 .repo
