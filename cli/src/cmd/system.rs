@@ -26,6 +26,13 @@ fn open(g: &GlobalOpts) -> Result<(Loaded, Repository)> {
     Ok((loaded, repo))
 }
 
+/// The host whose agent sent an item (none for this host).
+fn item_host(i: &cairn_store::Item) -> Option<&str> {
+    i.meta
+        .get(cairn_store::write::foreign::HOST_META)
+        .and_then(|h| h.as_str())
+}
+
 /// `cairn backup --system`: every configured plugin (or `dbs`) into one snapshot.
 pub fn backup(g: &GlobalOpts, req: BackupRequest, json_out: bool) -> Result<ExitCode> {
     let (loaded, repo) = open(g)?;
@@ -44,36 +51,21 @@ pub fn backup(g: &GlobalOpts, req: BackupRequest, json_out: bool) -> Result<Exit
             let items: Vec<_> = snap.items.iter().filter(|i| i.name.starts_with(&prefix)).collect();
             // Items a plugin stored from the controller (a query's result, say) count under
             // its host when it has one; under "local" when it runs here.
-            let named: Vec<String> = items
-                .iter()
-                .filter_map(|i| {
-                    i.meta
-                        .get(cairn_store::write::foreign::HOST_META)
-                        .and_then(|h| h.as_str())
-                })
-                .map(str::to_string)
-                .collect();
-            let mut hosts = named.clone();
+            let mut hosts: Vec<&str> = items.iter().filter_map(|i| item_host(i)).collect();
             hosts.sort();
             hosts.dedup();
             let fallback = match hosts.as_slice() {
-                [one] => one.clone(),
-                _ => "local".to_string(),
+                [one] => *one,
+                _ => "local",
             };
-            let host_of = |i: &cairn_store::Item| {
-                i.meta
-                    .get(cairn_store::write::foreign::HOST_META)
-                    .and_then(|h| h.as_str())
-                    .map_or(fallback.clone(), str::to_string)
-            };
-            let mut hosts: Vec<String> = items.iter().map(|i| host_of(i)).collect();
-            hosts.sort();
-            hosts.dedup();
-            if hosts.is_empty() {
-                hosts.push("-".into());
+            let mut by_host: std::collections::BTreeMap<&str, Vec<&cairn_store::Item>> = Default::default();
+            for i in &items {
+                by_host.entry(item_host(i).unwrap_or(fallback)).or_default().push(i);
             }
-            for h in hosts {
-                let on: Vec<_> = items.iter().filter(|i| host_of(i) == h).collect();
+            if by_host.is_empty() {
+                by_host.insert("-", Vec::new());
+            }
+            for (h, on) in by_host {
                 let size: u64 = on.iter().map(|i| i.size).sum();
                 let wire: Option<u64> = on
                     .iter()
@@ -84,7 +76,7 @@ pub fn backup(g: &GlobalOpts, req: BackupRequest, json_out: bool) -> Result<Exit
                     o.plugin.clone(),
                     o.kind.clone(),
                     if o.ok { "ok".into() } else { "FAILED".into() },
-                    h,
+                    h.to_string(),
                     bytes(size),
                     wire.map_or("-".into(), bytes),
                     bytes(on.iter().map(|i| i.stats.bytes_added).sum()),

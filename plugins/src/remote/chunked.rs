@@ -60,8 +60,9 @@ fn failed(error: impl Into<String>) -> Reply {
     }
 }
 
-/// The agent's side. `source` opens what to read (a program's output or a file) on a blocking
-/// thread; `exit` waits for the program (if any) once everything was sent.
+/// The agent's side: cuts `source` (a program's output or a file, `what` in messages) and
+/// sends what the controller wants. On an error the caller kills the program; the threads
+/// then end on their own, as their source and channels are gone.
 pub(super) async fn serve(
     ep: &mut Endpoint,
     keys: ChunkingKeys,
@@ -192,13 +193,15 @@ pub(super) async fn serve(
     drop(job_tx);
     credits.close();
     drop(out_rx);
+    // Not waiting for the threads on an error: the cutting one may be blocked reading a
+    // program that only the caller's kill ends.
+    result?;
     let cut = cutter
         .await
         .map_err(|e| failed(format!("the cutting thread failed: {e}")))?;
     let sent = sender
         .await
         .map_err(|e| failed(format!("the sending thread failed: {e}")))?;
-    result?;
     let chunker = cut.map_err(failed)?;
     sent.map_err(failed)?;
     let _ = ep.send(Kind::End, Vec::new()).await;

@@ -229,12 +229,6 @@ impl Agent {
         }
     }
 
-    /// Bytes sent and received on the connection so far, frame headers included.
-    pub fn wire_bytes(&self) -> (u64, u64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (self.conn.sent.load(Relaxed), self.conn.received.load(Relaxed))
-    }
-
     /// A `ChunkStream` request: `store` (on a blocking thread) takes the agent's chunks and
     /// answers its offers (`chunked.rs`). Returns what `store` returned, if it ran to its end,
     /// the reply and the bytes the stream moved on the wire.

@@ -6,7 +6,6 @@
 //! endpoint receives [`Event::Lost`] with the reason, so no request waits forever.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
@@ -38,14 +37,6 @@ pub struct Conn {
     chans: Mutex<HashMap<u32, Chan>>,
     /// Why the connection ended, once it has.
     lost: Mutex<Option<String>>,
-    /// Bytes written and read on the connection, frame headers included.
-    pub sent: Arc<AtomicU64>,
-    pub received: AtomicU64,
-}
-
-/// A frame's bytes on the wire.
-fn wire_len(f: &Frame) -> u64 {
-    (f.body.len() + 9) as u64
 }
 
 impl Conn {
@@ -56,15 +47,10 @@ impl Conn {
             out,
             chans: Mutex::default(),
             lost: Mutex::default(),
-            sent: Arc::default(),
-            received: AtomicU64::new(0),
         });
-        // The writer counts through its own handle: holding the connection would keep it open.
-        let counted = conn.sent.clone();
         tokio::spawn(async move {
             let mut w = BufWriter::with_capacity(MAX_BODY + 64, w);
             while let Some(f) = rx.recv().await {
-                counted.fetch_add(wire_len(&f), Relaxed);
                 if wire::write_frame(&mut w, &f).await.is_err() {
                     break;
                 }
@@ -178,7 +164,6 @@ impl Conn {
         let why = loop {
             match wire::read_frame(&mut r).await {
                 Ok(Some(f)) => {
-                    self.received.fetch_add(wire_len(&f), Relaxed);
                     if f.kind == Kind::Request && requests.is_none() {
                         break "the peer sent a request; agents do not".to_string();
                     }

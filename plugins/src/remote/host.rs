@@ -224,6 +224,34 @@ fn exec_request(cmd: &Command, stdin: bool) -> Request {
     }
 }
 
+/// A `ChunkStream` request for a command's output or a file.
+fn chunk_request(
+    cmd: Option<&Command>,
+    path: Option<&Path>,
+    keys: cairn_store::write::foreign::ChunkingKeys,
+    cache: String,
+) -> Request {
+    let (program, args, env, cwd) = match cmd.map(|c| exec_request(c, false)) {
+        Some(Request::Exec {
+            program,
+            args,
+            env,
+            cwd,
+            ..
+        }) => (Some(program), args, env, cwd),
+        _ => (None, Vec::new(), Vec::new(), None),
+    };
+    Request::ChunkStream {
+        program,
+        args,
+        env,
+        cwd,
+        path: path.map(path_str),
+        keys,
+        cache,
+    }
+}
+
 impl Host {
     /// `local`, or the configured name.
     pub fn name(&self) -> &str {
@@ -465,24 +493,6 @@ impl Host {
         }
     }
 
-    /// Runs `cmd` with its stdout written into `out` (a backup's item stream).
-    pub async fn stream_out(
-        &self,
-        cmd: &mut Command,
-        out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
-    ) -> Result<()> {
-        let agent = self
-            .agent()
-            .await?
-            .ok_or_else(|| self.fail("stream_out is for remote hosts".into()))?;
-        let what = process::describe(cmd);
-        let r = agent
-            .fetch(exec_request(cmd, false), out)
-            .await
-            .map_err(|m| self.agent_error(m))?;
-        self.exit_status(&what, r, String::new)
-    }
-
     /// Has this host's agent cut a command's output (`cmd`) or a file (`path`) into chunks
     /// there, and `store` take them (see `chunked.rs`); `cache` names the stream in the agent's
     /// cache. Returns what `store` returned and the bytes the stream moved on the wire. A
@@ -501,43 +511,8 @@ impl Host {
             .await?
             .ok_or_else(|| self.fail("chunk_stream is for remote hosts".into()))?;
         let (what, req) = match (cmd, path) {
-            (Some(cmd), None) => {
-                let Request::Exec {
-                    program,
-                    args,
-                    env,
-                    cwd,
-                    ..
-                } = exec_request(cmd, false)
-                else {
-                    unreachable!("exec_request makes an exec")
-                };
-                let what = process::describe(cmd);
-                (
-                    what,
-                    Request::ChunkStream {
-                        program: Some(program),
-                        args,
-                        env,
-                        cwd,
-                        path: None,
-                        keys,
-                        cache,
-                    },
-                )
-            }
-            (None, Some(p)) => (
-                p.display().to_string(),
-                Request::ChunkStream {
-                    program: None,
-                    args: Vec::new(),
-                    env: Vec::new(),
-                    cwd: None,
-                    path: Some(path_str(p)),
-                    keys,
-                    cache,
-                },
-            ),
+            (Some(cmd), None) => (process::describe(cmd), chunk_request(Some(cmd), None, keys, cache)),
+            (None, Some(p)) => (p.display().to_string(), chunk_request(None, Some(p), keys, cache)),
             _ => return Err(self.fail("a chunk stream reads a command's output or a file".into())),
         };
         let (stored, reply, wire) = agent.chunk_stream(req, store).await;
@@ -566,15 +541,7 @@ impl Host {
             .agent()
             .await?
             .ok_or_else(|| self.fail("open_file_stream is for remote hosts".into()))?;
-        let req = Request::ChunkStream {
-            program: None,
-            args: Vec::new(),
-            env: Vec::new(),
-            cwd: None,
-            path: Some(path_str(path)),
-            keys,
-            cache,
-        };
+        let req = chunk_request(None, Some(path), keys, cache);
         agent.open_chunk_stream(req).await.map_err(|m| self.agent_error(m))
     }
 
