@@ -259,7 +259,7 @@ impl Repository {
             let ok = data
                 .get(range)
                 .ok_or_else(|| "outside the file".to_string())
-                .and_then(|b| verify_blob(&self.keys, reader, &e.id, b).map_err(|err| err.to_string()));
+                .and_then(|b| verify_blob(&self.keys, reader, id, &e.id, b).map_err(|err| err.to_string()));
             match ok {
                 Ok(chunk) => {
                     report.blobs_verified += 1;
@@ -290,10 +290,17 @@ impl Repository {
     }
 }
 
-/// Decodes one blob from its sealed bytes (a delta is resolved through its bases): its chunk.
-fn verify_blob(keys: &crate::crypto::Keys, reader: &BlobReader, id: &ChunkId, sealed: &[u8]) -> Result<Vec<u8>> {
+/// Decodes a blob's copy in `pack` from its sealed bytes (a delta is resolved through its bases,
+/// never through this copy): its chunk.
+fn verify_blob(
+    keys: &crate::crypto::Keys,
+    reader: &BlobReader,
+    pack: &PackId,
+    id: &ChunkId,
+    sealed: &[u8],
+) -> Result<Vec<u8>> {
     let opened = crate::blob::open_blob(keys, id, sealed)?;
-    let prefix = reader.prefix_for(id, &opened.bases)?;
+    let prefix = reader.prefix_for(id, Some(*pack), &opened.bases)?;
     opened.finish(keys, id, prefix.as_slice())
 }
 

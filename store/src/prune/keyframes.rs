@@ -31,6 +31,14 @@
 //! has only its new copy. A rewrite that is not ordered (a cycle in what the index says) is
 //! skipped with a warning rather than guessed at.
 //!
+//! *A prune killed while deleting* breaks "those copies still exist": of the packs it deletes,
+//! some are gone and some left (a CI run met it). An old delta copy of X against Y may then
+//! remain, with its recorded depth counted through Y's old whole copy, now deleted, while Y's
+//! only copy is the new reverse delta against X. The chunks are not lost (X's new copy reads
+//! without Y), but the copies with the shortest recorded chains loop. Readers therefore take a
+//! copy by trying them in order and passing over one whose chain comes back to a copy being
+//! decoded ([`crate::read::BlobReader`]); the next prune deletes the rest (its marker remains).
+//!
 //! *Crash.* New copies go into new packs (published whole, like any pack) and into the index
 //! before prune marks anything; a crash leaves extra copies, which the next prune repacks away.
 
@@ -280,7 +288,7 @@ impl Repository {
             progress.advance(1);
             let data = reader.read_shared(id)?;
             let refs: Vec<ChunkId> = g.referrers[id].iter().take(REVERSE_BASES).copied().collect();
-            let prefix = reader.prefix_for(id, &refs)?;
+            let prefix = reader.prefix_for(id, None, &refs)?;
             let was_whole = g.whole.contains(id);
             // What the chunk costs whole: its stored copy if that is whole, else encoded now.
             let whole = if was_whole {

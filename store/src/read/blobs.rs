@@ -42,6 +42,9 @@ impl Prefix {
     }
 }
 
+/// The copies (blob, pack) a delta being decoded waits on, innermost last.
+type Path = Vec<(ChunkId, PackId)>;
+
 /// Deepest delta chain a reader follows; deeper (or cyclic) chains are reported as damage. The
 /// writer's own bound (`DeltaConfig::max_depth`) is far below it.
 const MAX_CHAIN: usize = 64;
@@ -67,25 +70,6 @@ impl BlobReader {
             open: RefCell::new(Vec::new()),
             cache,
         })
-    }
-
-    /// The first copy of a blob that authenticates: a damaged copy is passed over for another
-    /// (a backup after `cairn check` found damage stores the chunk again).
-    fn open_any_copy(&self, id: &ChunkId) -> Result<blob::Opened> {
-        let mut first_err = None;
-        for loc in self.index.locations(id)? {
-            let r = self
-                .read_sealed_at(id, &loc)
-                .and_then(|sealed| blob::open_blob_owned(&self.keys, id, sealed));
-            match r {
-                Ok(o) => return Ok(o),
-                Err(e @ (Error::MissingPack { .. } | Error::Corrupt { .. })) => {
-                    first_err.get_or_insert(e);
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(first_err.unwrap_or(Error::MissingBlob { id: *id }))
     }
 
     fn read_sealed_at(&self, id: &ChunkId, loc: &crate::index::BlobLocation) -> Result<Vec<u8>> {
@@ -123,14 +107,15 @@ impl BlobReader {
 
     /// A blob's verified plaintext, resolving deltas through their bases (cached for reuse).
     pub(crate) fn read_shared(&self, id: &ChunkId) -> Result<Arc<Vec<u8>>> {
-        let (data, verified) = self.read_level(id, 0, false)?;
+        let (data, verified) = self.read_level(id, &mut Vec::new(), false)?;
         if !verified {
             if self.keys.chunk_id(&data) != *id {
                 // Intermediate bases are not hashed on the fast path: decode again verifying
-                // every level, so the error names the blob that is really damaged.
+                // every level, so the error names the blob that is really damaged (and a copy
+                // that decodes wrong is passed over for another).
                 // The cache may hold the bad base: empty it (a rare path) before decoding again.
                 self.cache.lock().unwrap().clear();
-                return self.read_level(id, 0, true).map(|(d, _)| d);
+                return self.read_level(id, &mut Vec::new(), true).map(|(d, _)| d);
             }
             self.cache.lock().unwrap().mark_verified(id);
         }
@@ -138,37 +123,78 @@ impl BlobReader {
     }
 
     /// Decodes a blob; returns its plaintext and whether that was verified against its id. The
-    /// top level (`level` 0) is always verified when decoded here; bases only with `verify_all`.
-    fn read_level(&self, id: &ChunkId, level: usize, verify_all: bool) -> Result<(Arc<Vec<u8>>, bool)> {
+    /// top level (`path` empty) is always verified when decoded here; bases only with `verify_all`.
+    ///
+    /// `path` holds the copies (blob, pack) whose decoding waits on this one. Copies are tried in
+    /// the index's order (shortest recorded chain first); a copy is passed over for the next one
+    /// when it is on `path` (its chain came back to it), does not authenticate, or has a base
+    /// that cannot be read. Recorded depths alone do not rule such loops out: a prune killed
+    /// while deleting packs can leave a delta copy whose recorded depth was counted through a
+    /// base copy now gone, beside a newer copy of that base that is a delta against it
+    /// (`prune/keyframes.rs`); the blobs still read, through their other copies.
+    fn read_level(&self, id: &ChunkId, path: &mut Path, verify_all: bool) -> Result<(Arc<Vec<u8>>, bool)> {
         if !verify_all {
             if let Some(hit) = self.cache.lock().unwrap().get(id) {
                 return Ok(hit);
             }
         }
-        if level > MAX_CHAIN {
-            return Err(corrupt(format!("blob {id}"), "delta chain too deep (or cyclic)"));
+        if path.len() > MAX_CHAIN {
+            return Err(corrupt(format!("blob {id}"), "delta chain too deep"));
         }
-        let opened = self.open_any_copy(id)?;
-        let prefix = self.bases_prefix(id, &opened.bases, level + 1, verify_all)?;
-        let verify = verify_all || level == 0;
-        let data = Arc::new(if verify {
-            opened.finish(&self.keys, id, prefix.as_slice())?
-        } else {
-            opened.finish_unverified(id, prefix.as_slice())?
-        });
+        let verify = verify_all || path.is_empty();
+        let data = Arc::new(self.read_some_copy(id, path, verify_all, verify)?);
         self.cache.lock().unwrap().insert(*id, data.clone(), verify);
         Ok((data, verify))
     }
 
-    /// The plaintexts of a delta's bases, concatenated: the zstd prefix it was encoded against.
-    /// An unreadable base is reported as damage to `of`, the delta that needs it.
-    pub(crate) fn prefix_for(&self, of: &ChunkId, bases: &[ChunkId]) -> Result<Prefix> {
-        self.bases_prefix(of, bases, 1, false)
+    fn read_some_copy(&self, id: &ChunkId, path: &mut Path, verify_all: bool, verify: bool) -> Result<Vec<u8>> {
+        let mut first_err = None;
+        for loc in self.index.locations(id)? {
+            if path.contains(&(*id, loc.pack)) {
+                first_err.get_or_insert_with(|| {
+                    corrupt(
+                        format!("blob {id}"),
+                        format!("its copy in pack {} is a delta whose chain leads back to it", loc.pack),
+                    )
+                });
+                continue;
+            }
+            let tried = self
+                .read_sealed_at(id, &loc)
+                .and_then(|sealed| blob::open_blob_owned(&self.keys, id, sealed))
+                .and_then(|opened| {
+                    path.push((*id, loc.pack));
+                    let prefix = self.bases_prefix(id, &opened.bases, path, verify_all);
+                    path.pop();
+                    let prefix = prefix?;
+                    if verify {
+                        opened.finish(&self.keys, id, prefix.as_slice())
+                    } else {
+                        opened.finish_unverified(id, prefix.as_slice())
+                    }
+                });
+            match tried {
+                Ok(data) => return Ok(data),
+                Err(e @ (Error::MissingPack { .. } | Error::Corrupt { .. } | Error::MissingBlob { .. })) => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(first_err.unwrap_or(Error::MissingBlob { id: *id }))
     }
 
-    fn bases_prefix(&self, of: &ChunkId, bases: &[ChunkId], level: usize, verify_all: bool) -> Result<Prefix> {
-        let read = |b: &ChunkId| {
-            self.read_level(b, level, verify_all)
+    /// The plaintexts of the bases of `of`'s copy in pack `copy` (or of a copy not yet written),
+    /// concatenated: the zstd prefix it was encoded against. An unreadable base is reported as
+    /// damage to `of`, the delta that needs it.
+    pub(crate) fn prefix_for(&self, of: &ChunkId, copy: Option<PackId>, bases: &[ChunkId]) -> Result<Prefix> {
+        let mut path: Path = copy.map(|p| (*of, p)).into_iter().collect();
+        self.bases_prefix(of, bases, &mut path, false)
+    }
+
+    fn bases_prefix(&self, of: &ChunkId, bases: &[ChunkId], path: &mut Path, verify_all: bool) -> Result<Prefix> {
+        let mut read = |b: &ChunkId| {
+            self.read_level(b, path, verify_all)
                 .map(|(d, _)| d)
                 .map_err(|e| match e {
                     Error::Corrupt { what, reason } => corrupt(
@@ -358,5 +384,63 @@ mod tests {
         repo.store.delete(&pack_path(&damaged.id)).unwrap();
         let e = BlobReader::new(&synced).unwrap().read(&id).unwrap_err();
         assert!(matches!(e, Error::MissingPack { .. }), "{e}");
+    }
+
+    /// What a prune killed while deleting packs can leave (see `read_level`): the copy of X with
+    /// the shortest recorded chain is a delta against Y whose base copy is gone, and Y's only
+    /// copy is a delta against X. Both read, through X's other copy (a delta against A).
+    #[test]
+    fn a_copy_whose_chain_leads_back_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = test_repo(dir.path());
+        let mut enc = Encoder::with_delta_level(3, 3);
+        let a = data(3, 40_000);
+        let (mut x, mut y) = (a.clone(), a.clone());
+        x[100..200].fill(1);
+        y[30_000..30_100].fill(2);
+        let [aid, xid, yid] = [&a, &x, &y].map(|d| repo.keys.chunk_id(d));
+        let delta = |enc: &mut Encoder, id, new: &[u8], base_id, base: &[u8]| {
+            enc.encode_delta(&repo.keys, &id, new, &[base_id], base, new.len())
+                .unwrap()
+                .expect("a small delta")
+        };
+        let x_on_y = delta(&mut enc, xid, &x, yid, &y);
+        let y_on_x = delta(&mut enc, yid, &y, xid, &x);
+        let x_on_a = delta(&mut enc, xid, &x, aid, &a);
+        let a_whole = enc.encode(&repo.keys, &aid, BlobKind::Data, &a).unwrap();
+        // (id, kind, sealed, base, recorded depth) of each blob of one pack.
+        type Blob<'a> = (ChunkId, BlobKind, &'a [u8], Option<ChunkId>, u8);
+        let pack = |blobs: &[Blob]| {
+            let mut w = PackWriter::new(repo.store.as_ref()).unwrap();
+            for (id, kind, sealed, base, depth) in blobs {
+                let bases: Vec<ChunkId> = base.iter().copied().collect();
+                w.add(*id, *kind, 40_000, sealed, &bases, *depth, Default::default())
+                    .unwrap();
+            }
+            w.finish(&repo.keys).unwrap();
+        };
+        pack(&[(xid, BlobKind::Delta, &x_on_y, Some(yid), 1)]);
+        pack(&[(yid, BlobKind::Delta, &y_on_x, Some(xid), 2)]);
+        pack(&[
+            (aid, BlobKind::Data, &a_whole, None, 0),
+            (xid, BlobKind::Delta, &x_on_a, Some(aid), 2),
+        ]);
+        let (synced, idx) = repo.synced().unwrap();
+        assert_eq!(
+            idx.locations(&xid).unwrap()[0].depth,
+            1,
+            "the copy leading back is tried first"
+        );
+        assert!(BlobReader::new(&synced).unwrap().read(&xid).unwrap() == x);
+        assert!(BlobReader::new(&synced).unwrap().read(&yid).unwrap() == y);
+        let r = BlobReader::new(&synced).unwrap();
+        assert!(r.read(&yid).unwrap() == y && r.read(&xid).unwrap() == x);
+        // Every copy decodes, the one leading back too (its base reads through X's other copy).
+        let opts = crate::check::CheckOptions {
+            read_data: crate::check::ReadData::All,
+        };
+        let report = repo.check(&opts, &crate::progress::NoProgress).unwrap();
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        assert_eq!(report.blobs_verified, 4);
     }
 }

@@ -192,7 +192,7 @@ fn worker(
 /// The sealed delta for a job, if it is small enough. Errors reading a base are not fatal: the
 /// chunk is then stored whole (a chunk is only as good as its base).
 fn delta_for(enc: &mut Encoder, keys: &Keys, reader: &BlobReader, job: &Job) -> Result<Option<Vec<u8>>> {
-    let prefix = reader.prefix_for(&job.id, &job.bases)?;
+    let prefix = reader.prefix_for(&job.id, None, &job.bases)?;
     // A piece of a chunk list is mostly random ids and costs about its own size whole, and its
     // delta is read once per restore: worth it whenever it saves a quarter.
     let limit = match job.kind {

@@ -290,7 +290,7 @@ impl Receiver {
                         }
                         self.counts.delta += 1;
                         self.counts.delta_bytes += payload.len() as u64;
-                        let prefix = self.reader.prefix_for(&p.id, &p.bases)?;
+                        let prefix = self.reader.prefix_for(&p.id, None, &p.bases)?;
                         decode_wire(&payload, prefix.as_slice(), p.len as usize)
                     } else {
                         self.counts.whole += 1;
