@@ -114,6 +114,9 @@ pub fn for_system(quiet: bool) -> Arc<dyn Progress> {
 struct Phase {
     name: String,
     bytes: u64,
+    /// Bytes an agent sent (a phase fed by another host), and bytes stored so far.
+    sent: Option<u64>,
+    stored: u64,
     start: Instant,
     end: Option<Instant>,
 }
@@ -122,6 +125,16 @@ struct MultiState {
     items: Vec<Phase>,
     current: std::collections::HashMap<std::thread::ThreadId, usize>,
     last: Instant,
+}
+
+impl MultiState {
+    /// The item this thread started, else the one started last.
+    fn current_item(&self) -> Option<usize> {
+        match self.current.get(&std::thread::current().id()) {
+            Some(i) => Some(*i),
+            None => self.items.len().checked_sub(1),
+        }
+    }
 }
 
 struct Multi {
@@ -143,8 +156,17 @@ impl Multi {
                     .duration_since(p.start)
                     .as_secs_f64()
                     .max(0.001);
+                let sent = p
+                    .sent
+                    .map(|s| format!(" sent {}", cairn_store::format_bytes(s)))
+                    .unwrap_or_default();
+                let stored = if p.stored > 0 || p.sent.is_some() {
+                    format!(" stored {}", cairn_store::format_bytes(p.stored))
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{} {} {}/s {:.0}s{}",
+                    "{} {} {}/s{sent}{stored} {:.0}s{}",
                     p.name,
                     cairn_store::format_bytes(p.bytes),
                     cairn_store::format_bytes((p.bytes as f64 / secs) as u64),
@@ -176,6 +198,8 @@ impl Progress for Multi {
         st.items.push(Phase {
             name: what.to_string(),
             bytes: 0,
+            sent: None,
+            stored: 0,
             start: Instant::now(),
             end: None,
         });
@@ -185,15 +209,18 @@ impl Progress for Multi {
 
     fn advance(&self, bytes: u64) {
         let mut st = self.state.lock().unwrap();
-        let i = match st.current.get(&std::thread::current().id()) {
-            Some(i) => *i,
-            None => match st.items.len().checked_sub(1) {
-                Some(i) => i,
-                None => return,
-            },
-        };
-        st.items[i].bytes += bytes;
-        self.maybe_print(&mut st, false);
+        if let Some(i) = st.current_item() {
+            st.items[i].bytes += bytes;
+            self.maybe_print(&mut st, false);
+        }
+    }
+
+    fn totals(&self, sent: Option<u64>, stored: u64) {
+        let mut st = self.state.lock().unwrap();
+        if let Some(i) = st.current_item() {
+            st.items[i].sent = sent;
+            st.items[i].stored = stored;
+        }
     }
 
     fn finish(&self) {

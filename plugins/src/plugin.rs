@@ -367,6 +367,27 @@ type WriteItem =
 /// The transfers of a restore, shared by its plugins.
 pub type Transfers = Arc<std::sync::Mutex<Vec<Transfer>>>;
 
+/// Progress of what goes to another host: its phases name the host.
+struct ToHost {
+    inner: Arc<dyn cairn_store::Progress>,
+    host: String,
+}
+
+impl cairn_store::Progress for ToHost {
+    fn start(&self, what: &str, total: Option<u64>) {
+        self.inner.start(&format!("{what} to {}", self.host), total);
+    }
+    fn advance(&self, bytes: u64) {
+        self.inner.advance(bytes);
+    }
+    fn totals(&self, sent: Option<u64>, stored: u64) {
+        self.inner.totals(sent, stored);
+    }
+    fn finish(&self) {
+        self.inner.finish();
+    }
+}
+
 /// Counts what passes through.
 struct CountingWriter<W> {
     inner: W,
@@ -410,7 +431,7 @@ impl ItemSource {
         Fut: std::future::Future<Output = Result<()>>,
     {
         let start = std::time::Instant::now();
-        let (input, fed, n) = self.reader(item, write)?;
+        let (input, fed, n) = self.reader(item, write, host.name())?;
         let sent = send(input).await;
         fed.await
             .map_err(|e| Error::Task(format!("restore thread failed: {e}")))??;
@@ -516,20 +537,26 @@ impl ItemSource {
         Ok(())
     }
 
-    /// An item as an async reader for a remote host (an error instead of its end if reading
-    /// it fails), written by `write` on a blocking thread, and that thread.
+    /// An item as an async reader for `host` (an error instead of its end if reading it
+    /// fails), written by `write` on a blocking thread, and that thread; its progress names
+    /// the host.
     #[allow(clippy::type_complexity)]
     fn reader(
         &self,
         item: &str,
         write: WriteItem,
+        host: &str,
     ) -> Result<(
         EndChecked,
         tokio::task::JoinHandle<cairn_store::Result<()>>,
         Arc<std::sync::atomic::AtomicU64>,
     )> {
         let full = self.item(item)?.name.clone();
-        let (repo, snap, progress) = (self.repo.clone(), self.snapshot.name.clone(), self.progress.clone());
+        let (repo, snap) = (self.repo.clone(), self.snapshot.name.clone());
+        let progress = ToHost {
+            inner: self.progress.clone(),
+            host: host.to_string(),
+        };
         let (reader, w) = EndChecked::pipe();
         let n: Arc<std::sync::atomic::AtomicU64> = Arc::default();
         let counted = n.clone();
@@ -538,7 +565,7 @@ impl ItemSource {
                 inner: SyncIoBridge::new(w.pipe),
                 n: counted,
             };
-            let r = write(&repo, &snap, &full, &mut out, progress.as_ref());
+            let r = write(&repo, &snap, &full, &mut out, &progress);
             let _ = w.done.send(r.as_ref().map(drop).map_err(|e| e.to_string()));
             r
         });

@@ -29,6 +29,9 @@ pub(crate) struct Sink<'a> {
     pub sketcher: Option<&'a Sketcher>,
     pub counters: Arc<Counters>,
     pub progress: &'a dyn Progress,
+    /// Bytes an agent sent for this content so far (`foreign/receive.rs`); `None` for a local
+    /// source. Reported to `progress` with the bytes stored.
+    pub sent: Option<u64>,
 }
 
 impl Sink<'_> {
@@ -87,6 +90,10 @@ impl Sink<'_> {
         let offset = self.offset;
         if kind == BlobKind::Data {
             self.progress.advance(len as u64);
+            self.progress.totals(
+                self.sent,
+                self.counters.bytes_added.load(std::sync::atomic::Ordering::Relaxed),
+            );
             self.offset += len as u64;
         }
         let selector = self.selector.as_mut();

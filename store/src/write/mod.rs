@@ -258,6 +258,7 @@ impl Backup {
             sketcher: self.sketcher.as_ref().filter(|_| has_selector),
             counters: counters.clone(),
             progress: self.progress.as_ref(),
+            sent: None,
         }
     }
 

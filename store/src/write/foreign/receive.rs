@@ -235,6 +235,7 @@ impl Receiver {
         let dest = backup.pipeline.destination();
         let mut queue: VecDeque<Pending> = VecDeque::new();
         let (mut refs, mut size) = (RefList::default(), 0u64);
+        sink.sent.get_or_insert(0);
         let what = self.what.clone();
         let broken = |reason: String| Error::Source {
             path: what.clone(),
@@ -302,6 +303,7 @@ impl Receiver {
                         return Err(broken(format!("chunk {} does not hash to its id", p.id)));
                     }
                     size += p.len as u64;
+                    *sink.sent.get_or_insert(0) += payload.len() as u64;
                     // A whole chunk's frame was made at this repository's level: stored as it came.
                     let frame = (!delta).then_some(payload);
                     let r = sink.store_foreign(p.id, data.len(), Some(&data), frame, p.claimed)?;
