@@ -534,47 +534,120 @@ fn an_etcd_cluster_across_three_hosts_restores_and_rebuilds_on_fresh_hosts() {
 }
 
 #[test]
-fn a_zookeeper_ensemble_across_three_hosts_restores_through_their_agents() {
-    let Some(p) = platform(&["z1", "z2", "z3"]) else {
+fn a_zookeeper_ensemble_across_three_hosts_restores_and_rebuilds_on_fresh_hosts() {
+    let Some(mut p) = platform(&["z1", "z2", "z3"]) else {
         return;
     };
-    let names = ["z1", "z2", "z3"];
-    let addr = |n: &str| p.hosts.get(n).addr.clone();
-    let ensemble: Vec<String> = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| format!("{}={}:2888:3888", i + 1, addr(n)))
-        .collect();
-    let ensemble = ensemble.join(",");
-    let dir = |n: &str| p.hosts.get(n).dir.join("zk");
-    let start_line = |i: usize, n: &str| {
+    let zk = ZkHosts(vec!["z1", "z2", "z3"]);
+    zk.start(&p);
+    let mut load = String::from("create /app \"root\"\n");
+    for i in 0..40 {
+        load.push_str(&format!("create /app/node{i:03} \"value-{i}\"\n"));
+    }
+    zk.cli(&p, &load);
+    let state = |zk: &ZkHosts, p: &Platform| zk.cli(p, "ls /app\nget /app/node007\nget /app/node039\n");
+    let want = state(&zk, &p);
+    assert!(want.contains("node039") && want.contains("value-7"), "{want}");
+
+    let cfg = p.config("cairn.toml", &zk.sections(&p));
+    p.ok(&["--config", &cfg, "init"]);
+    let s1 = json(&p.ok(&["--config", &cfg, "backup", "--system", "--name", "s1", "--json"]));
+    assert!(item_names(&s1).iter().any(|i| i == "zookeeper/data"), "{s1}");
+
+    zk.cli(&p, "deleteall /app\ncreate /junk \"x\"\n");
+    let out = p.cairn(&["--config", &cfg, "restore", "s1"]);
+    assert!(out.status.success(), "restore failed: {}{}", stdout(&out), stderr(&out));
+    // The ensemble was restarted by the restore; a client may still find it electing.
+    zk.wait(&p);
+    assert_eq!(state(&zk, &p), want);
+    zk.check_ids(&p);
+
+    // Disaster recovery onto three fresh hosts (new addresses, empty disks), the old ones gone.
+    for n in &zk.0 {
+        p.hosts.get(n).sh(&zk.stop_line(&p, n));
+    }
+    for n in ["z1", "z2", "z3"] {
+        p.hosts.hosts.iter_mut().find(|x| x.name == n).unwrap().down();
+    }
+    for n in ["z4", "z5", "z6"] {
+        p.hosts.add_host(n);
+    }
+    let fresh = ZkHosts(vec!["z4", "z5", "z6"]);
+    let cfg2 = p.config("dr.toml", &fresh.sections(&p));
+    p.ok(&["--config", &cfg2, "restore", "s1", "--disaster-recovery"]);
+    fresh.wait(&p);
+    assert_eq!(state(&fresh, &p), want);
+    fresh.check_ids(&p);
+    for n in &fresh.0 {
+        p.hosts.get(n).sh(&fresh.stop_line(&p, n));
+    }
+}
+
+/// A three-server ZooKeeper ensemble, one server per named host (ids 1, 2, 3 in that order).
+struct ZkHosts(Vec<&'static str>);
+
+impl ZkHosts {
+    fn addr<'a>(&self, p: &'a Platform, n: &str) -> &'a str {
+        &p.hosts.get(n).addr
+    }
+
+    fn dir(&self, p: &Platform, n: &str) -> std::path::PathBuf {
+        p.hosts.get(n).dir.join("zk")
+    }
+
+    fn start_line(&self, p: &Platform, i: usize) -> String {
+        let ensemble: Vec<String> = self
+            .0
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{}={}:2888:3888", i + 1, self.addr(p, n)))
+            .collect();
+        let n = self.0[i];
         format!(
             "ZK_HOST={} {}",
-            addr(n),
+            self.addr(p, n),
             line(
                 "zookeeper",
                 &[
                     "start",
-                    &dir(n).to_string_lossy(),
+                    &self.dir(p, n).to_string_lossy(),
                     &(i + 1).to_string(),
                     "2181",
-                    &ensemble
+                    &ensemble.join(",")
                 ]
             )
             .replace('\'', "")
         )
-    };
-    let stop_line = |n: &str| line("zookeeper", &["stop", &dir(n).to_string_lossy()]).replace('\'', "");
-    for (i, n) in names.iter().enumerate() {
-        p.hosts.get(n).sh(&start_line(i, n));
     }
-    let clients: Vec<String> = names.iter().map(|n| format!("{}:2181", addr(n))).collect();
-    let mut wait = vec!["wait"];
-    wait.extend(clients.iter().map(String::as_str));
-    support::servers::sh(&line("zookeeper", &wait));
-    let cli = |cmds: &str| {
+
+    fn stop_line(&self, p: &Platform, n: &str) -> String {
+        line("zookeeper", &["stop", &self.dir(p, n).to_string_lossy()]).replace('\'', "")
+    }
+
+    fn clients(&self, p: &Platform) -> Vec<String> {
+        self.0.iter().map(|n| format!("{}:2181", self.addr(p, n))).collect()
+    }
+
+    fn start(&self, p: &Platform) {
+        for (i, n) in self.0.iter().enumerate() {
+            p.hosts.get(n).sh(&self.start_line(p, i));
+        }
+        self.wait(p);
+    }
+
+    /// Until every server serves.
+    fn wait(&self, p: &Platform) {
+        let clients = self.clients(p);
+        let mut wait = vec!["wait"];
+        wait.extend(clients.iter().map(String::as_str));
+        support::servers::sh(&line("zookeeper", &wait));
+    }
+
+    fn cli(&self, p: &Platform, cmds: &str) -> String {
         let mut c = Command::new("bash");
-        c.arg(support::servers::script("zookeeper")).arg("cli").arg(&clients[0]);
+        c.arg(support::servers::script("zookeeper"))
+            .arg("cli")
+            .arg(&self.clients(p)[0]);
         c.stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped());
         let mut child = c.spawn().unwrap();
@@ -586,48 +659,33 @@ fn a_zookeeper_ensemble_across_three_hosts_restores_through_their_agents() {
             .write_all(format!("{cmds}\nquit\n").as_bytes())
             .unwrap();
         String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
-    };
-    let mut load = String::from("create /app \"root\"\n");
-    for i in 0..40 {
-        load.push_str(&format!("create /app/node{i:03} \"value-{i}\"\n"));
     }
-    cli(&load);
-    let state = || cli("ls /app\nget /app/node007\nget /app/node039\n");
-    let want = state();
-    assert!(want.contains("node039") && want.contains("value-7"), "{want}");
 
-    let mut sections = String::new();
-    for (i, n) in names.iter().enumerate() {
-        sections.push_str(&format!(
-            "[[zookeeper.servers]]\nid = {id}\nruns_on = \"{n}\"\naddress = \"{a}:2181\"\ndata_dir = \"{d}\"\n\
-             start = \"{start}\"\nstop = \"{stop}\"\n\n",
-            id = i + 1,
-            a = addr(n),
-            d = dir(n).join("data").display(),
-            start = start_line(i, n),
-            stop = stop_line(n),
-        ));
+    fn sections(&self, p: &Platform) -> String {
+        let mut sections = String::new();
+        for (i, n) in self.0.iter().enumerate() {
+            sections.push_str(&format!(
+                "[[zookeeper.servers]]\nid = {id}\nruns_on = \"{n}\"\naddress = \"{a}:2181\"\ndata_dir = \"{d}\"\n\
+                 start = \"{start}\"\nstop = \"{stop}\"\n\n",
+                id = i + 1,
+                a = self.addr(p, n),
+                d = self.dir(p, n).join("data").display(),
+                start = self.start_line(p, i),
+                stop = self.stop_line(p, n),
+            ));
+        }
+        sections
     }
-    let cfg = p.config("cairn.toml", &sections);
-    p.ok(&["--config", &cfg, "init"]);
-    let s1 = json(&p.ok(&["--config", &cfg, "backup", "--system", "--name", "s1", "--json"]));
-    assert!(item_names(&s1).iter().any(|i| i == "zookeeper/data"), "{s1}");
 
-    cli("deleteall /app\ncreate /junk \"x\"\n");
-    let out = p.cairn(&["--config", &cfg, "restore", "s1"]);
-    assert!(out.status.success(), "restore failed: {}{}", stdout(&out), stderr(&out));
-    // The ensemble was restarted by the restore; a client may still find it electing.
-    support::servers::sh(&line("zookeeper", &wait));
-    assert_eq!(state(), want);
-    for n in names {
-        let myid = p
-            .hosts
-            .get(n)
-            .sh(&format!("cat {}", dir(n).join("data/myid").display()));
-        assert_eq!(
-            myid.trim(),
-            (names.iter().position(|x| *x == n).unwrap() + 1).to_string()
-        );
+    /// Each server's data directory holds its own id.
+    fn check_ids(&self, p: &Platform) {
+        for (i, n) in self.0.iter().enumerate() {
+            let myid = p
+                .hosts
+                .get(n)
+                .sh(&format!("cat {}", self.dir(p, n).join("data/myid").display()));
+            assert_eq!(myid.trim(), (i + 1).to_string(), "{n}");
+        }
     }
 }
 
