@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use cairn_store::write::foreign::{
-    encode_message, ChunkingKeys, ForeignSource, HostChunker, Message, MessageBuffer, Offered, Want,
+    encode_message, ChunkingKeys, ForeignSource, HostChunker, Message, MessageBuffer, Offered, Place, Want,
 };
 use tokio::sync::{mpsc, Semaphore};
 
@@ -46,7 +46,7 @@ pub fn agent_cache_dir() -> Option<PathBuf> {
 /// What the cutting thread hands the sending thread.
 enum Job {
     /// An offer just sent: its chunks and their offsets in the stream.
-    Batch(Vec<(Offered, u64)>),
+    Batch(Vec<(Offered, Place)>),
     /// The controller's answers to the oldest batch not answered.
     Wants(Vec<Want>),
     /// No more batches.
@@ -98,7 +98,7 @@ pub(super) async fn serve(
         tokio::task::spawn_blocking(move || {
             let mut chunker = chunker;
             let mut batch = Vec::new();
-            let offer = |batch: &mut Vec<(Offered, u64)>| -> std::io::Result<()> {
+            let offer = |batch: &mut Vec<(Offered, Place)>| -> std::io::Result<()> {
                 let gone = || std::io::Error::other("the request ended");
                 rt.block_on(credits.acquire()).map_err(|_| gone())?.forget();
                 let mut bytes = Vec::new();
@@ -125,7 +125,7 @@ pub(super) async fn serve(
     let sender = {
         let (out_tx, credits) = (out_tx.clone(), credits.clone());
         tokio::task::spawn_blocking(move || -> Result<(), String> {
-            let mut batches: VecDeque<Vec<(Offered, u64)>> = VecDeque::new();
+            let mut batches: VecDeque<Vec<(Offered, Place)>> = VecDeque::new();
             let mut done = false;
             while !(done && batches.is_empty()) {
                 match job_rx.recv() {

@@ -42,7 +42,7 @@ use crate::id::ChunkId;
 mod host;
 mod receive;
 
-pub use host::{ChunkReader, HostChunker};
+pub use host::{ChunkReader, HostChunker, Place};
 pub(crate) use receive::Receiver;
 pub use receive::{ForeignSource, WireCounts, WIRE_CHUNKS_META};
 

@@ -337,8 +337,8 @@ mod tests {
     /// An agent in this thread: cuts `data` with a [`HostChunker`] (cache in `dir`) and answers
     /// as the agent does; counts the bytes its messages take.
     struct LocalAgent {
-        offers: VecDeque<Vec<(Offered, u64)>>,
-        answered: VecDeque<Vec<(Offered, u64)>>,
+        offers: VecDeque<Vec<(Offered, super::super::Place)>>,
+        answered: VecDeque<Vec<(Offered, super::super::Place)>>,
         out: VecDeque<Message>,
         reader: ChunkReader,
         wire: u64,
