@@ -26,6 +26,19 @@ fn open(g: &GlobalOpts) -> Result<(Loaded, Repository)> {
     Ok((loaded, repo))
 }
 
+/// [`open`] for a run that uses the hosts: their agents are connected in the background on
+/// `rt` while the repository is unlocked (its key derivation takes a good part of a second;
+/// so does an SSH handshake).
+fn open_connecting(g: &GlobalOpts, rt: &tokio::runtime::Runtime) -> Result<(Loaded, Repository)> {
+    let loaded = g.require_config()?;
+    {
+        let _in = rt.enter();
+        loaded.hosts.connect_in_background();
+    }
+    let repo = g.with_config(Some(&loaded)).open_exact()?;
+    Ok((loaded, repo))
+}
+
 /// The host whose agent sent an item (none for this host).
 fn item_host(i: &cairn_store::Item) -> Option<&str> {
     i.meta
@@ -35,8 +48,9 @@ fn item_host(i: &cairn_store::Item) -> Option<&str> {
 
 /// `cairn backup --system`: every configured plugin (or `dbs`) into one snapshot.
 pub fn backup(g: &GlobalOpts, req: BackupRequest, json_out: bool) -> Result<ExitCode> {
-    let (loaded, repo) = open(g)?;
-    let (snap, outcomes) = runtime()?.block_on(controller::backup(&repo, &loaded, &req))?;
+    let rt = runtime()?;
+    let (loaded, repo) = open_connecting(g, &rt)?;
+    let (snap, outcomes) = rt.block_on(controller::backup(&repo, &loaded, &req))?;
     if json_out {
         println!(
             "{}",
@@ -164,8 +178,9 @@ pub fn restore_plan(g: &GlobalOpts, req: &RestoreRequest) -> Result<String> {
 }
 
 pub fn restore(g: &GlobalOpts, req: RestoreRequest, json_out: bool) -> Result<ExitCode> {
-    let (loaded, repo) = open(g)?;
-    let report = runtime()?.block_on(controller::restore(&repo, &loaded, &req))?;
+    let rt = runtime()?;
+    let (loaded, repo) = open_connecting(g, &rt)?;
+    let report = rt.block_on(controller::restore(&repo, &loaded, &req))?;
     for w in &report.warnings {
         eprintln!("warning: {w}");
     }

@@ -129,6 +129,19 @@ impl Hosts {
         Ok(Self { by_name })
     }
 
+    /// Starts connecting every host's agent in the background (on the current runtime), so
+    /// that plugins find them ready. A connection that fails here is tried again, and its error
+    /// reported, where a plugin first uses the host; one still going when the runtime ends is
+    /// dropped with it (its SSH process killed).
+    pub fn connect_in_background(&self) {
+        for host in self.by_name.values() {
+            let host = host.clone();
+            tokio::spawn(async move {
+                let _ = host.agent().await;
+            });
+        }
+    }
+
     /// The host a section names with `runs_on` (`None`: this one).
     pub fn get(&self, runs_on: Option<&str>) -> Result<Host, String> {
         match runs_on {
