@@ -14,7 +14,15 @@
 # (default 3) runs, each on fresh repositories: seconds, bytes through db1's interface (both
 # directions: SSH and everything), bytes Cairn counted on its stream, bytes the repository grew
 # by, peak RSS of the controller, of the agent and of restic. "local" is Cairn backing the same
-# file up on one host (the throughput the agent path is compared with).
+# file up on one host (the throughput the agent path is compared with). "whole" is Cairn's agent
+# with its cache emptied before every run, into a repository of its own: it proposes no delta
+# bases, so it sends every chunk the repository lacks whole and the controller alone
+# delta-encodes what it stores (the other place deltas could be computed).
+#
+# PIN=1 runs each "host" on a core of its own, as two machines would: everything in ctl (its sshd,
+# the controller and its ssh client) on CPU 0, everything in db1 (its sshd, so the agent, `cat`
+# and restic with its ssh client) on CPU 1, and "local" on CPU 1 (a local backup on the database
+# host). Without it every process shares both cores.
 #
 # Needs root, iproute2, openssh-server, restic and /usr/bin/time (installed if missing).
 set -euo pipefail
@@ -28,6 +36,8 @@ done
 cargo build -q --release -p cairn-cli --manifest-path "$here/../Cargo.toml"
 cairn=$(realpath "$here/../target/release/cairn")
 
+pin_ctl=(); pin_db=()
+if [ "${PIN:-0}" = 1 ]; then pin_ctl=(taskset -c 0); pin_db=(taskset -c 1); fi
 rm -rf "$work"; mkdir -p "$work/ssh" "$work/db1" "$work/ctl"
 sw=cb-sw; ctl=cb-ctl; db1=cb-db1
 cleanup() {
@@ -71,7 +81,8 @@ PidFile $work/ssh/sshd_$name.pid
 SetEnv XDG_CACHE_HOME=$work/db1/cache
 Subsystem sftp internal-sftp
 EOF
-  ip netns exec cb-$name /usr/sbin/sshd -f "$work/ssh/sshd_$name.conf"
+  if [ "$name" = ctl ]; then pin=("${pin_ctl[@]}"); else pin=("${pin_db[@]}"); fi
+  ip netns exec cb-$name "${pin[@]}" /usr/sbin/sshd -f "$work/ssh/sshd_$name.conf"
 done
 echo "command=\"/usr/bin/time -a -o $agent_rss -f %M $cairn agent\",restrict $(cat "$work/ssh/agent.pub")" > "$work/ssh/authorized_db1"
 echo "restrict $(cat "$work/ssh/sftp.pub")" > "$work/ssh/authorized_ctl"
@@ -95,14 +106,14 @@ sed -e '/^\[hosts.db1\]/,/^$/d' -e '/runs_on/d' "$work/remote.toml" > "$work/loc
 # wire: bytes through db1's interface so far (received + sent).
 wire() { ip netns exec $db1 sh -c 'echo $(( $(cat /sys/class/net/cbh2/statistics/rx_bytes) + $(cat /sys/class/net/cbh2/statistics/tx_bytes) ))'; }
 
-# cairn_run CONFIG NAME: a system backup from the controller's namespace; prints
+# cairn_run CONFIG NAME [REPO]: a system backup from the controller's namespace; prints
 # "seconds controller_rss wire stream_bytes added agent_rss".
 cairn_run() {
   local w0 w1 t out
   : > "$agent_rss"
   w0=$(wire)
-  t=$(ip netns exec $ctl /usr/bin/time -f "%e %M" -o "$work/time.out" \
-        "$cairn" -q -r "$work/ctl/cairn" --config "$1" backup --system --name "$2" --json > "$work/out.json" 2>"$work/err.log" \
+  t=$(ip netns exec $ctl "${pin_ctl[@]}" /usr/bin/time -f "%e %M" -o "$work/time.out" \
+        "$cairn" -q -r "$work/ctl/${3:-cairn}" --config "$1" backup --system --name "$2" --json > "$work/out.json" 2>"$work/err.log" \
       && cat "$work/time.out") || { cat "$work/err.log" >&2; return 1; }
   w1=$(wire)
   out=$(python3 -c '
@@ -119,7 +130,7 @@ restic_run() {
   local w0 w1 t a0
   a0=$(size "$work/ctl/restic")
   w0=$(wire)
-  t=$(ip netns exec $db1 /usr/bin/time -f "%e %M" -o "$work/time.out" \
+  t=$(ip netns exec $db1 "${pin_db[@]}" /usr/bin/time -f "%e %M" -o "$work/time.out" \
         restic -q -r "sftp:root@10.232.0.1:$work/ctl/restic" \
         -o sftp.command="ssh -i $work/ssh/sftp -o UserKnownHostsFile=$work/ssh/known_hosts -o StrictHostKeyChecking=yes root@10.232.0.1 -s sftp" \
         backup --stdin --stdin-filename dump.sql < "$work/db1/dump.sql" > /dev/null 2>"$work/err.log" \
@@ -130,8 +141,9 @@ restic_run() {
 
 results="$work/results"; : > "$results"; : > "$work/chunks.log"
 for rep in $(seq "$reps"); do
-  rm -rf "$work/ctl/cairn" "$work/ctl/cairn-local" "$work/ctl/restic" "$work/db1/cache" "$CAIRN_CACHE_DIR" "$RESTIC_CACHE_DIR"
+  rm -rf "$work/ctl/cairn" "$work/ctl/cairn-local" "$work/ctl/cairn-whole" "$work/ctl/restic" "$work/db1/cache" "$CAIRN_CACHE_DIR" "$RESTIC_CACHE_DIR"
   "$cairn" -q -r "$work/ctl/cairn" init > /dev/null
+  "$cairn" -q -r "$work/ctl/cairn-whole" init > /dev/null
   "$cairn" -q -r "$work/ctl/cairn-local" init > /dev/null
   ip netns exec $db1 restic -q -r "sftp:root@10.232.0.1:$work/ctl/restic" \
     -o sftp.command="ssh -i $work/ssh/sftp -o UserKnownHostsFile=$work/ssh/known_hosts -o StrictHostKeyChecking=yes root@10.232.0.1 -s sftp" init > /dev/null
@@ -140,7 +152,10 @@ for rep in $(seq "$reps"); do
     cp "$dumps/$d.sql" "$work/db1/dump.sql"
     echo "$rep $s cairn $(cairn_run "$work/remote.toml" "$s")" >> "$results"
     echo "$rep $s restic $(restic_run)" >> "$results"
-    t=$(ip netns exec $ctl /usr/bin/time -f "%e %M" -o "$work/time.out" \
+    rm -rf "$work/db1/cache.keep"; mv "$work/db1/cache" "$work/db1/cache.keep"
+    echo "$rep $s whole $(cairn_run "$work/remote.toml" "$s" cairn-whole)" >> "$results"
+    rm -rf "$work/db1/cache"; mv "$work/db1/cache.keep" "$work/db1/cache"
+    t=$(ip netns exec $ctl "${pin_db[@]}" /usr/bin/time -f "%e %M" -o "$work/time.out" \
           "$cairn" -q -r "$work/ctl/cairn-local" --config "$work/local.toml" backup --system --name "$s" > /dev/null 2>"$work/err.log" \
         && cat "$work/time.out") || { cat "$work/err.log" >&2; exit 1; }
     echo "$rep $s local $t" >> "$results"
@@ -148,14 +163,14 @@ for rep in $(seq "$reps"); do
 done
 
 size0=$(stat -c %s "$dumps/day0.sql")
-echo "dump: $size0 bytes; $reps runs each, medians"
+echo "dump: $size0 bytes; $reps runs each, medians; PIN=${PIN:-0}"
 printf '%-10s %-7s %8s %9s %12s %12s %12s %10s %10s\n' scenario tool seconds MB/s wire stream added rss_kb agent_kb
 for s in first unchanged oltp_day; do
-  for tool in local cairn restic; do
+  for tool in local cairn whole restic; do
     col() { awk -v s="$s" -v t="$tool" -v c="$1" '$2==s && $3==t {print $c}' "$results" | median; }
     case $tool in
       local) printf '%-10s %-7s %8s %9.1f %12s %12s %12s %10s %10s\n' "$s" local "$(col 4)" "$(awk "BEGIN{print $size0/1e6/$(col 4)}")" - - - "$(col 5)" - ;;
-      cairn) printf '%-10s %-7s %8s %9.1f %12s %12s %12s %10s %10s\n' "$s" cairn "$(col 4)" "$(awk "BEGIN{print $size0/1e6/$(col 4)}")" "$(col 6)" "$(col 7)" "$(col 8)" "$(col 5)" "$(col 9)" ;;
+      cairn|whole) printf '%-10s %-7s %8s %9.1f %12s %12s %12s %10s %10s\n' "$s" "$tool" "$(col 4)" "$(awk "BEGIN{print $size0/1e6/$(col 4)}")" "$(col 6)" "$(col 7)" "$(col 8)" "$(col 5)" "$(col 9)" ;;
       restic) printf '%-10s %-7s %8s %9.1f %12s %12s %12s %10s %10s\n' "$s" restic "$(col 4)" "$(awk "BEGIN{print $size0/1e6/$(col 4)}")" "$(col 6)" - "$(col 7)" "$(col 5)" - ;;
     esac
   done
