@@ -44,6 +44,16 @@ fi
 # One build from a clean clone gains nothing from incremental state; it only takes disk.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
+# A real distributed object store for tests/s3.rs: Garage, built from crates.io (about nine
+# minutes on two cores) into /usr/local unless this version is there already; its build
+# directory is kept in target/garage so that a second run rebuilds nothing.
+GARAGE_VERSION=2.5.0
+if ! garage --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
+  echo "== cargo install garage $GARAGE_VERSION"
+  CARGO_TARGET_DIR=target/garage cargo install garage --version "$GARAGE_VERSION" --locked --quiet \
+    --no-default-features --features bundled-libs,sqlite --root /usr/local
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

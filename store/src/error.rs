@@ -57,6 +57,9 @@ pub enum Error {
     },
     #[error("invalid input: {0}")]
     Invalid(String),
+    /// A remote store (S3) refused or failed a request, after its retries.
+    #[error("{what}: {reason}")]
+    Remote { what: String, reason: String },
     #[error("{0}")]
     Concurrent(String),
     /// A backup's worker threads stopped (the message says why).

@@ -26,16 +26,18 @@
 //! 6. **Listing** returns every object under a prefix, with its size, in one call; an object
 //!    being put may or may not be listed, a complete one is.
 //!
-//! A new storage (S3-compatible, say) is one new file implementing the trait and one case in
-//! [`Location::parse`] and [`Location::open`].
+//! A storage is one file implementing the trait and one case in [`Location::parse`] and
+//! [`Location::open`]: `local.rs` (a directory) and `s3.rs` (a bucket of an S3-compatible store).
 
 mod local;
+mod s3;
 
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use local::LocalStore;
+pub use s3::S3Store;
 
 use crate::error::{Error, Result};
 
@@ -129,6 +131,64 @@ pub enum Location {
     /// A directory on a local or mounted filesystem (a SAN volume works as long as it honours
     /// fsync, rename and link).
     Local(PathBuf),
+    /// A bucket (and prefix) of an S3-compatible store: `s3:https://HOST[:PORT]/BUCKET[/PREFIX]`.
+    S3(S3Location),
+}
+
+/// Where an S3 repository is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Location {
+    /// `http[s]://HOST[:PORT]`
+    pub endpoint: String,
+    pub bucket: String,
+    /// Without leading or trailing `/`; empty for the bucket's root.
+    pub prefix: String,
+}
+
+impl S3Location {
+    fn parse(s: &str) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::Invalid(format!(
+                "repository location s3:{s}: {why} (expected s3:https://HOST[:PORT]/BUCKET[/PREFIX])"
+            ))
+        };
+        let (scheme, rest) = s.split_once("://").ok_or_else(|| bad("no http:// or https://"))?;
+        if scheme != "https" && scheme != "http" {
+            return Err(bad("the scheme must be https or http"));
+        }
+        let (host, path) = rest.split_once('/').ok_or_else(|| bad("no bucket"))?;
+        if host.is_empty() || host.contains(['@', '?', '#']) {
+            return Err(bad("a bad host"));
+        }
+        let path = path.trim_matches('/');
+        let (bucket, prefix) = path.split_once('/').unwrap_or((path, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        if !bucket_ok {
+            return Err(bad("a bucket name is 3 to 63 lowercase letters, digits, '-' or '.'"));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
+            return Err(bad("a bad prefix"));
+        }
+        Ok(Self {
+            endpoint: format!("{scheme}://{host}"),
+            bucket: bucket.to_string(),
+            prefix: prefix.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for S3Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "s3:{}/{}", self.endpoint, self.bucket)?;
+        if !self.prefix.is_empty() {
+            write!(f, "/{}", self.prefix)?;
+        }
+        Ok(())
+    }
 }
 
 impl Location {
@@ -140,10 +200,13 @@ impl Location {
         if let Some(path) = s.strip_prefix("local:") {
             return Ok(Location::Local(path.into()));
         }
+        if let Some(rest) = s.strip_prefix("s3:") {
+            return Ok(Location::S3(S3Location::parse(rest)?));
+        }
         if let Some((scheme, _)) = s.split_once(':') {
             let looks_like_scheme =
                 !scheme.is_empty() && scheme.chars().all(|c| c.is_ascii_alphanumeric()) && !s.starts_with('/');
-            if looks_like_scheme && ["s3", "sftp", "rest", "http", "https"].contains(&scheme) {
+            if looks_like_scheme && ["sftp", "rest", "http", "https"].contains(&scheme) {
                 return Err(Error::Invalid(format!(
                     "repository location {s:?}: {scheme}: repositories are not supported by this cairn"
                 )));
@@ -156,6 +219,7 @@ impl Location {
     pub fn open(&self) -> Result<Arc<dyn ObjectStore>> {
         match self {
             Location::Local(p) => Ok(Arc::new(LocalStore::open(p)?)),
+            Location::S3(l) => Ok(Arc::new(s3::SharedS3(Arc::new(S3Store::open(l)?)))),
         }
     }
 
@@ -163,6 +227,7 @@ impl Location {
     pub fn create(&self) -> Result<Arc<dyn ObjectStore>> {
         match self {
             Location::Local(p) => Ok(Arc::new(LocalStore::create(p)?)),
+            Location::S3(l) => Ok(Arc::new(s3::SharedS3(Arc::new(S3Store::create(l)?)))),
         }
     }
 
@@ -170,6 +235,7 @@ impl Location {
     pub fn local_path(&self) -> Option<&std::path::Path> {
         match self {
             Location::Local(p) => Some(p),
+            Location::S3(_) => None,
         }
     }
 
@@ -177,6 +243,7 @@ impl Location {
     pub fn describe(&self, name: &str) -> String {
         match self {
             Location::Local(p) => p.join(name).display().to_string(),
+            Location::S3(l) => format!("{l}/{name}"),
         }
     }
 }
@@ -185,6 +252,7 @@ impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Location::Local(p) => write!(f, "{}", p.display()),
+            Location::S3(l) => write!(f, "{l}"),
         }
     }
 }
@@ -220,8 +288,39 @@ mod tests {
             Location::parse("/odd:name").unwrap(),
             Location::Local("/odd:name".into())
         );
-        let e = Location::parse("s3:https://h/b").unwrap_err().to_string();
+        let e = Location::parse("sftp:host:/b").unwrap_err().to_string();
         assert!(e.contains("not supported"), "{e}");
         assert!(Location::parse("").is_err());
+    }
+
+    #[test]
+    fn s3_locations_parse() {
+        let l = Location::parse("s3:https://s3.example.net:3900/backups/site1/cairn/").unwrap();
+        assert_eq!(
+            l,
+            Location::S3(S3Location {
+                endpoint: "https://s3.example.net:3900".into(),
+                bucket: "backups".into(),
+                prefix: "site1/cairn".into(),
+            })
+        );
+        assert_eq!(l.to_string(), "s3:https://s3.example.net:3900/backups/site1/cairn");
+        assert_eq!(l.local_path(), None);
+        let root = Location::parse("s3:http://127.0.0.1:3900/cairn").unwrap();
+        assert_eq!(root.to_string(), "s3:http://127.0.0.1:3900/cairn");
+        assert_eq!(root.describe("config"), "s3:http://127.0.0.1:3900/cairn/config");
+        for bad in [
+            "s3:s3.example.net/b",
+            "s3:ftp://h/bucket",
+            "s3:https://h",
+            "s3:https://h/",
+            "s3:https://h/UPPER",
+            "s3:https://h/ab",
+            "s3:https://h/bucket/../x",
+            "s3:https://user@h/bucket",
+        ] {
+            let e = Location::parse(bad).unwrap_err().to_string();
+            assert!(e.contains("expected s3:https://HOST"), "{bad}: {e}");
+        }
     }
 }

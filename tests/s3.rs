@@ -1,0 +1,302 @@
+//! The repository in a bucket of a real three-node Garage cluster (replication factor 3),
+//! started by `tests/servers/garage.sh` on loopback ports.
+
+mod support;
+
+use std::process::Stdio;
+
+use support::servers::{line, sh};
+use support::{random_bytes, stderr, stdout, Env};
+
+/// A Garage cluster of three nodes, stopped when dropped.
+struct Garage {
+    dir: std::path::PathBuf,
+    /// `export` lines: the key, the region and the nodes' S3 addresses.
+    env: Vec<(String, String)>,
+}
+
+impl Garage {
+    fn start(dir: &std::path::Path, base: u16) -> Garage {
+        // Made first, so that a start that fails half way is stopped too (by `drop`).
+        let mut g = Garage {
+            dir: dir.to_path_buf(),
+            env: Vec::new(),
+        };
+        sh(&line("garage", &["start", &dir.to_string_lossy(), &base.to_string()]));
+        let text = std::fs::read_to_string(dir.join("env")).unwrap();
+        g.env = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect();
+        g
+    }
+
+    fn var(&self, k: &str) -> String {
+        self.env.iter().find(|(n, _)| n == k).unwrap().1.clone()
+    }
+
+    /// The S3 address of node `i` (1-3).
+    fn node(&self, i: usize) -> String {
+        self.var("S3_ENDPOINTS").split(' ').nth(i - 1).unwrap().to_string()
+    }
+
+    fn kill(&self, i: usize) {
+        sh(&line("garage", &["kill", &self.dir.to_string_lossy(), &i.to_string()]));
+    }
+
+    fn restart(&self, i: usize) {
+        sh(&line(
+            "garage",
+            &["restart", &self.dir.to_string_lossy(), &i.to_string()],
+        ));
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(support::servers::script("garage"))
+            .args(["stop", &self.dir.to_string_lossy()])
+            .status();
+    }
+}
+
+/// An environment whose repository is `s3:http://NODE/cairn/PREFIX` on node `node` of `g`.
+fn s3_env(g: &Garage, node: usize, prefix: &str) -> Env {
+    let mut env = Env::empty();
+    env.repo = format!("s3:http://{}/cairn/{prefix}", g.node(node)).into();
+    env
+}
+
+fn with_keys(g: &Garage, mut c: std::process::Command) -> std::process::Command {
+    for (k, v) in &g.env {
+        c.env(k, v);
+    }
+    c
+}
+
+fn ok(g: &Garage, env: &Env, args: &[&str]) -> String {
+    let o = with_keys(g, env.cmd(args)).output().unwrap();
+    assert!(
+        o.status.success(),
+        "cairn {args:?} failed: {}{}",
+        stderr(&o),
+        stdout(&o)
+    );
+    stdout(&o)
+}
+
+fn backup(g: &Garage, env: &Env, name: &str, data: &[u8]) -> std::process::Output {
+    let mut c = with_keys(g, env.cmd(&["backup", "--name", name, "--json", "--stdin", "db.sql"]));
+    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let w = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap();
+    out
+}
+
+fn dump(g: &Garage, env: &Env, name: &str) -> Vec<u8> {
+    let o = with_keys(g, env.cmd(&["dump", name, "db.sql"])).output().unwrap();
+    assert!(o.status.success(), "dump failed: {}", stderr(&o));
+    o.stdout
+}
+
+fn garage_available() -> bool {
+    if std::process::Command::new("garage").arg("--version").output().is_err() {
+        // scripts/test.sh installs it; a run without it says so rather than pass silently.
+        assert!(
+            std::env::var_os("CAIRN_TESTS_WITHOUT_GARAGE").is_some(),
+            "garage is not installed (scripts/test.sh installs it; CAIRN_TESTS_WITHOUT_GARAGE=1 skips)"
+        );
+        return false;
+    }
+    true
+}
+
+/// Backup, restore, check, forget and prune against the cluster; a day of changes adds what a
+/// local repository would; a node killed in the middle of a backup and of a restore.
+#[test]
+fn a_repository_in_garage_backs_up_restores_checks_and_prunes() {
+    if !garage_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Garage::start(&tmp.path().join("garage"), 23900);
+    let env = s3_env(&g, 1, "repo1");
+    ok(&g, &env, &["init", "--pack-size-mib", "4"]);
+    let local = Env::new();
+
+    let days: Vec<Vec<u8>> = (0..3u64)
+        .map(|d| {
+            let mut v = random_bytes(6 << 20, 7);
+            v[(d as usize) << 20..((d as usize) << 20) + 4096].copy_from_slice(&random_bytes(4096, 100 + d));
+            v
+        })
+        .collect();
+    let mut added = Vec::new();
+    for (d, data) in days.iter().enumerate() {
+        let o = backup(&g, &env, &format!("day{d}"), data);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let l = local.backup_bytes(&format!("day{d}"), "db.sql", data);
+        let n = |v: &serde_json::Value| support::json_u64(v, "bytes_added");
+        added.push((n(&s), n(&l)));
+    }
+    // The same chunks, so about the same bytes as on a local repository (packs' own sizes
+    // differ only by their count).
+    for (d, (s3, loc)) in added.iter().enumerate().skip(1) {
+        assert!(
+            s3.abs_diff(*loc) * 10 <= *loc + 100_000,
+            "day{d}: {s3} on S3, {loc} locally"
+        );
+    }
+    for (d, data) in days.iter().enumerate() {
+        assert_eq!(&dump(&g, &env, &format!("day{d}")), data);
+    }
+    // Through another node: the same repository.
+    let other = {
+        let mut e = s3_env(&g, 2, "repo1");
+        e.cache = env.cache.clone();
+        e
+    };
+    assert!(ok(&g, &other, &["snapshots"]).contains("day2"));
+    let check = ok(&g, &env, &["check", "--read-data"]);
+    assert!(check.contains("no errors found"), "{check}");
+
+    // A node dies in the middle of a backup and of a restore: both finish (two of three
+    // replicas answer), and nothing is lost.
+    let big = random_bytes(24 << 20, 9);
+    let mut c = with_keys(&g, env.cmd(&["backup", "--name", "big", "--stdin", "db.sql"]));
+    c.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    {
+        use std::io::Write;
+        stdin.write_all(&big[..8 << 20]).unwrap();
+        g.kill(3);
+        stdin.write_all(&big[8 << 20..]).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "backup with node 3 down: {}", stderr(&out));
+    g.restart(3);
+    // Node 3 serves again (through its own address) before node 2 goes: one node down at a time.
+    let through3 = {
+        let mut e = s3_env(&g, 3, "repo1");
+        e.cache = env.cache.clone();
+        e
+    };
+    assert!(ok(&g, &through3, &["snapshots"]).contains("big"));
+    let mut c = with_keys(&g, env.cmd(&["dump", "big", "db.sql"]));
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut head = vec![0u8; 1 << 20];
+    {
+        use std::io::Read;
+        child.stdout.as_mut().unwrap().read_exact(&mut head).unwrap();
+    }
+    g.kill(2);
+    let rest = child.wait_with_output().unwrap();
+    assert!(rest.status.success(), "dump with node 2 down: {}", stderr(&rest));
+    head.extend_from_slice(&rest.stdout);
+    assert!(head == big, "the restore read what was stored");
+    g.restart(2);
+
+    // Forget and prune: the kept snapshots still restore; the bucket shrinks.
+    ok(&g, &env, &["forget", "day0", "day1", "big"]);
+    let r: serde_json::Value =
+        serde_json::from_str(&ok(&g, &env, &["prune", "--grace-period", "0", "--json"])).unwrap();
+    assert!(r["packs_deleted"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(dump(&g, &env, "day2"), days[2]);
+    let check = ok(&g, &env, &["check", "--read-data"]);
+    assert!(check.contains("no errors found"), "{check}");
+}
+
+/// Two backups taking one snapshot name at the same moment: exactly one gets it (the store
+/// decides names without conditional writes, `store/src/storage/s3.rs`).
+#[test]
+fn two_writers_racing_for_one_name_in_garage_get_it_once() {
+    if !garage_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Garage::start(&tmp.path().join("garage"), 24900);
+    let env = s3_env(&g, 1, "race");
+    ok(&g, &env, &["init"]);
+    for round in 0..4 {
+        let name = format!("same{round}");
+        let runs: Vec<_> = (0..2)
+            .map(|w| {
+                let mut e = s3_env(&g, 1 + w, "race");
+                e.cache = env.path(&format!("cache{w}"));
+                let data = random_bytes(64 << 10, round * 10 + w as u64);
+                let name = name.clone();
+                let g_env = g.env.clone();
+                std::thread::spawn(move || {
+                    let mut c = e.cmd(&["backup", "--name", &name, "--stdin", "db.sql"]);
+                    for (k, v) in &g_env {
+                        c.env(k, v);
+                    }
+                    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+                    let mut child = c.spawn().unwrap();
+                    {
+                        use std::io::Write;
+                        child.stdin.take().unwrap().write_all(&data).unwrap();
+                    }
+                    let o = child.wait_with_output().unwrap();
+                    (o, data, e)
+                })
+            })
+            .collect();
+        let done: Vec<_> = runs.into_iter().map(|t| t.join().unwrap()).collect();
+        let won: Vec<_> = done.iter().filter(|(o, _, _)| o.status.success()).collect();
+        assert_eq!(won.len(), 1, "round {round}: {} writers got {name}", won.len());
+        let lost = done.iter().find(|(o, _, _)| !o.status.success()).unwrap();
+        let why = stderr(&lost.0);
+        assert!(why.contains("already taken") || why.contains("claiming"), "{why}");
+        assert_eq!(dump(&g, &env, &name), won[0].1, "the name holds the winner's data");
+    }
+}
+
+/// Wrong credentials and a missing bucket: clear errors, non-zero exits, nothing created.
+#[test]
+fn wrong_credentials_and_a_missing_bucket_are_clear_errors() {
+    if !garage_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let g = Garage::start(&tmp.path().join("garage"), 25900);
+    let env = s3_env(&g, 1, "creds");
+    ok(&g, &env, &["init"]);
+    let o = with_keys(&g, env.cmd(&["snapshots"]))
+        .env("AWS_SECRET_ACCESS_KEY", "0".repeat(64))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("AWS_SECRET_ACCESS_KEY") && e.contains("creds"), "{e}");
+
+    let mut missing = Env::empty();
+    missing.repo = format!("s3:http://{}/nosuchbucket/x", g.node(1)).into();
+    let o = with_keys(&g, missing.cmd(&["init"])).output().unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("nosuchbucket") && e.contains("bucket"), "{e}");
+
+    let o = with_keys(&g, env.cmd(&["snapshots"]))
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("HOME", tmp.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no S3 credentials"), "{}", stderr(&o));
+}
