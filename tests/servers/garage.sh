@@ -36,14 +36,19 @@ node_id() {
   tail -n 20 "$dir/node$1.log" >&2; die "node $1 does not answer"
 }
 
-# connect_to I: every other running node connects to node I now (rather than at its next retry).
+# connect_to I: every other running node connects to node I now (rather than at its next
+# retry); node I may still be starting (its id is on disk before it listens): tried for 30 s.
 connect_to() {
-  local id j
+  local id j err
   id=$(node_id "$1")
   for j in 1 2 3; do
     [ "$j" = "$1" ] && continue
     pid "$j" >/dev/null || continue
-    garage -c "$dir/node$j.toml" node connect "$id" >/dev/null || die "node $j cannot reach node $1"
+    for _ in $(seq 300); do
+      err=$(garage -c "$dir/node$j.toml" node connect "$id" 2>&1 >/dev/null) && continue 2
+      sleep 0.1
+    done
+    echo "$err" >&2; die "node $j cannot reach node $1"
   done
 }
 
