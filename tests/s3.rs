@@ -286,10 +286,15 @@ fn wrong_credentials_and_a_missing_bucket_are_clear_errors() {
 
     let mut missing = Env::empty();
     missing.repo = format!("s3:http://{}/nosuchbucket/x", g.node(1)).into();
-    let o = with_keys(&g, missing.cmd(&["init"])).output().unwrap();
-    assert!(!o.status.success());
-    let e = stderr(&o);
-    assert!(e.contains("nosuchbucket") && e.contains("bucket"), "{e}");
+    for args in [&["init"][..], &["snapshots"]] {
+        let o = with_keys(&g, missing.cmd(args)).output().unwrap();
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert!(
+            e.contains("nosuchbucket") && e.contains("the bucket does not exist"),
+            "{args:?}: {e}"
+        );
+    }
 
     let o = with_keys(&g, env.cmd(&["snapshots"]))
         .env_remove("AWS_ACCESS_KEY_ID")

@@ -208,7 +208,11 @@ impl S3Store {
         let s = Self::connect(loc)?;
         match s.size("config") {
             Ok(_) => Ok(s),
-            Err(Error::NotFound(_)) => Err(Error::NoRepository(s.location.to_string())),
+            // A `HEAD` cannot tell a missing bucket from a missing object: a listing can.
+            Err(Error::NotFound(_)) => match s.first_object() {
+                Ok(_) => Err(Error::NoRepository(s.location.to_string())),
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         }
     }
@@ -216,17 +220,28 @@ impl S3Store {
     /// The store for a new repository: nothing may be under the prefix yet.
     pub fn create(loc: &S3Location) -> Result<Self> {
         let s = Self::connect(loc)?;
-        let any = s.block(async {
+        match s.first_object()? {
+            None => Ok(s),
+            Some(_) => Err(Error::AlreadyExists(s.location.to_string())),
+        }
+    }
+
+    /// Any one object under the prefix (an error if the bucket is missing).
+    fn first_object(&self) -> Result<Option<object_store::ObjectMeta>> {
+        let any = self.block(async {
             use futures::StreamExt;
-            let p = s.path_prefix();
-            let mut list = s.s3.list(p.as_ref());
+            let p = self.path_prefix();
+            let mut list = self.s3.list(p.as_ref());
             list.next().await.transpose()
         });
-        match any {
-            Ok(None) => Ok(s),
-            Ok(Some(_)) => Err(Error::AlreadyExists(s.location.to_string())),
-            Err(e) => Err(s.err("", e)),
-        }
+        any.map_err(|e| match e {
+            // The bucket itself is missing (a 404 on a listing).
+            object_store::Error::NotFound { .. } => Error::Remote {
+                what: self.location.to_string(),
+                reason: explain(&e),
+            },
+            e => self.err("", e),
+        })
     }
 
     fn block<F: std::future::Future>(&self, f: F) -> F::Output {
