@@ -8,19 +8,29 @@ use std::process::Stdio;
 use support::servers::{line, sh};
 use support::{random_bytes, stderr, stdout, Env};
 
-/// A Garage cluster of three nodes, stopped when dropped.
+/// A Garage cluster of three nodes in a temp dir of its own, stopped when dropped (before its
+/// directory goes).
 struct Garage {
     dir: std::path::PathBuf,
     /// `export` lines: the key, the region and the nodes' S3 addresses.
     env: Vec<(String, String)>,
+    _tmp: tempfile::TempDir,
 }
 
 impl Garage {
-    fn start(dir: &std::path::Path, base: u16) -> Garage {
+    /// A cluster on ports from `base`; `None` where garage is not installed and
+    /// `CAIRN_TESTS_WITHOUT_GARAGE` says to skip.
+    fn start(base: u16) -> Option<Garage> {
+        if !garage_available() {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("garage");
         // Made first, so that a start that fails half way is stopped too (by `drop`).
         let mut g = Garage {
-            dir: dir.to_path_buf(),
+            dir: dir.clone(),
             env: Vec::new(),
+            _tmp: tmp,
         };
         sh(&line("garage", &["start", &dir.to_string_lossy(), &base.to_string()]));
         let text = std::fs::read_to_string(dir.join("env")).unwrap();
@@ -30,7 +40,7 @@ impl Garage {
             .filter_map(|l| l.split_once('='))
             .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
             .collect();
-        g
+        Some(g)
     }
 
     fn var(&self, k: &str) -> String {
@@ -68,6 +78,14 @@ fn s3_env(g: &Garage, node: usize, prefix: &str) -> Env {
     let mut env = Env::empty();
     env.repo = format!("s3:http://{}/cairn/{prefix}", g.node(node)).into();
     env
+}
+
+/// The same repository through node `node`, with the index cache `cache` (`env`'s own, or
+/// another host's).
+fn via(g: &Garage, node: usize, prefix: &str, cache: std::path::PathBuf) -> Env {
+    let mut e = s3_env(g, node, prefix);
+    e.cache = cache;
+    e
 }
 
 fn with_keys(g: &Garage, mut c: std::process::Command) -> std::process::Command {
@@ -125,11 +143,9 @@ fn garage_available() -> bool {
 /// local repository would; a node killed in the middle of a backup and of a restore.
 #[test]
 fn a_repository_in_garage_backs_up_restores_checks_and_prunes() {
-    if !garage_available() {
+    let Some(g) = Garage::start(23900) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let g = Garage::start(&tmp.path().join("garage"), 23900);
+    };
     let env = s3_env(&g, 1, "repo1");
     ok(&g, &env, &["init", "--pack-size-mib", "4"]);
     let local = Env::new();
@@ -162,11 +178,7 @@ fn a_repository_in_garage_backs_up_restores_checks_and_prunes() {
         assert_eq!(&dump(&g, &env, &format!("day{d}")), data);
     }
     // Through another node: the same repository.
-    let other = {
-        let mut e = s3_env(&g, 2, "repo1");
-        e.cache = env.cache.clone();
-        e
-    };
+    let other = via(&g, 2, "repo1", env.cache.clone());
     assert!(ok(&g, &other, &["snapshots"]).contains("day2"));
     let check = ok(&g, &env, &["check", "--read-data"]);
     assert!(check.contains("no errors found"), "{check}");
@@ -189,11 +201,7 @@ fn a_repository_in_garage_backs_up_restores_checks_and_prunes() {
     assert!(out.status.success(), "backup with node 3 down: {}", stderr(&out));
     g.restart(3);
     // Node 3 serves again (through its own address) before node 2 goes: one node down at a time.
-    let through3 = {
-        let mut e = s3_env(&g, 3, "repo1");
-        e.cache = env.cache.clone();
-        e
-    };
+    let through3 = via(&g, 3, "repo1", env.cache.clone());
     assert!(ok(&g, &through3, &["snapshots"]).contains("big"));
     let mut c = with_keys(&g, env.cmd(&["dump", "big", "db.sql"]));
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -224,42 +232,27 @@ fn a_repository_in_garage_backs_up_restores_checks_and_prunes() {
 /// decides names without conditional writes, `store/src/storage/s3.rs`).
 #[test]
 fn two_writers_racing_for_one_name_in_garage_get_it_once() {
-    if !garage_available() {
+    let Some(g) = Garage::start(24900) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let g = Garage::start(&tmp.path().join("garage"), 24900);
+    };
     let env = s3_env(&g, 1, "race");
     ok(&g, &env, &["init"]);
     for round in 0..4 {
         let name = format!("same{round}");
-        let runs: Vec<_> = (0..2)
-            .map(|w| {
-                let mut e = s3_env(&g, 1 + w, "race");
-                e.cache = env.path(&format!("cache{w}"));
-                let data = random_bytes(64 << 10, round * 10 + w as u64);
-                let name = name.clone();
-                let g_env = g.env.clone();
-                std::thread::spawn(move || {
-                    let mut c = e.cmd(&["backup", "--name", &name, "--stdin", "db.sql"]);
-                    for (k, v) in &g_env {
-                        c.env(k, v);
-                    }
-                    c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-                    let mut child = c.spawn().unwrap();
-                    {
-                        use std::io::Write;
-                        child.stdin.take().unwrap().write_all(&data).unwrap();
-                    }
-                    let o = child.wait_with_output().unwrap();
-                    (o, data, e)
+        let done: Vec<_> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..2)
+                .map(|w| {
+                    let e = via(&g, 1 + w, "race", env.path(&format!("cache{w}")));
+                    let data = random_bytes(64 << 10, round * 10 + w as u64);
+                    let (g, name) = (&g, &name);
+                    scope.spawn(move || (backup(g, &e, name, &data), data))
                 })
-            })
-            .collect();
-        let done: Vec<_> = runs.into_iter().map(|t| t.join().unwrap()).collect();
-        let won: Vec<_> = done.iter().filter(|(o, _, _)| o.status.success()).collect();
+                .collect();
+            runs.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let won: Vec<_> = done.iter().filter(|(o, _)| o.status.success()).collect();
         assert_eq!(won.len(), 1, "round {round}: {} writers got {name}", won.len());
-        let lost = done.iter().find(|(o, _, _)| !o.status.success()).unwrap();
+        let lost = done.iter().find(|(o, _)| !o.status.success()).unwrap();
         let why = stderr(&lost.0);
         assert!(why.contains("already taken") || why.contains("claiming"), "{why}");
         assert_eq!(dump(&g, &env, &name), won[0].1, "the name holds the winner's data");
@@ -269,11 +262,9 @@ fn two_writers_racing_for_one_name_in_garage_get_it_once() {
 /// Wrong credentials and a missing bucket: clear errors, non-zero exits, nothing created.
 #[test]
 fn wrong_credentials_and_a_missing_bucket_are_clear_errors() {
-    if !garage_available() {
+    let Some(g) = Garage::start(25900) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let g = Garage::start(&tmp.path().join("garage"), 25900);
+    };
     let env = s3_env(&g, 1, "creds");
     ok(&g, &env, &["init"]);
     let o = with_keys(&g, env.cmd(&["snapshots"]))
@@ -299,7 +290,7 @@ fn wrong_credentials_and_a_missing_bucket_are_clear_errors() {
     let o = with_keys(&g, env.cmd(&["snapshots"]))
         .env_remove("AWS_ACCESS_KEY_ID")
         .env_remove("AWS_SECRET_ACCESS_KEY")
-        .env("HOME", tmp.path())
+        .env("HOME", &g.dir)
         .output()
         .unwrap();
     assert!(!o.status.success());
@@ -310,11 +301,9 @@ fn wrong_credentials_and_a_missing_bucket_are_clear_errors() {
 /// lock that stops them, deletes nothing they may reference, and everything restores.
 #[test]
 fn backups_from_two_hosts_while_a_prune_runs_lose_nothing() {
-    if !garage_available() {
+    let Some(g) = Garage::start(22900) else {
         return;
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let g = Garage::start(&tmp.path().join("garage"), 22900);
+    };
     let env = s3_env(&g, 1, "shared");
     ok(&g, &env, &["init", "--pack-size-mib", "1"]);
     let days: Vec<Vec<u8>> = (0..4u64).map(|d| random_bytes(3 << 20, 40 + d)).collect();
@@ -328,11 +317,7 @@ fn backups_from_two_hosts_while_a_prune_runs_lose_nothing() {
     // backs up something new through another node; the prune runs meanwhile.
     let src = env.path("old.sql");
     std::fs::write(&src, &days[0]).unwrap();
-    let host = |i: usize| {
-        let mut e = s3_env(&g, i, "shared");
-        e.cache = env.path(&format!("cache-host{i}"));
-        e
-    };
+    let host = |i: usize| via(&g, i, "shared", env.path(&format!("cache-host{i}")));
     let (a, b) = (host(1), host(2));
     let spawn = |e: &Env, name: &str, script: String| {
         let mut c = with_keys(

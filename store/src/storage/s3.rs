@@ -320,17 +320,35 @@ impl S3Store {
         r.map_err(|e| self.err(name, e))
     }
 
-    /// Every listed object under `dir` with its time (seconds, by the store's clock).
-    fn list_timed(&self, dir: &str) -> Result<Vec<(String, i64)>> {
-        let key = self.key(dir.trim_end_matches('/'));
+    /// Every object under the directory `dir` (whole path segments; `""` for all), by one
+    /// paginated listing.
+    fn listed(&self, dir: &str) -> Result<Vec<object_store::ObjectMeta>> {
+        let dir = dir.trim_end_matches('/');
+        let key = if dir.is_empty() {
+            self.path_prefix()
+        } else {
+            Some(self.key(dir))
+        };
         let r: object_store::Result<Vec<object_store::ObjectMeta>> = self.block(async {
             use futures::TryStreamExt;
-            self.s3.list(Some(&key)).try_collect().await
+            self.s3.list(key.as_ref()).try_collect().await
         });
-        Ok(r.map_err(|e| self.err(dir, e))?
+        r.map_err(|e| self.err(dir, e))
+    }
+
+    /// Every listed object under `dir` with its time (seconds, by the store's clock).
+    fn list_timed(&self, dir: &str) -> Result<Vec<(String, i64)>> {
+        Ok(self
+            .listed(dir)?
             .into_iter()
             .map(|m| (self.name_of(&m.location), m.last_modified.timestamp()))
             .collect())
+    }
+
+    fn size(&self, name: &str) -> Result<u64> {
+        self.block(self.s3.head(&self.key(name)))
+            .map(|m| m.size)
+            .map_err(|e| self.err(name, e))
     }
 }
 
@@ -506,17 +524,8 @@ impl ObjectStore for SharedS3 {
         let s = &self.0;
         // The listing is by whole path segments: list the directory part, filter the rest.
         let (dir, _) = prefix.rsplit_once('/').unwrap_or(("", prefix));
-        let key = if dir.is_empty() {
-            s.path_prefix()
-        } else {
-            Some(s.key(dir))
-        };
-        let r: object_store::Result<Vec<object_store::ObjectMeta>> = s.block(async {
-            use futures::TryStreamExt;
-            s.s3.list(key.as_ref()).try_collect().await
-        });
-        let mut out: Vec<ObjectInfo> = r
-            .map_err(|e| s.err(prefix, e))?
+        let mut out: Vec<ObjectInfo> = s
+            .listed(dir)?
             .into_iter()
             .map(|m| ObjectInfo {
                 name: s.name_of(&m.location),
@@ -535,14 +544,6 @@ impl ObjectStore for SharedS3 {
             Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(s.err(name, e)),
         }
-    }
-}
-
-impl S3Store {
-    fn size(&self, name: &str) -> Result<u64> {
-        self.block(self.s3.head(&self.key(name)))
-            .map(|m| m.size)
-            .map_err(|e| self.err(name, e))
     }
 }
 

@@ -162,9 +162,9 @@ pub struct HostChunker {
     shift: i64,
 }
 
-/// Whether process `pid` is alive (on this host, in this pid namespace).
-fn alive(pid: &str) -> bool {
-    Path::new("/proc").join(pid).exists()
+/// A new file of the cache, `0600`.
+fn private_file(path: &Path) -> io::Result<File> {
+    crate::util::create_private_file(path).map_err(|e| io::Error::other(e.to_string()))
 }
 
 impl HostChunker {
@@ -179,7 +179,7 @@ impl HostChunker {
         for e in std::fs::read_dir(dir)? {
             let file = e?.file_name().to_string_lossy().into_owned();
             if let Some(pid) = file.strip_prefix(&dotted).and_then(|r| r.split('.').next()) {
-                if pid.chars().all(|c| c.is_ascii_digit()) && !alive(pid) {
+                if pid.parse::<u32>().is_ok_and(|p| !crate::util::pid_alive(p)) {
                     let _ = std::fs::remove_file(dir.join(&file));
                 }
             }
@@ -195,17 +195,8 @@ impl HostChunker {
             }
         };
         let part = format!("{name}.{}.{seg_id:016x}", std::process::id());
-        let open = |ext: &str| {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(dir.join(format!(".{part}.{ext}")))
-        };
-        let seg = open("seg")?;
-        let mut list = BufWriter::new(open("list")?);
+        let seg = private_file(&dir.join(format!(".{part}.seg")))?;
+        let mut list = BufWriter::new(private_file(&dir.join(format!(".{part}.list")))?);
         list.write_all(CACHE_MAGIC)?;
         list.write_all(&keys.fingerprint())?;
         Ok(Self {
@@ -319,14 +310,7 @@ impl HostChunker {
             .map(|p| p.segments.iter().map(|s| s.0).collect())
             .unwrap_or_default();
         let mut written = io::BufReader::new(File::open(dir.join(format!(".{part}.list")))?);
-        let mut kept = BufWriter::new({
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(dir.join(format!(".{part}.keep")))?
-        });
+        let mut kept = BufWriter::new(private_file(&dir.join(format!(".{part}.keep")))?);
         let mut head = [0u8; 32];
         written.read_exact(&mut head)?;
         kept.write_all(&head)?;
@@ -449,16 +433,31 @@ mod tests {
     use super::*;
     use crate::chunker::ChunkerParams;
 
-    #[test]
-    fn the_host_chunker_proposes_last_streams_chunks_and_reads_them_back_checked() {
-        let dir = tempfile::tempdir().unwrap();
-        let keys = ChunkingKeys {
+    fn keys() -> ChunkingKeys {
+        ChunkingKeys {
             params: ChunkerParams::with_avg(4096),
             chunker_key: [1; 32],
             id_key: [2; 32],
             level: 1,
             delta_level: 3,
-        };
+        }
+    }
+
+    /// Cuts `data` with `h`: each chunk's offer and place.
+    fn cut(h: &mut HostChunker, data: &[u8]) -> Vec<(Offered, Place)> {
+        let mut offers = Vec::new();
+        h.run(data, |o, at| {
+            offers.push((o, at));
+            Ok(())
+        })
+        .unwrap();
+        offers
+    }
+
+    #[test]
+    fn the_host_chunker_proposes_last_streams_chunks_and_reads_them_back_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = keys();
         let day0: Vec<u8> = (0..200_000u32)
             .flat_map(|i| (i.wrapping_mul(2654435761) >> 7).to_le_bytes())
             .collect();
@@ -466,12 +465,7 @@ mod tests {
         day1[400_000..400_004].copy_from_slice(b"CHNG");
         let run = |data: &[u8]| {
             let mut h = HostChunker::open(dir.path(), "item", keys.clone()).unwrap();
-            let mut offers = Vec::new();
-            h.run(data, |o, at| {
-                offers.push((o, at));
-                Ok(())
-            })
-            .unwrap();
+            let offers = cut(&mut h, data);
             let r = h.reader().unwrap();
             let msgs: Vec<Message> = offers.iter().map(|(o, at)| r.message(*at, o, true).unwrap()).collect();
             h.finish().unwrap();
@@ -499,12 +493,7 @@ mod tests {
             f.write_all_at(&[0xff; 64], 0).unwrap();
         }
         let mut h = HostChunker::open(dir.path(), "item", keys.clone()).unwrap();
-        let mut offers = Vec::new();
-        h.run(&day0[..], |o, at| {
-            offers.push((o, at));
-            Ok(())
-        })
-        .unwrap();
+        let offers = cut(&mut h, &day0);
         let r = h.reader().unwrap();
         let mut proposed = 0;
         for (o, at) in offers.iter().filter(|(o, _)| !o.bases.is_empty()) {
@@ -540,26 +529,11 @@ mod tests {
         );
     }
 
-    fn keys() -> ChunkingKeys {
-        ChunkingKeys {
-            params: ChunkerParams::with_avg(4096),
-            chunker_key: [1; 32],
-            id_key: [2; 32],
-            level: 1,
-            delta_level: 3,
-        }
-    }
-
     /// Cuts `data` as the cache's item `name` and keeps it; returns the offers and the bytes
     /// the cache's files hold afterwards.
     fn keep(dir: &Path, name: &str, data: &[u8]) -> (Vec<(Offered, Place)>, u64) {
         let mut h = HostChunker::open(dir, name, keys()).unwrap();
-        let mut offers = Vec::new();
-        h.run(data, |o, at| {
-            offers.push((o, at));
-            Ok(())
-        })
-        .unwrap();
+        let offers = cut(&mut h, data);
         let r = h.reader().unwrap();
         for (o, at) in &offers {
             let Message::Chunk { payload, .. } = r.message(*at, o, false).unwrap() else {
