@@ -365,11 +365,18 @@ fn explain(e: &object_store::Error) -> String {
         }
         cause = c.source();
     }
-    let hint = if text.contains("403") || text.contains("InvalidAccessKeyId") || text.contains("SignatureDoesNotMatch")
-    {
-        " (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION, which must be the store's region)"
-    } else if text.contains("NoSuchBucket") {
+    // By the status line and the store's error code, not a bare number: the text also holds
+    // the request's duration ("in 667.403µs").
+    let denied = [
+        "403 Forbidden",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+    ];
+    let hint = if text.contains("NoSuchBucket") {
         " (the bucket does not exist: create it first)"
+    } else if denied.iter().any(|d| text.contains(d)) {
+        " (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION, which must be the store's region)"
     } else {
         ""
     };
@@ -550,6 +557,23 @@ impl ObjectStore for SharedS3 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_get_the_hint_of_their_cause_not_of_a_number_in_their_timing() {
+        let e = |msg: &str| object_store::Error::Generic {
+            store: "S3",
+            source: msg.into(),
+        };
+        let missing = explain(&e("GET /b in 667.403µs - 404 Not Found: <Code>NoSuchBucket</Code>"));
+        assert!(
+            missing.ends_with("(the bucket does not exist: create it first)"),
+            "{missing}"
+        );
+        let denied = explain(&e("HEAD /b/config in 2ms - 403 Forbidden: <Code>AccessDenied</Code>"));
+        assert!(denied.contains("check AWS_ACCESS_KEY_ID"), "{denied}");
+        let other = explain(&e("GET /b in 1.403s - 503 Service Unavailable"));
+        assert!(!other.contains(" (check") && !other.contains(" (the bucket"), "{other}");
+    }
 
     #[test]
     fn credentials_files_are_read_by_profile() {
