@@ -89,11 +89,12 @@ impl Sink<'_> {
         Counters::add(&self.counters.chunks, 1);
         let offset = self.offset;
         if kind == BlobKind::Data {
-            self.progress.advance(len as u64);
+            // Totals first: `advance` may print the line, and it should carry them.
             self.progress.totals(
                 self.sent,
                 self.counters.bytes_added.load(std::sync::atomic::Ordering::Relaxed),
             );
+            self.progress.advance(len as u64);
             self.offset += len as u64;
         }
         let selector = self.selector.as_mut();
