@@ -17,6 +17,8 @@ command -v etcdctl >/dev/null || need_pkgs+=(etcd-client)
 [ -f /usr/share/java/slf4j-log4j12.jar ] || need_pkgs+=(libslf4j-java)
 [ -f /usr/share/java/log4j-1.2.jar ] || need_pkgs+=(liblog4j1.2-java)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+# Requests signed by hand to damage objects in the S3 tests (tests/s3.rs).
+command -v curl >/dev/null || need_pkgs+=(curl)
 # Extended attributes and POSIX ACLs for the tree round-trip tests (tests/trees.rs).
 command -v setfattr >/dev/null || need_pkgs+=(attr)
 command -v setfacl >/dev/null || need_pkgs+=(acl)

@@ -225,20 +225,28 @@ impl<'a> Copier<'a> {
     }
 }
 
+/// Bytes read from a pack's end to find its trailer. Trailers measured: about 70 KB for a full
+/// 32 MiB pack of whole chunks, about 135 KB for a pack of 1 MB of small deltas (more entries,
+/// each with its bases); a longer one costs a second request.
+const TRAILER_GUESS: usize = 256 << 10;
+
 /// Reads and authenticates a pack's trailer.
 pub fn read_trailer(store: &dyn ObjectStore, keys: &Keys, id: &PackId) -> Result<(u64, Vec<PackEntry>)> {
     let path = pack_path(id);
-    let size = store.size(&path)?;
+    // The tail most trailers fit in: one request on object storage instead of three.
+    let (size, tail) = store.get_tail(&path, TRAILER_GUESS)?;
     let what = format!("pack {id}");
-    if size < 4 {
+    if size < 4 || tail.len() < 4 {
         return Err(corrupt(what, "shorter than its trailer length field"));
     }
-    let len_bytes = store.get_range(&path, size - 4, 4)?;
-    let tlen = u32::from_le_bytes(len_bytes.try_into().unwrap());
+    let tlen = u32::from_le_bytes(tail[tail.len() - 4..].try_into().unwrap());
     if tlen as u64 + 4 > size {
         return Err(corrupt(what, "trailer length exceeds the file (truncated?)"));
     }
-    let sealed = store.get_range(&path, size - 4 - tlen as u64, tlen as usize)?;
+    let sealed = match tail.len().checked_sub(tlen as usize + 4) {
+        Some(at) => tail[at..tail.len() - 4].to_vec(),
+        None => store.get_range(&path, size - 4 - tlen as u64, tlen as usize)?,
+    };
     let entries = parse_trailer(keys, id, tlen, &sealed, size - 4 - tlen as u64)?;
     Ok((size, entries))
 }

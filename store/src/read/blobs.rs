@@ -42,6 +42,14 @@ impl Prefix {
     }
 }
 
+/// A pack found missing, by opening it or by a read (a store may open without asking).
+fn missing(e: Error, pack: PackId) -> Error {
+    match e {
+        Error::NotFound(_) => Error::MissingPack { id: pack },
+        e => e,
+    }
+}
+
 /// The copies (blob, pack) a delta being decoded waits on, innermost last.
 type Path = Vec<(ChunkId, PackId)>;
 
@@ -77,10 +85,10 @@ impl BlobReader {
         let pos = match open.iter().position(|(p, _)| *p == loc.pack) {
             Some(i) => i,
             None => {
-                let r = self.store.open(&pack_path(&loc.pack)).map_err(|e| match e {
-                    Error::NotFound(_) => Error::MissingPack { id: loc.pack },
-                    e => e,
-                })?;
+                let r = self
+                    .store
+                    .open(&pack_path(&loc.pack))
+                    .map_err(|e| missing(e, loc.pack))?;
                 if open.len() == OPEN_PACKS {
                     open.remove(0);
                 }
@@ -96,7 +104,7 @@ impl BlobReader {
                     format!("pack {}", loc.pack),
                     format!("truncated: blob {id} lies beyond its end"),
                 ),
-                e => e,
+                e => missing(e, loc.pack),
             })
     }
 

@@ -64,14 +64,29 @@ pub trait ObjectStore: Send + Sync {
     /// Reads `len` bytes at `offset`; a range beyond the end is an `UnexpectedEof` I/O error.
     fn get_range(&self, name: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
     /// Opens an object for many ranged reads (a restore reads a pack blob by blob); the same as
-    /// calling `get_range` each time, without finding the object again for each read.
+    /// calling `get_range` each time, without finding the object again for each read. A missing
+    /// object is `NotFound` from `open` or, where opening asks nothing of the store (S3), from
+    /// the first read.
     fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>>;
     /// An object's size.
     fn size(&self, name: &str) -> Result<u64>;
+    /// An object's size and its last `len` bytes (all of it if shorter): a pack's trailer in one
+    /// request where the store allows it.
+    fn get_tail(&self, name: &str, len: usize) -> Result<(u64, Vec<u8>)> {
+        let size = self.size(name)?;
+        let n = (len as u64).min(size);
+        Ok((size, self.get_range(name, size - n, n as usize)?))
+    }
     /// Every object whose name starts with `prefix`, with sizes, sorted by name.
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
     /// Deletes an object; a missing object is no error (contract 5).
     fn delete(&self, name: &str) -> Result<()>;
+
+    /// How many packs a backup should be putting at once: one on a local disk; more where each
+    /// put waits on the network.
+    fn puts_in_flight(&self) -> usize {
+        1
+    }
 
     /// Whether an object exists; an error when that cannot be told (contract 4).
     fn exists(&self, name: &str) -> Result<bool> {

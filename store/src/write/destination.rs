@@ -215,29 +215,52 @@ fn packer(
 ) -> Result<()> {
     let (pub_tx, pub_rx) = bounded::<PackWriter>(1);
     let slot = failure.clone();
+    // As many packs are put at once as the store asks for (object storage: a request's latency
+    // is hidden behind another's transfer); each is indexed once it is put.
+    let putters = store.puts_in_flight().max(1);
     let publisher = std::thread::spawn(move || {
         let Published {
             mut index,
             pending,
             trust,
         } = published;
-        for w in pub_rx {
-            // Crash-safety steps 2 and 3: put the pack, index it, then stop treating its blobs
-            // as pending.
-            let r = w.finish(&keys).and_then(|fin| {
-                index.add_pack(&fin)?;
-                trust.wrote(fin.id);
-                let mut p = pending.lock().unwrap();
-                for e in &fin.entries {
-                    p.remove(&e.id);
-                }
-                Ok(())
-            });
-            if let Err(e) = r {
-                keep_first(&slot, e);
-                return;
+        let (put_tx, put_rx) = bounded(putters);
+        std::thread::scope(|s| {
+            for _ in 0..putters {
+                let (pub_rx, put_tx, keys, slot) = (pub_rx.clone(), put_tx.clone(), &keys, &slot);
+                s.spawn(move || {
+                    for w in pub_rx {
+                        match w.finish(keys) {
+                            Ok(fin) => {
+                                if put_tx.send(fin).is_err() {
+                                    return;
+                                }
+                            }
+                            Err(e) => {
+                                keep_first(slot, e);
+                                return;
+                            }
+                        }
+                    }
+                });
             }
-        }
+            drop((put_tx, pub_rx));
+            // Crash-safety steps 2 and 3: a pack is indexed only once it is put, and its blobs
+            // stop being pending only once it is indexed.
+            for fin in put_rx {
+                let r = index.add_pack(&fin).map(|()| {
+                    trust.wrote(fin.id);
+                    let mut p = pending.lock().unwrap();
+                    for e in &fin.entries {
+                        p.remove(&e.id);
+                    }
+                });
+                if let Err(e) = r {
+                    keep_first(&slot, e);
+                    return;
+                }
+            }
+        });
     });
     let mut writer: Option<PackWriter> = None;
     let mut result = Ok(());

@@ -38,18 +38,21 @@ use std::time::{Duration, Instant};
 
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path;
-use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload, WriteMultipart};
+use object_store::{ObjectStore as _, ObjectStoreExt as _, PutPayload};
 
 use super::{Location, ObjectInfo, ObjectReader, ObjectStore, ObjectWriter, S3Location};
 use crate::error::{Error, Result};
+
+mod windows;
+use windows::{Name, Windows};
 
 /// Objects at least this large are put as multipart uploads.
 const MULTIPART_ABOVE: usize = 16 << 20;
 /// Part size of a multipart upload, and how many parts are in flight at once.
 const PART: usize = 8 << 20;
 const PARTS_IN_FLIGHT: usize = 4;
-/// What an open object reads ahead of a ranged read (a restore reads a pack blob by blob).
-const READ_AHEAD: usize = 4 << 20;
+/// Packs a backup puts at once (each a multipart upload of its own).
+const PACKS_IN_FLIGHT: usize = 2;
 /// Retries of a request that timed out or got a 5xx, with backoff (see `connect`).
 const RETRIES: usize = 10;
 /// How often a writer of a name tries to be the only claimant before it gives up.
@@ -65,6 +68,8 @@ pub struct S3Store {
     s3: Arc<AmazonS3>,
     prefix: String,
     rt: Arc<tokio::runtime::Runtime>,
+    /// Windows of packs being read, shared by every reader of this store (`windows.rs`).
+    windows: Arc<Windows>,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -195,10 +200,28 @@ impl S3Store {
                 path: "tokio runtime".into(),
                 source: e,
             })?;
+        let s3 = Arc::new(s3);
+        let prefix = loc.prefix.clone();
+        let fetch: windows::Fetch = {
+            let (s3, prefix) = (s3.clone(), prefix.clone());
+            Arc::new(move |name: Name, r: Range<u64>| {
+                let (s3, key) = (s3.clone(), key_of(&prefix, &name));
+                Box::pin(async move {
+                    let _t = Trace::new("get window", &name, r.end - r.start);
+                    let got = s3
+                        .get_opts(&key, object_store::GetOptions::new().with_range(Some(r)))
+                        .await
+                        .ok()?;
+                    let size = got.meta.size;
+                    Some((got.bytes().await.ok()?, size))
+                })
+            })
+        };
         Ok(Self {
             location: Location::S3(loc.clone()),
-            s3: Arc::new(s3),
-            prefix: loc.prefix.clone(),
+            windows: Windows::new(fetch, rt.handle().clone()),
+            s3,
+            prefix,
             rt: Arc::new(rt),
         })
     }
@@ -249,11 +272,7 @@ impl S3Store {
     }
 
     fn key(&self, name: &str) -> Path {
-        if self.prefix.is_empty() {
-            Path::from(name)
-        } else {
-            Path::from(format!("{}/{name}", self.prefix))
-        }
+        key_of(&self.prefix, name)
     }
 
     fn path_prefix(&self) -> Option<Path> {
@@ -286,36 +305,56 @@ impl S3Store {
     }
 
     fn range(&self, name: &str, r: Range<u64>) -> Result<Vec<u8>> {
+        let _t = Trace::new("get range", name, r.end - r.start);
         let want = (r.end - r.start) as usize;
-        let got = self
-            .block(self.s3.get_range(&self.key(name), r.clone()))
-            .map_err(|e| self.err(name, e))?;
+        let got = self.block(self.s3.get_range(&self.key(name), r.clone())).map_err(|e| {
+            // A range that starts past the end (S3's `InvalidRange`, status 416) is a short read.
+            let text = explain(&e);
+            if text.contains("InvalidRange") || text.contains("416 Range Not Satisfiable") {
+                eof(
+                    &self.location.describe(name),
+                    format!("bytes {}..{} asked, fewer there", r.start, r.end),
+                )
+            } else {
+                self.err(name, e)
+            }
+        })?;
         if got.len() < want {
-            return Err(Error::Io {
-                path: self.location.describe(name).into(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    format!("bytes {}..{} asked, {} there", r.start, r.end, got.len()),
-                ),
-            });
+            return Err(eof(
+                &self.location.describe(name),
+                format!("bytes {}..{} asked, {} there", r.start, r.end, got.len()),
+            ));
         }
         Ok(got.to_vec())
     }
 
     /// Puts `data` as `name`: one request, or a multipart upload when large (contract 1).
     fn put_bytes(&self, name: &str, data: Vec<u8>) -> Result<()> {
+        let _t = Trace::new("put", name, data.len() as u64);
         let key = self.key(name);
         let r = self.block(async {
             if data.len() < MULTIPART_ABOVE {
                 return self.s3.put(&key, PutPayload::from(data)).await.map(drop);
             }
-            let upload = self.s3.put_multipart(&key).await?;
-            let mut w = WriteMultipart::new_with_chunk_size(upload, PART);
-            for piece in data.chunks(PART) {
-                w.wait_for_capacity(PARTS_IN_FLIGHT).await?;
-                w.write(piece);
+            // Parts are slices of the one buffer (no copy), a few in flight at once; a failed
+            // upload is aborted so its parts are not kept (the lifecycle rule is for crashes).
+            use futures::{StreamExt, TryStreamExt};
+            let data = bytes::Bytes::from(data);
+            let mut upload = self.s3.put_multipart(&key).await?;
+            let parts = (0..data.len())
+                .step_by(PART)
+                .map(|at| data.slice(at..(at + PART).min(data.len())));
+            let sent = futures::stream::iter(parts.map(|p| upload.put_part(PutPayload::from(p))))
+                .buffer_unordered(PARTS_IN_FLIGHT)
+                .try_collect::<Vec<()>>()
+                .await;
+            match sent {
+                Ok(_) => upload.complete().await.map(drop),
+                Err(e) => {
+                    let _ = upload.abort().await;
+                    Err(e)
+                }
             }
-            w.finish().await.map(drop)
         });
         r.map_err(|e| self.err(name, e))
     }
@@ -323,6 +362,7 @@ impl S3Store {
     /// Every object under the directory `dir` (whole path segments; `""` for all), by one
     /// paginated listing.
     fn listed(&self, dir: &str) -> Result<Vec<object_store::ObjectMeta>> {
+        let _t = Trace::new("list", dir, 0);
         let dir = dir.trim_end_matches('/');
         let key = if dir.is_empty() {
             self.path_prefix()
@@ -346,9 +386,19 @@ impl S3Store {
     }
 
     fn size(&self, name: &str) -> Result<u64> {
+        let _t = Trace::new("head", name, 0);
         self.block(self.s3.head(&self.key(name)))
             .map(|m| m.size)
             .map_err(|e| self.err(name, e))
+    }
+}
+
+/// The key of repository object `name` under `prefix`.
+fn key_of(prefix: &str, name: &str) -> Path {
+    if prefix.is_empty() {
+        Path::from(name)
+    } else {
+        Path::from(format!("{prefix}/{name}"))
     }
 }
 
@@ -383,30 +433,28 @@ fn explain(e: &object_store::Error) -> String {
     format!("{text}{hint}")
 }
 
-/// An object open for ranged reads, with a read-ahead window.
+/// A short read: an `UnexpectedEof` I/O error (the object-store contract's "beyond the end").
+fn eof(what: &str, why: String) -> Error {
+    Error::Io {
+        path: what.into(),
+        source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why),
+    }
+}
+
+/// An object open for ranged reads: through the store's shared windows when the reads run on
+/// through it, else one request per read. Opening asks nothing of the store (a missing object
+/// is found by its first read).
 struct S3Reader {
     store: Arc<S3Store>,
-    name: String,
-    size: u64,
-    window: std::sync::Mutex<(u64, Vec<u8>)>,
+    name: Name,
 }
 
 impl ObjectReader for S3Reader {
     fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>> {
-        let end = offset + len as u64;
-        if end > self.size {
-            return Err(Error::Io {
-                path: self.store.location.describe(&self.name).into(),
-                source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "read beyond the end"),
-            });
+        match self.store.windows.read(&self.name, offset, len) {
+            Ok(data) => Ok(data),
+            Err(windows::Direct) => self.store.range(&self.name, offset..offset + len as u64),
         }
-        let mut w = self.window.lock().unwrap();
-        if offset < w.0 || end > w.0 + w.1.len() as u64 {
-            let to = (offset + READ_AHEAD.max(len) as u64).min(self.size);
-            *w = (offset, self.store.range(&self.name, offset..to)?);
-        }
-        let at = (offset - w.0) as usize;
-        Ok(w.1[at..at + len].to_vec())
     }
 }
 
@@ -501,6 +549,7 @@ impl ObjectStore for SharedS3 {
     }
 
     fn get(&self, name: &str) -> Result<Vec<u8>> {
+        let _t = Trace::new("get", name, 0);
         let s = &self.0;
         let r = s.block(async {
             let got = s.s3.get(&s.key(name)).await?;
@@ -514,17 +563,38 @@ impl ObjectStore for SharedS3 {
     }
 
     fn open(&self, name: &str) -> Result<Box<dyn ObjectReader>> {
-        let size = self.size(name)?;
         Ok(Box::new(S3Reader {
             store: self.0.clone(),
-            name: name.to_string(),
-            size,
-            window: std::sync::Mutex::new((0, Vec::new())),
+            name: Name::from(name),
         }))
     }
 
     fn size(&self, name: &str) -> Result<u64> {
         self.0.size(name)
+    }
+
+    fn puts_in_flight(&self) -> usize {
+        PACKS_IN_FLIGHT
+    }
+
+    fn get_tail(&self, name: &str, len: usize) -> Result<(u64, Vec<u8>)> {
+        let s = &self.0;
+        if len == 0 {
+            return Ok((s.size(name)?, Vec::new()));
+        }
+        let _t = Trace::new("get tail", name, len as u64);
+        let r = s.block(async {
+            let opts = object_store::GetOptions::new().with_range(Some(object_store::GetRange::Suffix(len as u64)));
+            let got = s.s3.get_opts(&s.key(name), opts).await?;
+            let size = got.meta.size;
+            Ok((size, got.bytes().await?))
+        });
+        match r {
+            Ok((size, b)) => Ok((size, b.to_vec())),
+            // An empty object has no suffix to give (416): its size is all there is to know.
+            Err(e) if explain(&e).contains("InvalidRange") => Ok((s.size(name)?, Vec::new())),
+            Err(e) => Err(s.err(name, e)),
+        }
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
@@ -546,11 +616,48 @@ impl ObjectStore for SharedS3 {
 
     fn delete(&self, name: &str) -> Result<()> {
         let s = &self.0;
+        let _t = Trace::new("delete", name, 0);
         match s.block(s.s3.delete(&s.key(name))) {
             Ok(()) => Ok(()),
             Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(s.err(name, e)),
         }
+    }
+}
+
+/// `CAIRN_S3_TRACE=1`: every request to the store, as it ends, on stderr (what, object, bytes,
+/// milliseconds), to see where a slow store spends a command's time.
+static TRACE: std::sync::LazyLock<bool> =
+    std::sync::LazyLock::new(|| std::env::var_os("CAIRN_S3_TRACE").is_some_and(|v| !v.is_empty() && v != "0"));
+
+/// One request, logged when it ends (if [`TRACE`] is on).
+struct Trace {
+    what: &'static str,
+    name: String,
+    bytes: u64,
+    start: Instant,
+}
+
+impl Trace {
+    fn new(what: &'static str, name: &str, bytes: u64) -> Option<Self> {
+        TRACE.then(|| Trace {
+            what,
+            name: name.to_string(),
+            bytes,
+            start: Instant::now(),
+        })
+    }
+}
+
+impl Drop for Trace {
+    fn drop(&mut self) {
+        eprintln!(
+            "s3: {} {} {} B {:.1} ms",
+            self.what,
+            self.name,
+            self.bytes,
+            self.start.elapsed().as_secs_f64() * 1e3
+        );
     }
 }
 
