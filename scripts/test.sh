@@ -19,6 +19,9 @@ command -v etcdctl >/dev/null || need_pkgs+=(etcd-client)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 # Requests signed by hand to damage objects in the S3 tests (tests/s3.rs).
 command -v curl >/dev/null || need_pkgs+=(curl)
+# A TLS front with a private CA for the S3 test of CAIRN_S3_CA_FILE.
+command -v socat >/dev/null || need_pkgs+=(socat)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 # Extended attributes and POSIX ACLs for the tree round-trip tests (tests/trees.rs).
 command -v setfattr >/dev/null || need_pkgs+=(attr)
 command -v setfacl >/dev/null || need_pkgs+=(acl)

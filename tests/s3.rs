@@ -229,7 +229,7 @@ fn a_repository_in_garage_backs_up_restores_checks_and_prunes() {
 }
 
 /// Two backups taking one snapshot name at the same moment: exactly one gets it (the store
-/// decides names without conditional writes, `store/src/storage/s3.rs`).
+/// decides names without conditional writes, `store/src/storage/s3/mod.rs`).
 #[test]
 fn two_writers_racing_for_one_name_in_garage_get_it_once() {
     let Some(g) = Garage::start(24900) else {
@@ -468,4 +468,122 @@ fn damaged_packs_in_the_bucket_are_named() {
         report.contains(cut_id) && report.contains("damaged snapshots") && report.contains(broken[0]),
         "{report}"
     );
+}
+
+/// A TLS front for node 1 of `g` (socat), with a certificate for 127.0.0.1 signed by a CA of
+/// the test's own; stopped when dropped.
+struct TlsFront {
+    child: std::process::Child,
+    port: u16,
+    ca: std::path::PathBuf,
+}
+
+impl TlsFront {
+    fn start(g: &Garage, port: u16) -> TlsFront {
+        let d = g.dir.join("tls");
+        std::fs::create_dir_all(&d).unwrap();
+        let ec = "ec_paramgen_curve:P-256";
+        sh(&format!(
+            "cd '{d}' && openssl req -x509 -newkey ec -pkeyopt {ec} -nodes -keyout ca.key -out ca.pem \
+             -days 1 -subj '/CN=cairn test CA' && \
+             openssl req -newkey ec -pkeyopt {ec} -nodes -keyout srv.key -out srv.csr -subj '/CN=127.0.0.1' && \
+             printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > ext && \
+             openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 1 \
+             -extfile ext",
+            d = d.display()
+        ));
+        let child = std::process::Command::new("socat")
+            .arg(format!(
+                "OPENSSL-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork,cert={c},key={k},verify=0",
+                c = d.join("srv.pem").display(),
+                k = d.join("srv.key").display()
+            ))
+            .arg(format!("TCP:{}", g.node(1)))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        TlsFront {
+            child,
+            port,
+            ca: d.join("ca.pem"),
+        }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `https://` with a store whose certificate a private CA signed: trusted through
+/// `CAIRN_S3_CA_FILE` (backup and restore work), refused without it with an error that says
+/// why, and a CA file that is missing or not PEM is named.
+#[test]
+fn a_store_behind_tls_signed_by_a_private_ca_is_trusted_through_its_ca_file() {
+    let Some(g) = Garage::start(21900) else {
+        return;
+    };
+    let tls = TlsFront::start(&g, 21950);
+    let mut env = Env::empty();
+    env.repo = format!("s3:https://127.0.0.1:{}/cairn/tls", tls.port).into();
+    let run = |args: &[&str], ca: Option<&std::path::Path>| {
+        let mut c = with_keys(&g, env.cmd(args));
+        if let Some(ca) = ca {
+            c.env("CAIRN_S3_CA_FILE", ca);
+        }
+        c.output().unwrap()
+    };
+
+    let o = run(&["init"], None);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(e.contains("certificate") && e.contains("set CAIRN_S3_CA_FILE"), "{e}");
+
+    let o = run(&["init"], Some(&g.dir.join("no-such-ca.pem")));
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no-such-ca.pem"), "{}", stderr(&o));
+    let not_pem = g.dir.join("not.pem");
+    std::fs::write(
+        &not_pem,
+        "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let junk = g.dir.join("junk.pem");
+    std::fs::write(&junk, "no certificate here\n").unwrap();
+    for bad in [&not_pem, &junk] {
+        let o = run(&["init"], Some(bad));
+        assert!(!o.status.success());
+        let e = stderr(&o);
+        assert!(
+            e.contains("CAIRN_S3_CA_FILE") && e.contains(&*bad.to_string_lossy()),
+            "{e}"
+        );
+    }
+
+    let o = run(&["init"], Some(&tls.ca));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let data = random_bytes(3 << 20, 31);
+    let mut c = with_keys(&g, env.cmd(&["backup", "--name", "one", "--stdin", "db.sql"]));
+    c.env("CAIRN_S3_CA_FILE", &tls.ca)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(&data).unwrap();
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["dump", "one", "db.sql"], Some(&tls.ca));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout == data);
 }

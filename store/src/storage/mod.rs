@@ -27,7 +27,7 @@
 //!    being put may or may not be listed, a complete one is.
 //!
 //! A storage is one file implementing the trait and one case in [`Location::parse`] and
-//! [`Location::open`]: `local.rs` (a directory) and `s3.rs` (a bucket of an S3-compatible store).
+//! [`Location::open`]: `local.rs` (a directory) and `s3/` (a bucket of an S3-compatible store).
 
 mod local;
 mod s3;

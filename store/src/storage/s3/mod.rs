@@ -151,13 +151,20 @@ impl S3Store {
         let mut client = object_store::ClientOptions::new()
             .with_connect_timeout(Duration::from_secs(10))
             .with_timeout(Duration::from_secs(120));
-        if let Some(ca) = std::env::var_os("CAIRN_S3_CA_FILE").filter(|v| !v.is_empty()) {
-            let pem = std::fs::read(&ca).map_err(|e| Error::Io {
+        let ca_file = std::env::var_os("CAIRN_S3_CA_FILE").filter(|v| !v.is_empty());
+        let bad_ca = |why: String| {
+            let ca = ca_file.as_deref().unwrap_or_default().to_string_lossy();
+            Error::Invalid(format!("CAIRN_S3_CA_FILE {ca}: {why}"))
+        };
+        if let Some(ca) = &ca_file {
+            let pem = std::fs::read(ca).map_err(|e| Error::Io {
                 path: ca.clone().into(),
                 source: e,
             })?;
-            let certs = object_store::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::Invalid(format!("CAIRN_S3_CA_FILE {}: {e}", ca.to_string_lossy())))?;
+            let certs = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| bad_ca(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(bad_ca("holds no PEM certificate".into()));
+            }
             for c in certs {
                 client = client.with_root_certificate(c);
             }
@@ -188,9 +195,11 @@ impl S3Store {
         if let Some(t) = token {
             b = b.with_token(t);
         }
-        let s3 = b
-            .build()
-            .map_err(|e| Error::Invalid(format!("S3 location {}: {e}", Location::S3(loc.clone()))))?;
+        let s3 = b.build().map_err(|e| match &ca_file {
+            // The client is built here, and what fails to build it is a certificate.
+            Some(_) => bad_ca(with_causes(&e)),
+            None => Error::Invalid(format!("S3 location {}: {}", Location::S3(loc.clone()), explain(&e))),
+        })?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("cairn-s3")
@@ -402,11 +411,10 @@ fn key_of(prefix: &str, name: &str) -> Path {
     }
 }
 
-/// What an operator needs from an S3 error: the status and the store's message, with a hint
-/// for the usual causes.
-fn explain(e: &object_store::Error) -> String {
+/// An error's text with its causes' (the HTTP client's own error says what went wrong on the
+/// connection).
+fn with_causes(e: &object_store::Error) -> String {
     let mut text = e.to_string();
-    // The causes too (the HTTP client's own error says what went wrong on the connection).
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {
         let more = c.to_string();
@@ -415,6 +423,13 @@ fn explain(e: &object_store::Error) -> String {
         }
         cause = c.source();
     }
+    text
+}
+
+/// What an operator needs from an S3 error: the status and the store's message, with a hint
+/// for the usual causes.
+fn explain(e: &object_store::Error) -> String {
+    let text = with_causes(e);
     // By the status line and the store's error code, not a bare number: the text also holds
     // the request's duration ("in 667.403µs").
     let denied = [
@@ -425,6 +440,8 @@ fn explain(e: &object_store::Error) -> String {
     ];
     let hint = if text.contains("NoSuchBucket") {
         " (the bucket does not exist: create it first)"
+    } else if text.contains("invalid peer certificate") {
+        " (the store's certificate is not trusted here: if a private CA signed it, set CAIRN_S3_CA_FILE to that CA's PEM file)"
     } else if denied.iter().any(|d| text.contains(d)) {
         " (check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_DEFAULT_REGION, which must be the store's region)"
     } else {
