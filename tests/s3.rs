@@ -587,3 +587,102 @@ fn a_store_behind_tls_signed_by_a_private_ca_is_trusted_through_its_ca_file() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(o.stdout == data);
 }
+
+/// Keys, locks and a system backup against the cluster, as on a local repository: a passphrase
+/// added and the first removed; a backup killed mid-stream leaves its lock, which `unlock`
+/// removes (its process is provably gone); a system backup and restore of a configured database
+/// whose configuration names the bucket as its `repository`.
+#[test]
+fn keys_locks_and_a_system_snapshot_work_in_garage() {
+    let Some(g) = Garage::start(20900) else {
+        return;
+    };
+    let env = s3_env(&g, 1, "all");
+    ok(&g, &env, &["init"]);
+
+    // Keys.
+    let pw = g.dir.join("new-password");
+    std::fs::write(&pw, "another passphrase\n").unwrap();
+    let added = ok(&g, &env, &["key", "add", "--new-password-file", &pw.to_string_lossy()]);
+    let new_id = added.split_whitespace().last().unwrap().to_string();
+    let listed = ok(&g, &env, &["key", "list"]);
+    let first = listed
+        .lines()
+        .find_map(|l| l.strip_prefix("* "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert!(listed.contains(&new_id) && first != new_id, "{listed}");
+    let as_new = |args: &[&str]| {
+        with_keys(&g, env.cmd(args))
+            .env("CAIRN_PASSWORD", "another passphrase")
+            .output()
+            .unwrap()
+    };
+    let o = as_new(&["key", "remove", &first]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(as_new(&["snapshots"]).status.success());
+    let o = with_keys(&g, env.cmd(&["snapshots"])).output().unwrap();
+    assert!(!o.status.success(), "the removed passphrase still opens the repository");
+
+    // Locks: a backup killed with its lock held; `unlock` removes it, and the next runs.
+    let mut c = with_keys(&g, env.cmd(&["backup", "--name", "killed", "--stdin", "db.sql"]));
+    c.env("CAIRN_PASSWORD", "another passphrase")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .as_mut()
+            .unwrap()
+            .write_all(&random_bytes(2 << 20, 41))
+            .unwrap();
+    }
+    for _ in 0..100 {
+        if !keys_under(&g, "all/locks/").is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(!keys_under(&g, "all/locks/").is_empty(), "no lock while backing up");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = as_new(&["unlock"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(keys_under(&g, "all/locks/").is_empty(), "{}", stdout(&o));
+
+    // A system snapshot: the configuration names the bucket.
+    let out = g.dir.join("restored.sql");
+    let cfg = g.dir.join("cairn.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "repository = \"s3:http://{node}/cairn/all\"\nwork_dir = \"{w}/work\"\nstate_dir = \"{w}/state\"\n\n\
+             [[exec]]\nname = \"db\"\ndump = \"seq 1 200000\"\nrestore = \"cat > {out}\"\n",
+            node = g.node(2),
+            w = g.dir.display(),
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    let cfg = cfg.to_string_lossy().into_owned();
+    let mut system = Env::empty();
+    system.cache = env.cache.clone();
+    let run = |args: &[&str]| {
+        let o = with_keys(&g, system.cmd(args))
+            .env_remove("CAIRN_REPO")
+            .env("CAIRN_PASSWORD", "another passphrase")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}{}", stderr(&o), stdout(&o));
+    };
+    run(&["--config", &cfg, "backup", "--system", "--name", "sys"]);
+    run(&["--config", &cfg, "restore", "sys", "--no-safety-snapshot"]);
+    let expected: String = (1..=200000).map(|i| format!("{i}\n")).collect();
+    assert!(std::fs::read_to_string(&out).unwrap() == expected);
+    let o = as_new(&["check", "--read-data"]);
+    assert!(stdout(&o).contains("no errors found"), "{}{}", stdout(&o), stderr(&o));
+}
