@@ -19,6 +19,12 @@
 # bases, so it sends every chunk the repository lacks whole and the controller alone
 # delta-encodes what it stores (the other place deltas could be computed).
 #
+# DB=mariadb backs up a live MariaDB on db1 instead of a file: a copy of the server the dump
+# series was made with (DUMPS/.mariadb/data, ../shared/bench/make-dump-series.sh), started in db1
+# on a socket; Cairn's [mariadb] plugin (mariadb-dump on db1, through the agent), restic reading
+# the same mariadb-dump on db1, and "local" Cairn's plugin on db1 itself; the OLTP day is
+# sysbench's oltp_write_only, 5000 transactions, as the series' days were made.
+#
 # PIN=1 runs each "host" on a core of its own, as two machines would: everything in ctl (its sshd,
 # the controller and its ssh client) on CPU 0, everything in db1 (its sshd, so the agent, `cat`
 # and restic with its ssh client) on CPU 1, and "local" on CPU 1 (a local backup on the database
@@ -33,6 +39,12 @@ for t in ip:iproute2 sshd:openssh-server ssh:openssh-client restic:restic; do
   command -v "${t%%:*}" >/dev/null || [ -x "/usr/sbin/${t%%:*}" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${t#*:}" >/dev/null
 done
 [ -x /usr/bin/time ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null
+db=${DB:-file}
+if [ "$db" = mariadb ]; then
+  [ -d "$dumps/.mariadb/data" ] || { echo "DB=mariadb needs $dumps/.mariadb/data (make-dump-series.sh)" >&2; exit 1; }
+  command -v sysbench >/dev/null && [ -x /usr/sbin/mariadbd ] \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mariadb-server mariadb-client sysbench >/dev/null
+fi
 cargo build -q --release -p cairn-cli --manifest-path "$here/../Cargo.toml"
 cairn=$(realpath "$here/../target/release/cairn")
 
@@ -41,6 +53,7 @@ if [ "${PIN:-0}" = 1 ]; then pin_ctl=(taskset -c 0); pin_db=(taskset -c 1); fi
 rm -rf "$work"; mkdir -p "$work/ssh" "$work/db1" "$work/ctl"
 sw=cb-sw; ctl=cb-ctl; db1=cb-db1
 cleanup() {
+  if [ -f "$work/db1/mysqld.pid" ]; then kill "$(cat "$work/db1/mysqld.pid")" 2>/dev/null || true; sleep 2; fi
   for ns in $ctl $db1; do ip netns pids $ns 2>/dev/null | xargs -r kill -9 2>/dev/null || true; done
   for ns in $sw $ctl $db1; do ip netns del $ns 2>/dev/null || true; done
 }
@@ -95,12 +108,37 @@ ssh = "root@10.232.0.2"
 identity_file = "$work/ssh/agent"
 known_hosts = "$work/ssh/known_hosts"
 
+EOF
+sock="$work/db1/mysqld.sock"
+if [ "$db" = mariadb ]; then
+  # The series' server, copied, on db1's core; the plugin's item is its databases' dump.
+  cp -a "$dumps/.mariadb/data" "$work/db1/mysql"
+  ip netns exec $db1 "${pin_db[@]}" /usr/sbin/mariadbd --no-defaults --datadir="$work/db1/mysql" --socket="$sock" \
+    --skip-networking --user=root --innodb-buffer-pool-size=1G --skip-log-bin \
+    --pid-file="$work/db1/mysqld.pid" --log-error="$work/db1/mysqld.err" &
+  mariadb-admin --socket="$sock" -uroot --wait=60 ping >/dev/null
+  printf '[client]\nuser=root\n' > "$work/db1/mariadb.cnf"
+  cat >> "$work/remote.toml" <<EOF
+[mariadb]
+runs_on = "db1"
+socket = "$sock"
+credentials_file = "$work/db1/mariadb.cnf"
+databases = ["sbtest"]
+EOF
+  item=mariadb/databases.sql
+  source_cmd=(mariadb-dump --socket="$sock" -uroot --single-transaction --skip-dump-date --databases sbtest)
+  sb=(--db-driver=mysql --mysql-socket="$sock" --mysql-user=root --mysql-db=sbtest --tables=8 --table-size=200000)
+else
+  cat >> "$work/remote.toml" <<EOF
 [[exec]]
 name = "mariadb"
 runs_on = "db1"
 dump = "cat $work/db1/dump.sql"
 restore = "cat > /dev/null"
 EOF
+  item=mariadb/dump
+  source_cmd=(cat "$work/db1/dump.sql")
+fi
 sed -e '/^\[hosts.db1\]/,/^$/d' -e '/runs_on/d' "$work/remote.toml" > "$work/local.toml"
 
 # wire: bytes through db1's interface so far (received + sent).
@@ -119,9 +157,9 @@ cairn_run() {
   out=$(python3 -c '
 import json,sys
 s=json.load(open(sys.argv[1]))["snapshot"]
-i=[i for i in s["items"] if i["name"]=="mariadb/dump"][0]
-print(i["meta"].get("wire_bytes",0), i["stats"]["bytes_added"])
-print(sys.argv[2], json.dumps(i["meta"].get("wire_chunks")), file=open(sys.argv[3],"a"))' "$work/out.json" "$2" "$work/chunks.log")
+i=[i for i in s["items"] if i["name"]==sys.argv[4]][0]
+print(i["meta"].get("wire_bytes",0), sum(j["stats"]["bytes_added"] for j in s["items"]))
+print(sys.argv[2], json.dumps(i["meta"].get("wire_chunks")), file=open(sys.argv[3],"a"))' "$work/out.json" "$2" "$work/chunks.log" "$item")
   echo "$t $((w1 - w0)) $out $(sort -n "$agent_rss" | tail -1 || echo 0)"
 }
 
@@ -133,7 +171,7 @@ restic_run() {
   t=$(ip netns exec $db1 "${pin_db[@]}" /usr/bin/time -f "%e %M" -o "$work/time.out" \
         restic -q -r "sftp:root@10.232.0.1:$work/ctl/restic" \
         -o sftp.command="ssh -i $work/ssh/sftp -o UserKnownHostsFile=$work/ssh/known_hosts -o StrictHostKeyChecking=yes root@10.232.0.1 -s sftp" \
-        backup --stdin --stdin-filename dump.sql < "$work/db1/dump.sql" > /dev/null 2>"$work/err.log" \
+        backup --stdin --stdin-filename dump.sql < <("${pin_db[@]}" "${source_cmd[@]}") > /dev/null 2>"$work/err.log" \
       && cat "$work/time.out") || { cat "$work/err.log" >&2; return 1; }
   w1=$(wire)
   echo "$t $((w1 - w0)) $(( $(size "$work/ctl/restic") - a0 ))"
@@ -149,7 +187,13 @@ for rep in $(seq "$reps"); do
     -o sftp.command="ssh -i $work/ssh/sftp -o UserKnownHostsFile=$work/ssh/known_hosts -o StrictHostKeyChecking=yes root@10.232.0.1 -s sftp" init > /dev/null
   for sc in first:day0 unchanged:day0 oltp_day:day1; do
     s=${sc%%:*}; d=${sc#*:}
-    cp "$dumps/$d.sql" "$work/db1/dump.sql"
+    if [ "$db" = mariadb ]; then
+      # A day of OLTP on db1's server before the day's backups (not timed).
+      [ "$s" != oltp_day ] || ip netns exec $db1 "${pin_db[@]}" sysbench oltp_write_only "${sb[@]}" \
+        --rand-seed=$((9000 + rep)) --events=5000 --time=0 --threads=2 run > "$work/sysbench.log"
+    else
+      cp "$dumps/$d.sql" "$work/db1/dump.sql"
+    fi
     echo "$rep $s cairn $(cairn_run "$work/remote.toml" "$s")" >> "$results"
     echo "$rep $s restic $(restic_run)" >> "$results"
     rm -rf "$work/db1/cache.keep"; mv "$work/db1/cache" "$work/db1/cache.keep"
@@ -162,8 +206,8 @@ for rep in $(seq "$reps"); do
   done
 done
 
-size0=$(stat -c %s "$dumps/day0.sql")
-echo "dump: $size0 bytes; $reps runs each, medians; PIN=${PIN:-0}"
+if [ "$db" = mariadb ]; then size0=$("${source_cmd[@]}" | wc -c); else size0=$(stat -c %s "$dumps/day0.sql"); fi
+echo "dump: $size0 bytes; $reps runs each, medians; PIN=${PIN:-0} DB=$db"
 printf '%-10s %-7s %8s %9s %12s %12s %12s %10s %10s\n' scenario tool seconds MB/s wire stream added rss_kb agent_kb
 for s in first unchanged oltp_day; do
   for tool in local cairn whole restic; do
