@@ -109,6 +109,29 @@ pub(super) struct Windows {
     rt: tokio::runtime::Handle,
 }
 
+/// A window being fetched: filled when the fetch ends, and marked failed if the fetch never
+/// ends (its task dropped or panicking), so that no reader waits for it forever.
+struct Fill {
+    windows: Arc<Windows>,
+    key: Option<(Name, u64)>,
+}
+
+impl Fill {
+    fn done(mut self, got: Option<(Bytes, u64)>) {
+        if let Some(key) = self.key.take() {
+            self.windows.fill(key, got);
+        }
+    }
+}
+
+impl Drop for Fill {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            self.windows.fill(key, None);
+        }
+    }
+}
+
 /// What [`Windows::read`] could not serve from windows: the caller fetches the range itself.
 pub(super) struct Direct;
 
@@ -129,24 +152,32 @@ impl Windows {
             return;
         }
         st.slots.insert(key.clone(), Slot::Loading { ahead });
-        let this = self.clone();
+        let fill = Fill {
+            windows: self.clone(),
+            key: Some(key),
+        };
         let fut = (self.fetch)(name.clone(), w * WINDOW..(w + 1) * WINDOW);
         self.rt.spawn(async move {
             let got = fut.await;
-            let mut st = this.state.lock().unwrap();
-            let used = st.touch();
-            let slot = match got {
-                Some((data, size)) => {
-                    st.sizes.insert(key.0.clone(), size);
-                    Slot::Ready { data, used }
-                }
-                None => Slot::Failed,
-            };
-            st.slots.insert(key, slot);
-            st.evict();
-            drop(st);
-            this.ready.notify_all();
+            fill.done(got);
         });
+    }
+
+    /// Puts a fetched window (or its failure) in its slot and wakes the readers.
+    fn fill(&self, key: (Name, u64), got: Option<(Bytes, u64)>) {
+        let mut st = self.state.lock().unwrap();
+        let used = st.touch();
+        let slot = match got {
+            Some((data, size)) => {
+                st.sizes.insert(key.0.clone(), size);
+                Slot::Ready { data, used }
+            }
+            None => Slot::Failed,
+        };
+        st.slots.insert(key, slot);
+        st.evict();
+        drop(st);
+        self.ready.notify_all();
     }
 
     /// `len` bytes of `name` at `offset` from shared windows, or [`Direct`] when the read is
@@ -288,6 +319,23 @@ mod tests {
         });
         let total = fetched.load(Ordering::SeqCst) + direct;
         assert!(total < size + size / 4, "read {total} for an object of {size}");
+    }
+
+    /// A fetch that never ends well (its task panics) fails its window: the reader that waits
+    /// for it goes to its own request instead of waiting forever.
+    #[test]
+    fn a_fetch_that_panics_leaves_no_reader_waiting() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let fetch: Fetch = Arc::new(|_name, _r| Box::pin(async { panic!("a fetch that fails badly") }));
+        let w = Windows::new(fetch, rt.handle().clone());
+        let name: Name = Arc::from("packs/aa/p");
+        assert!(w.read(&name, 0, 100).is_err());
+        // Sequential now: served from windows, whose fetch panics.
+        assert!(w.read(&name, 100, 100).is_err());
     }
 
     /// Scattered reads are not served from windows: each costs its own range only.
