@@ -161,6 +161,13 @@ fn databases_on_other_hosts_back_up_and_restore_through_their_agents() {
         .map(|i| format!("cert {i}: {}\n", i * 7919 % 65521))
         .collect();
     std::fs::write(certs.join("bundle.pem"), &bundle).unwrap();
+    // And many small ones, as a CA's issued certificates are: an unchanged backup sends their
+    // chunk ids, not their bytes.
+    std::fs::create_dir_all(certs.join("issued")).unwrap();
+    for n in 0..40 {
+        let pem: String = (0..50).map(|l| format!("{n:03}{l:02}{}\n", "Q".repeat(58))).collect();
+        std::fs::write(certs.join(format!("issued/host{n}.pem")), pem).unwrap();
+    }
     std::os::unix::fs::symlink("server.pem", certs.join("current.pem")).unwrap();
     std::fs::set_permissions(
         certs.join("server.key"),

@@ -77,7 +77,11 @@ pub(super) async fn serve(
             use std::os::unix::fs::PermissionsExt;
             std::fs::create_dir_all(&dir)?;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-            HostChunker::open(&dir, &cache, keys)
+            match cache.is_empty() {
+                // A small file of a tree: cut and offered, not kept (see `HostChunker::transient`).
+                true => HostChunker::transient(&dir, keys),
+                false => HostChunker::open(&dir, &cache, keys),
+            }
         }
     })
     .await
@@ -205,6 +209,11 @@ pub(super) async fn serve(
     let chunker = cut.map_err(failed)?;
     sent.map_err(failed)?;
     let _ = ep.send(Kind::End, Vec::new()).await;
+    if chunker.is_transient() {
+        // Its files go as it drops.
+        drop(chunker);
+        return Ok(());
+    }
     // Kept only once all of it went out: the next run's deltas are against what was sent.
     tokio::task::spawn_blocking(move || chunker.finish())
         .await

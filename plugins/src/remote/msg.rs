@@ -8,7 +8,9 @@
 use serde::{Deserialize, Serialize};
 
 /// The protocol this build speaks.
-pub const PROTOCOL: u32 = 1;
+/// 2: a chunk stream with an empty cache name is cut and offered but not kept (a tree's small
+/// files); an agent of protocol 1 refuses such a name.
+pub const PROTOCOL: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hello {

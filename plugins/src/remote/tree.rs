@@ -23,7 +23,7 @@ pub struct RemoteTree {
     /// there (each file's is derived from it).
     pub keys: ChunkingKeys,
     pub cache: String,
-    /// Bytes the files moved on the wire (chunk streams, and smaller files whole).
+    /// Bytes the files moved on the wire (chunk streams, and the smallest files whole).
     pub wire: Arc<AtomicU64>,
 }
 
@@ -41,9 +41,12 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
-/// Files at least this large are cut on their host and sent by what the repository lacks;
-/// smaller ones come whole (a request per file would cost more than it saves).
+/// Files at least this large are cut on their host and sent by what the repository lacks, and
+/// kept in the agent's cache for deltas next time; smaller ones down to [`IDS_MIN`] are cut and
+/// sent the same way but not kept (a cache per small file would cost more than its deltas save).
 pub const FOREIGN_MIN: u64 = 1 << 20;
+/// Files smaller than this come whole: their bytes cost less than an offer of their ids.
+pub const IDS_MIN: u64 = 512;
 
 fn source_err(host: &Host, path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Source {
@@ -112,11 +115,15 @@ impl TreeSource for RemoteTree {
         store: &mut dyn FnMut(&mut dyn ForeignSource) -> cairn_store::Result<ContentRef>,
     ) -> Option<cairn_store::Result<ContentRef>> {
         use std::os::unix::ffi::OsStrExt;
-        if len < FOREIGN_MIN {
+        if len < IDS_MIN {
             return None;
         }
         let path = root.join(std::ffi::OsStr::from_bytes(rel));
-        let cache = cairn_store::write::foreign::file_cache_name(&self.cache, rel);
+        // An empty cache name: cut and offered, not kept (`chunked.rs`).
+        let cache = match len >= FOREIGN_MIN {
+            true => cairn_store::write::foreign::file_cache_name(&self.cache, rel),
+            false => String::new(),
+        };
         let opened = self
             .rt
             .block_on(self.host.open_file_stream(&path, self.keys.clone(), cache));

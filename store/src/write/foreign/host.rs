@@ -162,6 +162,9 @@ pub struct HostChunker {
     shift: i64,
 }
 
+/// The name of streams that are not kept ([`HostChunker::transient`]); no kept stream has it.
+const TRANSIENT: &str = "transient";
+
 /// A new file of the cache, `0600`.
 fn private_file(path: &Path) -> io::Result<File> {
     crate::util::create_private_file(path).map_err(|e| io::Error::other(e.to_string()))
@@ -170,7 +173,7 @@ fn private_file(path: &Path) -> io::Result<File> {
 impl HostChunker {
     /// Starts a stream kept as `name` (a file name) in `dir`.
     pub fn open(dir: &Path, name: &str, keys: ChunkingKeys) -> io::Result<Self> {
-        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') || name == TRANSIENT {
             return Err(io::Error::other(format!("bad cache name {name:?}")));
         }
         std::fs::create_dir_all(dir)?;
@@ -185,6 +188,11 @@ impl HostChunker {
             }
         }
         let prev = Previous::load(dir, name, &keys);
+        Self::start(dir, name, keys, prev)
+    }
+
+    fn start(dir: &Path, name: &str, keys: ChunkingKeys, prev: Option<Previous>) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
         let reuse = prev
             .as_ref()
             .is_some_and(|p| p.seg_bytes <= COMPACT_ABOVE * p.stream_bytes);
@@ -215,6 +223,36 @@ impl HostChunker {
             offset: 0,
             shift: 0,
         })
+    }
+
+    /// Starts a stream that is offered but not kept: no previous stream to propose bases from,
+    /// and its files (`.transient.PID.*`) go when it drops, never finished. For a tree's small
+    /// files, of which there may be many: nothing is scanned or kept per file. What a killed
+    /// agent left of them goes the first time a later agent process starts one.
+    pub fn transient(dir: &Path, keys: ChunkingKeys) -> io::Result<Self> {
+        static SWEPT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+        let mut swept = SWEPT.lock().unwrap();
+        if !swept.iter().any(|d| d == dir) {
+            swept.push(dir.to_path_buf());
+            let dotted = format!(".{TRANSIENT}.");
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let file = e.file_name().to_string_lossy().into_owned();
+                let pid = file.strip_prefix(&dotted).and_then(|r| r.split('.').next());
+                if pid
+                    .and_then(|p| p.parse::<u32>().ok())
+                    .is_some_and(|p| !crate::util::pid_alive(p))
+                {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        drop(swept);
+        Self::start(dir, TRANSIENT, keys, None)
+    }
+
+    /// Whether this stream is one [`Self::transient`] started.
+    pub fn is_transient(&self) -> bool {
+        self.name == TRANSIENT
     }
 
     /// Cuts `reader` to its end, calling `f` with each chunk's offer and where its bytes are.
@@ -634,5 +672,43 @@ mod tests {
             .collect();
         assert!(!names.iter().any(|n| n.starts_with(".db.999999999")), "{names:?}");
         assert!(names.contains(&mine), "{names:?}");
+    }
+
+    /// A transient stream (a tree's small file) is offered and read back like any other, and
+    /// leaves nothing in the cache: not while a kept stream of its host is there, not after a
+    /// killed agent (its files go when a later process starts one).
+    #[test]
+    fn a_transient_stream_is_read_back_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = format!(".{TRANSIENT}.999999999.00000000000000aa.seg");
+        std::fs::write(dir.path().join(&dead), b"left by a killed agent").unwrap();
+        keep(dir.path(), "db", &stream(3, 5000));
+        let before: std::collections::BTreeSet<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| *n != dead)
+            .collect();
+        let data = stream(4, 3000);
+        for _ in 0..2 {
+            let mut h = HostChunker::transient(dir.path(), keys()).unwrap();
+            assert!(h.is_transient());
+            let offers = cut(&mut h, &data);
+            assert!(offers.iter().all(|(o, _)| o.bases.is_empty()));
+            let reader = h.reader().unwrap();
+            for (o, at) in &offers {
+                assert!(matches!(
+                    reader.message(*at, o, false).unwrap(),
+                    Message::Chunk { delta: false, .. }
+                ));
+            }
+            drop(reader);
+            drop(h);
+            let after: std::collections::BTreeSet<String> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(after, before, "a transient stream left files");
+        }
+        assert!(HostChunker::open(dir.path(), TRANSIENT, keys()).is_err());
     }
 }
