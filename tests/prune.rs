@@ -216,17 +216,7 @@ fn slow_source(file: &std::path::Path, secs: u32) -> String {
 }
 
 fn spawn_backup(env: &Env, name: &str, script: &str, wrap: &[&str]) -> std::process::Child {
-    let base = env.cmd(&[
-        "backup",
-        "--name",
-        name,
-        "--stdin-from-command",
-        "db.sql",
-        "--",
-        "sh",
-        "-c",
-        script,
-    ]);
+    let base = env.backup_of_script(name, script);
     let mut c = if wrap.is_empty() {
         base
     } else {

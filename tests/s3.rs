@@ -107,7 +107,14 @@ fn ok(g: &Garage, env: &Env, args: &[&str]) -> String {
 }
 
 fn backup(g: &Garage, env: &Env, name: &str, data: &[u8]) -> std::process::Output {
-    let mut c = with_keys(g, env.cmd(&["backup", "--name", name, "--json", "--stdin", "db.sql"]));
+    fed(
+        with_keys(g, env.cmd(&["backup", "--name", name, "--json", "--stdin", "db.sql"])),
+        data,
+    )
+}
+
+/// Runs `c` with `data` on its standard input (written from a thread of its own).
+fn fed(mut c: std::process::Command, data: &[u8]) -> std::process::Output {
     c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -320,20 +327,7 @@ fn backups_from_two_hosts_while_a_prune_runs_lose_nothing() {
     let host = |i: usize| via(&g, i, "shared", env.path(&format!("cache-host{i}")));
     let (a, b) = (host(1), host(2));
     let spawn = |e: &Env, name: &str, script: String| {
-        let mut c = with_keys(
-            &g,
-            e.cmd(&[
-                "backup",
-                "--name",
-                name,
-                "--stdin-from-command",
-                "db.sql",
-                "--",
-                "sh",
-                "-c",
-                &script,
-            ]),
-        );
+        let mut c = with_keys(&g, e.backup_of_script(name, &script));
         c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         c.spawn().unwrap()
     };
@@ -572,16 +566,8 @@ fn a_store_behind_tls_signed_by_a_private_ca_is_trusted_through_its_ca_file() {
     assert!(o.status.success(), "{}", stderr(&o));
     let data = random_bytes(3 << 20, 31);
     let mut c = with_keys(&g, env.cmd(&["backup", "--name", "one", "--stdin", "db.sql"]));
-    c.env("CAIRN_S3_CA_FILE", &tls.ca)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap();
-    {
-        use std::io::Write;
-        child.stdin.take().unwrap().write_all(&data).unwrap();
-    }
-    let o = child.wait_with_output().unwrap();
+    c.env("CAIRN_S3_CA_FILE", &tls.ca);
+    let o = fed(c, &data);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = run(&["dump", "one", "db.sql"], Some(&tls.ca));
     assert!(o.status.success(), "{}", stderr(&o));

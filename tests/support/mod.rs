@@ -65,6 +65,21 @@ impl Env {
         c
     }
 
+    /// A backup of item `db.sql` from the output of the `sh -c` script `script`.
+    pub fn backup_of_script(&self, name: &str, script: &str) -> Command {
+        self.cmd(&[
+            "backup",
+            "--name",
+            name,
+            "--stdin-from-command",
+            "db.sql",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().unwrap()
     }

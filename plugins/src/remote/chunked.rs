@@ -209,11 +209,6 @@ pub(super) async fn serve(
     let chunker = cut.map_err(failed)?;
     sent.map_err(failed)?;
     let _ = ep.send(Kind::End, Vec::new()).await;
-    if chunker.is_transient() {
-        // Its files go as it drops.
-        drop(chunker);
-        return Ok(());
-    }
     // Kept only once all of it went out: the next run's deltas are against what was sent.
     tokio::task::spawn_blocking(move || chunker.finish())
         .await

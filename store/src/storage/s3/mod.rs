@@ -217,12 +217,7 @@ impl S3Store {
                 let (s3, key) = (s3.clone(), key_of(&prefix, &name));
                 Box::pin(async move {
                     let _t = Trace::new("get window", &name, r.end - r.start);
-                    let got = s3
-                        .get_opts(&key, object_store::GetOptions::new().with_range(Some(r)))
-                        .await
-                        .ok()?;
-                    let size = got.meta.size;
-                    Some((got.bytes().await.ok()?, size))
+                    get_sized(&s3, &key, r.into()).await.ok()
                 })
             })
         };
@@ -317,9 +312,7 @@ impl S3Store {
         let _t = Trace::new("get range", name, r.end - r.start);
         let want = (r.end - r.start) as usize;
         let got = self.block(self.s3.get_range(&self.key(name), r.clone())).map_err(|e| {
-            // A range that starts past the end (S3's `InvalidRange`, status 416) is a short read.
-            let text = explain(&e);
-            if text.contains("InvalidRange") || text.contains("416 Range Not Satisfiable") {
+            if past_the_end(&e) {
                 eof(
                     &self.location.describe(name),
                     format!("bytes {}..{} asked, fewer there", r.start, r.end),
@@ -400,6 +393,26 @@ impl S3Store {
             .map(|m| m.size)
             .map_err(|e| self.err(name, e))
     }
+}
+
+/// A range of an object and the object's whole size, in one request.
+async fn get_sized(
+    s3: &AmazonS3,
+    key: &Path,
+    range: object_store::GetRange,
+) -> object_store::Result<(bytes::Bytes, u64)> {
+    let got = s3
+        .get_opts(key, object_store::GetOptions::new().with_range(Some(range)))
+        .await?;
+    let size = got.meta.size;
+    Ok((got.bytes().await?, size))
+}
+
+/// Whether a ranged read failed for starting past the object's end (S3's `InvalidRange`,
+/// status 416): a short read, not a failure of the store.
+fn past_the_end(e: &object_store::Error) -> bool {
+    let text = with_causes(e);
+    text.contains("InvalidRange") || text.contains("416 Range Not Satisfiable")
 }
 
 /// The key of repository object `name` under `prefix`.
@@ -600,16 +613,14 @@ impl ObjectStore for SharedS3 {
             return Ok((s.size(name)?, Vec::new()));
         }
         let _t = Trace::new("get tail", name, len as u64);
-        let r = s.block(async {
-            let opts = object_store::GetOptions::new().with_range(Some(object_store::GetRange::Suffix(len as u64)));
-            let got = s.s3.get_opts(&s.key(name), opts).await?;
-            let size = got.meta.size;
-            Ok((size, got.bytes().await?))
-        });
-        match r {
-            Ok((size, b)) => Ok((size, b.to_vec())),
-            // An empty object has no suffix to give (416): its size is all there is to know.
-            Err(e) if explain(&e).contains("InvalidRange") => Ok((s.size(name)?, Vec::new())),
+        match s.block(get_sized(
+            &s.s3,
+            &s.key(name),
+            object_store::GetRange::Suffix(len as u64),
+        )) {
+            Ok((b, size)) => Ok((size, b.to_vec())),
+            // An empty object has no suffix to give: its size is all there is to know.
+            Err(e) if past_the_end(&e) => Ok((s.size(name)?, Vec::new())),
             Err(e) => Err(s.err(name, e)),
         }
     }

@@ -250,11 +250,6 @@ impl HostChunker {
         Self::start(dir, TRANSIENT, keys, None)
     }
 
-    /// Whether this stream is one [`Self::transient`] started.
-    pub fn is_transient(&self) -> bool {
-        self.name == TRANSIENT
-    }
-
     /// Cuts `reader` to its end, calling `f` with each chunk's offer and where its bytes are.
     pub fn run(&mut self, reader: impl Read, mut f: impl FnMut(Offered, Place) -> io::Result<()>) -> io::Result<()> {
         let chunker = self.chunker.clone();
@@ -333,8 +328,12 @@ impl HostChunker {
     }
 
     /// Keeps this stream as the one to send deltas against next time (see [`CACHE_MAGIC`] for
-    /// the order of the renames), and deletes the segments it no longer refers to.
+    /// the order of the renames), and deletes the segments it no longer refers to. A transient
+    /// stream is not kept: its files go as it drops.
     pub fn finish(mut self) -> io::Result<()> {
+        if self.name == TRANSIENT {
+            return Ok(());
+        }
         self.list.flush()?;
         let dir = self.dir.clone();
         let (part, name) = (self.part.clone(), self.name.clone());
@@ -691,7 +690,6 @@ mod tests {
         let data = stream(4, 3000);
         for _ in 0..2 {
             let mut h = HostChunker::transient(dir.path(), keys()).unwrap();
-            assert!(h.is_transient());
             let offers = cut(&mut h, &data);
             assert!(offers.iter().all(|(o, _)| o.bases.is_empty()));
             let reader = h.reader().unwrap();
@@ -702,7 +700,7 @@ mod tests {
                 ));
             }
             drop(reader);
-            drop(h);
+            h.finish().unwrap();
             let after: std::collections::BTreeSet<String> = std::fs::read_dir(dir.path())
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
